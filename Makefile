@@ -1,0 +1,61 @@
+# Theory-to-code: one target per figure, tests, benchmarks. See README.md.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REF := .venv-ref
+REF_STAMP := $(REF)/.installed
+PYTEST_ARGS ?=
+FIG_ARGS ?=
+
+.PHONY: setup test test-all reference figs fig-ntk fig-ibc bench lint clean
+
+setup: $(STAMP)
+
+# Re-installs only when the project's metadata changes; quick when done.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+reference: $(REF_STAMP)
+
+# neural-tangents 0.6.5 only runs on jax 0.4.38; it is an oracle, kept in its own venv.
+$(REF_STAMP): reference/requirements.txt
+	@test -x $(REF)/bin/python || $(PYTHON_SYS) -m venv $(REF)
+	$(REF)/bin/python -m pip install -q --upgrade pip
+	$(REF)/bin/python -m pip install -q -r reference/requirements.txt
+	$(REF)/bin/python -m pip install -q --no-deps neural-tangents==0.6.5
+	$(REF)/bin/python reference/nt_oracle.py --selftest
+	@touch $@
+
+test: $(STAMP) $(REF_STAMP)
+	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-all: $(STAMP) $(REF_STAMP)
+	$(PY) -m pytest -n 2 -q -m '' $(PYTEST_ARGS)
+
+figs: fig-ntk fig-ibc
+
+fig-ntk: $(STAMP)
+	$(PY) -m experiments.ntk $(FIG_ARGS)
+
+fig-ibc: $(STAMP)
+	$(PY) -m experiments.ibc $(FIG_ARGS)
+
+bench: $(STAMP) $(REF_STAMP)
+	$(PY) -m benchmarks.kernels
+
+lint: $(STAMP)
+	$(PY) -m ruff check theory experiments benchmarks tests reference
+	$(PY) -m ruff format --check theory experiments benchmarks tests reference
+
+clean:
+	rm -rf $(VENV) $(REF) results .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
