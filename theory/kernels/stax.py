@@ -1,0 +1,613 @@
+r"""Fully-connected networks and their infinite-width kernels from one description.
+
+A drop-in for neural-tangents' ``stax`` (fully-connected layers): every layer returns
+``(init_fn, apply_fn, kernel_fn)`` with the same names, arguments, defaults and numbers::
+
+    init_fn(key, input_shape) -> (output_shape, params)
+    apply_fn(params, x) -> outputs
+    kernel_fn(x1, x2=None, get=None) -> Kernel | array | (nngp, ntk)
+
+``kernel_fn`` follows neural-tangents' conventions: input kernel ``x1·x2ᵀ/d``, NTK 0 before
+the first ``Dense``; ``get`` is ``None`` (a `Kernel` with ``.nngp`` and ``.ntk``), a name
+(``"nngp"``/``"ntk"``) or a tuple of names (a named tuple). It is compiled with ``jax.jit``
+on first use for each input shape; float64 inputs (``jax_enable_x64``) give float64 kernels.
+
+Layer recursions (Jacot, Gabriel & Hongler 2018, Thm. 1; Lee et al. 2019, eqs. 3–4):
+
+- ``Dense``, NTK parameterization:  K ← σ_w² K + σ_b²,  Θ ← K_new + σ_w² Θ;
+- ``Dense``, standard parameterization (Sohl-Dickstein et al. 2020):
+  Θ ← n_in K_old + σ_w² Θ (+ 1 with a bias, even when ``b_std=0.0``), then K ← σ_w² K + σ_b²;
+- activation φ with dual k and k̇ (see `theory.kernels.dual`): K ← k(K), Θ ← Θ · k̇(K).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from theory.kernels import dual
+from theory.kernels.kernel import Kernel, check_inputs, input_kernel
+
+__all__ = [
+    "Kernel",
+    "serial",
+    "parallel",
+    "FanOut",
+    "FanInSum",
+    "FanInProd",
+    "Identity",
+    "Dense",
+    "Relu",
+    "LeakyRelu",
+    "ABRelu",
+    "Abs",
+    "Erf",
+    "Gelu",
+    "Sin",
+    "Cos",
+    "Gaussian",
+    "Rbf",
+    "Exp",
+    "Sign",
+    "Monomial",
+    "RectifiedMonomial",
+    "Polynomial",
+    "Hermite",
+    "Elementwise",
+    "ElementwiseNumerical",
+    "Tanh",
+    "Softplus",
+    "Sigmoid",
+    "Swish",
+]
+
+_GETS = ("nngp", "ntk")
+
+
+# ----------------------------------------------------------------------- kernel_fn
+
+
+class KernelFn:
+    """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
+
+    Also accepts a `Kernel` (or a list of them, for fan-in layers) instead of ``x1`` and
+    then applies just this layer's transformation, which is how layers compose.
+    """
+
+    def __init__(self, transform: Callable, name: str):
+        self.transform = transform
+        self.__name__ = name
+        self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
+
+    def __repr__(self) -> str:
+        return f"<kernel_fn of {self.__name__}>"
+
+    def _compute(self, x1, x2, get, compute_ntk):
+        k = self.transform(input_kernel(x1, x2, compute_ntk))
+        if isinstance(k, (list, tuple)):
+            raise ValueError(
+                f"{self.__name__} ends with {len(k)} branches: close them with "
+                "FanInSum() or FanInProd() before asking for a kernel"
+            )
+        return k if get is None else _select(k, get)
+
+    def __call__(self, x1, x2=None, get=None, **kwargs):
+        if isinstance(x1, Kernel) or (
+            isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
+        ):
+            return self.transform(x1)
+        if kwargs:
+            raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
+        get = _check_get(get)
+        x1, x2 = check_inputs(x1, x2)
+        compute_ntk = get is None or "ntk" in (get if isinstance(get, tuple) else (get,))
+        return self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
+
+
+def _check_get(get):
+    if get is None:
+        return None
+    names = (get,) if isinstance(get, str) else tuple(get)
+    for g in names:
+        if g not in _GETS:
+            raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+    return get if isinstance(get, str) else names
+
+
+def _select(k: Kernel, get):
+    if isinstance(get, str):
+        return getattr(k, get)
+    return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
+
+
+# ------------------------------------------------------------------- layer builders
+
+
+def _mark(apply_fn: Callable, structure: tuple) -> Callable:
+    """Record what a layer is, for the structured empirical-NTK fast path."""
+    apply_fn.structure = structure
+    return apply_fn
+
+
+def _stateless_init(rng, input_shape):
+    return input_shape, ()
+
+
+def _elementwise(
+    name: str, fn: Callable | None, pair: dual.Pair | None, scale_ntk_by_zero: bool = False
+):
+    """A layer applying φ elementwise; its kernel uses the dual ``pair`` of φ."""
+
+    def apply_fn(params, inputs, **kwargs):
+        if fn is None:
+            raise NotImplementedError(f"{name} has no finite-width function")
+        return fn(inputs)
+
+    def transform(k: Kernel) -> Kernel:
+        if pair is None:
+            raise NotImplementedError(f"{name} has no infinite-width kernel (nngp_fn=None)")
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        if not k.is_gaussian:
+            raise ValueError(
+                f"{name}: the input to an activation must be Gaussian; put a Dense layer "
+                "before it (neural-tangents has the same rule)"
+            )
+        q11, q22 = k.outer_vars()
+        nngp, dot = pair(k.nngp, q11, q22, k.diagonal_mask(), k.ntk is not None)
+        ntk = None if k.ntk is None else k.ntk * dot
+        cov1 = dual.diagonal(pair, k.cov1)
+        cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
+
+    return (
+        _stateless_init,
+        _mark(apply_fn, ("elementwise", fn)),
+        KernelFn(transform, name),
+    )
+
+
+def _check_std(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+# --------------------------------------------------------------------------- Dense
+
+
+def Dense(
+    out_dim: int,
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+):
+    r"""Fully-connected layer (Jacot et al. 2018, §2; Sohl-Dickstein et al. 2020).
+
+    ==================  ========================  ========================================
+    argument            symbol                    meaning
+    ==================  ========================  ========================================
+    ``out_dim``         n_{l+1}                   output width (ignored by the kernel in
+                                                  the NTK parameterization)
+    ``W_std``           σ_w                       weight scale
+    ``b_std``           σ_b (β in Jacot et al.)   bias scale; ``None`` = no bias
+    ``parameterization`` —                        ``"ntk"``: z = σ_w/√n W x + σ_b b with
+                                                  W, b ~ N(0, 1); ``"standard"``:
+                                                  W ~ N(0, σ_w²/n), b ~ N(0, σ_b²), z = Wx + b
+    ``s``               (s_in, s_out)             width multipliers (standard only)
+    ==================  ========================  ========================================
+
+    Parameters are ``(W, b)``, ``W`` of shape (n_in·s_in, out_dim·s_out), ``b`` of shape
+    (1, out_dim·s_out) or None.
+    """
+    if not isinstance(out_dim, (int,)) or isinstance(out_dim, bool) or out_dim < 1:
+        raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
+    _check_std("W_std", W_std)
+    _check_std("b_std", b_std, allow_none=True)
+    if not isinstance(parameterization, str) or parameterization.lower() not in (
+        "ntk",
+        "standard",
+    ):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    parameterization = parameterization.lower()
+    if batch_axis != 0 or channel_axis not in (-1, 1):
+        raise NotImplementedError(
+            "only batch_axis=0 and channel_axis=-1 are supported for fully-connected inputs"
+        )
+    s = tuple(int(v) for v in s)
+    if len(s) != 2 or min(s) < 1:
+        raise ValueError(f"s must be a pair of positive integers, got {s!r}")
+    W_std = float(W_std)
+    b_std = None if b_std is None else float(b_std)
+
+    def init_fn(rng, input_shape):
+        n_in = input_shape[-1]
+        n_out = out_dim * (s[1] if parameterization == "standard" else 1)
+        k1, k2 = jax.random.split(rng)
+        W = jax.random.normal(k1, (n_in, n_out))
+        b = None if b_std is None else jax.random.normal(k2, (1, n_out))
+        if parameterization == "standard":
+            W = W * (W_std / math.sqrt(n_in / s[0]))
+            b = None if b is None else b * b_std
+        return tuple(input_shape[:-1]) + (n_out,), (W, b)
+
+    def apply_fn(params, inputs, **kwargs):
+        W, b = params
+        prod = inputs @ W
+        if parameterization == "ntk":
+            out = (W_std / math.sqrt(inputs.shape[-1])) * prod
+            return out if b is None else out + b_std * b
+        out = prod / math.sqrt(s[0])
+        return out if b is None else out + b
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"Dense takes one input; got {len(k)} branches")
+
+        def affine(m):
+            m = W_std**2 * m
+            return m if b_std is None else m + b_std**2
+
+        nngp = affine(k.nngp)
+        cov1 = affine(k.cov1)
+        cov2 = None if k.cov2 is None else affine(k.cov2)
+        ntk = k.ntk
+        if ntk is not None:
+            if parameterization == "ntk":
+                ntk = nngp + W_std**2 * ntk
+            else:
+                ntk = (k.width / s[0]) * k.nngp + W_std**2 * ntk
+                if b_std is not None:
+                    ntk = ntk + 1.0
+        width = out_dim * (s[1] if parameterization == "standard" else 1)
+        return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
+
+    structure = ("dense", dict(W_std=W_std, b_std=b_std, parameterization=parameterization, s=s))
+    return init_fn, _mark(apply_fn, structure), KernelFn(transform, f"Dense({out_dim})")
+
+
+# --------------------------------------------------------------------- activations
+
+
+def ABRelu(a: float, b: float, do_stabilize: bool = False):
+    r"""φ(x) = a·min(x, 0) + b·max(x, 0). ``do_stabilize`` is accepted for compatibility; the
+    dual is computed from the correlation and needs no rescaling. See `dual.abrelu`."""
+    a, b = float(a), float(b)
+    return _elementwise(
+        f"ABRelu({a}, {b})",
+        lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
+        dual.abrelu(a, b),
+    )
+
+
+def Relu(do_stabilize: bool = False):
+    """φ(x) = max(x, 0): the degree-1 arc-cosine kernel (Cho & Saul 2009)."""
+    return ABRelu(0.0, 1.0, do_stabilize)
+
+
+def LeakyRelu(alpha: float, do_stabilize: bool = False):
+    """φ(x) = α·min(x, 0) + max(x, 0)."""
+    return ABRelu(alpha, 1.0, do_stabilize)
+
+
+def Abs(do_stabilize: bool = False):
+    """φ(x) = |x|."""
+    return ABRelu(-1.0, 1.0, do_stabilize)
+
+
+def Sign():
+    """φ(x) = sign(x): k = 1 − 2θ/π; the NTK contribution is 0."""
+    return _elementwise("Sign", jnp.sign, dual.sign())
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0):
+    """φ(x) = a·erf(b x) + c (Williams 1997). See `dual.erf`."""
+    return _elementwise(
+        f"Erf({a}, {b}, {c})",
+        lambda x: a * jax.scipy.special.erf(b * x) + c,
+        dual.erf(a, b, c),
+    )
+
+
+def Gelu(approximate: bool = False):
+    """φ(x) = x Φ(x). ``approximate`` changes only the finite network (tanh form)."""
+    return _elementwise(
+        "Gelu", lambda x: jax.nn.gelu(x, approximate=approximate), dual.gelu()
+    )
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0):
+    """φ(x) = a·sin(b x + c). See `dual.sin`."""
+    return _elementwise(f"Sin({a}, {b}, {c})", lambda x: a * jnp.sin(b * x + c), dual.sin(a, b, c))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0):
+    """φ(x) = a·cos(b x + c) = a·sin(b x + c + π/2)."""
+    return Sin(a=a, b=b, c=c + math.pi / 2)
+
+
+def Rbf(gamma: float = 1.0):
+    """φ(x) = √2·sin(√(2γ) x + π/4), whose NNGP is the RBF kernel exp(−γ‖x − x'‖²/d)."""
+    _check_std("gamma", gamma)
+    return _elementwise(
+        f"Rbf({gamma})",
+        lambda x: math.sqrt(2) * jnp.sin(math.sqrt(2 * gamma) * x + math.pi / 4),
+        dual.rbf(gamma),
+    )
+
+
+def Exp(a: float = 1.0, b: float = 1.0):
+    """φ(x) = a·e^{b x}."""
+    return _elementwise(f"Exp({a}, {b})", lambda x: a * jnp.exp(b * x), dual.exp(a, b))
+
+
+def Gaussian(a: float = 1.0, b: float = -1.0):
+    """φ(x) = a·e^{b x²}."""
+    return _elementwise(f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b))
+
+
+def _check_degree(degree):
+    if not isinstance(degree, int) or isinstance(degree, bool) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+
+
+def Monomial(degree: int):
+    """φ(x) = xⁿ, any n ≥ 0 (closed form by Isserlis' theorem; see `dual.monomial`)."""
+    _check_degree(degree)
+    return _elementwise(f"Monomial({degree})", lambda x: x**degree, dual.monomial(degree))
+
+
+def RectifiedMonomial(degree: int):
+    """φ(x) = max(x, 0)ⁿ: the arc-cosine kernel of degree n (Cho & Saul 2009)."""
+    _check_degree(degree)
+    return _elementwise(
+        f"RectifiedMonomial({degree})",
+        lambda x: jnp.where(x >= 0, x, 0) ** degree,
+        dual.rectified_monomial(degree),
+    )
+
+
+def Polynomial(coef: Sequence[float]):
+    """φ(x) = coef[0] + coef[1] x + … + coef[n] xⁿ (numpy's coefficient order)."""
+    coef = [float(c) for c in coef]
+    if not all(math.isfinite(c) for c in coef):
+        raise ValueError(f"coef must be finite, got {coef!r}")
+    return _elementwise(
+        f"Polynomial({coef})",
+        lambda x: jnp.polyval(jnp.asarray(coef[::-1], x.dtype), x),
+        dual.polynomial(coef),
+    )
+
+
+def Hermite(degree: int):
+    """φ(x) = Heₙ(x)/√(n!): assumes unit-variance pre-activations (as neural-tangents)."""
+    import numpy as np
+
+    _check_degree(degree)
+    p = np.polynomial.hermite_e.herme2poly([0] * degree + [1])[::-1]
+    norm = math.sqrt(math.factorial(degree))
+    return _elementwise(
+        f"Hermite({degree})",
+        lambda x: jnp.polyval(jnp.asarray(p, x.dtype), x) / norm,
+        dual.hermite(degree),
+    )
+
+
+def Elementwise(
+    fn: Callable | None = None,
+    nngp_fn: Callable | None = None,
+    d_nngp_fn: Callable | None = None,
+):
+    """Any φ with a user-supplied dual ``nngp_fn(cov12, var1, var2) = E[φ(z₁)φ(z₂)]``.
+
+    ``d_nngp_fn = E[φ'(z₁)φ'(z₂)]`` defaults to ∂ nngp_fn / ∂ cov12 by autodiff
+    (Price's theorem). With ``nngp_fn=None`` only the finite network works.
+    """
+    if fn is None and nngp_fn is None:
+        raise ValueError("Elementwise needs fn (finite network) or nngp_fn (kernel), got neither")
+    name = getattr(fn if fn is not None else nngp_fn, "__name__", "Elementwise")
+    pair = None if nngp_fn is None else dual.custom(nngp_fn, d_nngp_fn)
+    return _elementwise(f"Elementwise({name})", fn, pair)
+
+
+def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None):
+    """Any φ by 2-D Gauss–Hermite quadrature of ``deg`` nodes per axis (`dual.gauss_hermite`);
+    the NTK uses φ' (``df``, or autodiff of ``fn``)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}")
+    if not isinstance(deg, int) or deg < 1:
+        raise ValueError(f"deg must be a positive integer, got {deg!r}")
+    name = getattr(fn, "__name__", "fn")
+    return _elementwise(
+        f"ElementwiseNumerical({name}, deg={deg})", fn, dual.gauss_hermite(fn, deg, df)
+    )
+
+
+def Tanh(deg: int = 25):
+    """φ = tanh by quadrature (neural-tangents has no Tanh: its issue #15)."""
+    return ElementwiseNumerical(jnp.tanh, deg, lambda x: 1 - jnp.tanh(x) ** 2)
+
+
+def Softplus(deg: int = 25):
+    """φ(x) = log(1 + eˣ) by quadrature."""
+    return ElementwiseNumerical(jax.nn.softplus, deg, jax.nn.sigmoid)
+
+
+def Sigmoid(deg: int = 25):
+    """φ(x) = 1/(1 + e^{−x}) by quadrature."""
+    return ElementwiseNumerical(
+        jax.nn.sigmoid, deg, lambda x: jax.nn.sigmoid(x) * (1 - jax.nn.sigmoid(x))
+    )
+
+
+def Swish(deg: int = 25):
+    """φ(x) = x·sigmoid(x) (SiLU) by quadrature."""
+    return ElementwiseNumerical(
+        jax.nn.silu, deg, lambda x: jax.nn.sigmoid(x) * (1 + x * (1 - jax.nn.sigmoid(x)))
+    )
+
+
+# --------------------------------------------------------------------- combinators
+
+
+def Identity():
+    """The identity layer."""
+    return _stateless_init, _mark(lambda params, x, **kw: x, ("identity",)), KernelFn(
+        lambda k: k, "Identity"
+    )
+
+
+def serial(*layers):
+    """Compose layers: the output of each feeds the next. Parameters are a list, one entry
+    per layer."""
+    if not layers:
+        raise ValueError("serial needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not (isinstance(layer, tuple) and len(layer) == 3):
+            raise TypeError(f"serial: argument {i} is not an (init_fn, apply_fn, kernel_fn) triple")
+    inits, applies, kernels = zip(*layers)
+
+    def init_fn(rng, input_shape):
+        params = []
+        for init in inits:
+            rng, sub = jax.random.split(rng)
+            input_shape, p = init(sub, input_shape)
+            params.append(p)
+        return input_shape, params
+
+    def apply_fn(params, inputs, **kwargs):
+        for f, p in zip(applies, params):
+            inputs = f(p, inputs, **kwargs)
+        return inputs
+
+    def transform(k):
+        for kf in kernels:
+            k = kf.transform(k)
+        return k
+
+    structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
+    name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
+    return init_fn, _mark(apply_fn, structure), KernelFn(transform, name)
+
+
+def parallel(*layers):
+    """Apply layer i to input i of a list (as produced by `FanOut`)."""
+    if not layers:
+        raise ValueError("parallel needs at least one layer")
+    inits, applies, kernels = zip(*layers)
+
+    def init_fn(rng, input_shapes):
+        keys = jax.random.split(rng, len(layers))
+        out = [init(key, shape) for init, key, shape in zip(inits, keys, input_shapes)]
+        return [o[0] for o in out], [o[1] for o in out]
+
+    def apply_fn(params, inputs, **kwargs):
+        return [f(p, x, **kwargs) for f, p, x in zip(applies, params, inputs)]
+
+    def transform(ks):
+        if not isinstance(ks, (list, tuple)) or len(ks) != len(kernels):
+            raise ValueError(
+                f"parallel of {len(kernels)} layers needs {len(kernels)} inputs (use FanOut)"
+            )
+        return [kf.transform(k) for kf, k in zip(kernels, ks)]
+
+    name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
+    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name)
+
+
+def FanOut(num: int):
+    """Copy the input into ``num`` branches."""
+    if not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive integer, got {num!r}")
+
+    def init_fn(rng, input_shape):
+        return [input_shape] * num, ()
+
+    return (
+        init_fn,
+        _mark(lambda params, x, **kw: [x] * num, ("other",)),
+        KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+    )
+
+
+def _fan_in_check(ks, name):
+    if not isinstance(ks, (list, tuple)) or not ks:
+        raise ValueError(f"{name} needs a list of branches (use FanOut and parallel)")
+    widths = {k.width for k in ks}
+    if len(widths) != 1:
+        raise ValueError(f"{name}: all branches must have the same width, got {sorted(widths)}")
+
+
+def _fan_in_init(rng, input_shapes):
+    return input_shapes[0], ()
+
+
+def FanInSum():
+    """Sum the branches: K = Σ Kᵢ, Θ = Σ Θᵢ (branches must be Gaussian, as in
+    neural-tangents: the sum of non-centred branches would need their means)."""
+
+    def transform(ks):
+        _fan_in_check(ks, "FanInSum")
+        gaussian = all(k.is_gaussian for k in ks)
+        if not gaussian and len(ks) != 1:
+            raise NotImplementedError(
+                "FanInSum needs every branch to end in a Dense layer (mean-zero Gaussian)"
+            )
+
+        def total(name):
+            vals = [getattr(k, name) for k in ks]
+            return None if vals[0] is None else functools.reduce(jnp.add, vals)
+
+        return ks[0].replace(
+            nngp=total("nngp"), ntk=total("ntk"), cov1=total("cov1"), cov2=total("cov2"),
+            is_gaussian=gaussian,
+        )
+
+    return (
+        _fan_in_init,
+        _mark(lambda params, xs, **kw: functools.reduce(jnp.add, xs), ("other",)),
+        KernelFn(transform, "FanInSum"),
+    )
+
+
+def FanInProd():
+    """Multiply the branches elementwise: K = Π Kᵢ, Θ = Σᵢ Θᵢ Π_{j≠i} Kⱼ (independent
+    branches)."""
+
+    def transform(ks):
+        _fan_in_check(ks, "FanInProd")
+        nngp, ntk = 1.0, 0.0
+        for k in ks:
+            ntk = None if k.ntk is None or ntk is None else ntk * k.nngp + nngp * k.ntk
+            nngp = nngp * k.nngp
+        cov1 = functools.reduce(jnp.multiply, [k.cov1 for k in ks])
+        cov2 = None if ks[0].cov2 is None else functools.reduce(jnp.multiply, [k.cov2 for k in ks])
+        return ks[0].replace(
+            nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+            is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
+        )
+
+    return (
+        _fan_in_init,
+        _mark(lambda params, xs, **kw: functools.reduce(jnp.multiply, xs), ("other",)),
+        KernelFn(transform, "FanInProd"),
+    )
+
+
+def structure_of(apply_fn: Callable) -> Any:
+    """The recorded layer structure of a stax ``apply_fn`` (None for other functions)."""
+    return getattr(apply_fn, "structure", None)
