@@ -285,32 +285,46 @@ def twonn_intrinsic_dimension(
 # ------------------------------------------------------------------- resolution
 
 
+_CANDIDATES = 8  # near pairs per point re-measured exactly (covers up to 7 near-duplicates)
+
+
 @partial(jax.jit, static_argnames=("query_block", "point_block"))
-def _cross_label_nearest(x, y, floor2, query_block, point_block):
-    """For each point, its nearest differently-labelled point at squared distance ≥ floor2."""
+def _cross_label_nearest(x, y, floor, query_block, point_block):
+    """For each point, its nearest differently-labelled point at distance ≥ ``floor``.
+
+    The tiles rank pairs by the Gram expansion, whose rounding error is about
+    eps·(‖a‖² + ‖b‖²); pairs are pre-filtered against floor² minus that slack, the best
+    `_CANDIDATES` per point are re-measured exactly, and the floor is applied exactly.
+    """
     n = x.shape[0]
+    slack = 8 * jnp.finfo(x.dtype).eps
     pts, pys = _blocks(x, point_block, 0), _blocks(y, point_block, -1)
     pids = _blocks(jnp.arange(n), point_block, n)
     qs, qys = _blocks(x, query_block, 0), _blocks(y, query_block, -1)
+    c = min(_CANDIDATES, n)
 
     def one_query_block(args):
         qb, qy = args
+        qn = jnp.sum(qb * qb, 1)
 
         def step(carry, blk):
-            best_d, best_i = carry  # (qb,)
+            best_d, best_i = carry  # (qb, c)
             pb, py, pi = blk
             d2 = _sq_dist(qb, pb)  # (qb, pb)
-            keep = (pi[None, :] < n) & (py[None, :] != qy[:, None]) & (d2 >= floor2)
+            tol = slack * (qn[:, None] + jnp.sum(pb * pb, 1)[None, :])
+            keep = (pi[None, :] < n) & (py[None, :] != qy[:, None]) & (d2 >= floor**2 - tol)
             d2 = jnp.where(keep, d2, jnp.inf)
-            j = jnp.argmin(d2, axis=1)
-            cand = jnp.take_along_axis(d2, j[:, None], 1)[:, 0]
-            better = cand < best_d
-            return (jnp.where(better, cand, best_d), jnp.where(better, pi[j], best_i)), None
+            cand_d = jnp.concatenate([best_d, d2], axis=1)
+            cand_i = jnp.concatenate([best_i, jnp.broadcast_to(pi, d2.shape)], axis=1)
+            neg, pos = jax.lax.top_k(-cand_d, c)
+            return (-neg, jnp.take_along_axis(cand_i, pos, axis=1)), None
 
-        init = (jnp.full((qb.shape[0],), jnp.inf, x.dtype), jnp.full((qb.shape[0],), n))
+        init = (jnp.full((qb.shape[0], c), jnp.inf, x.dtype), jnp.full((qb.shape[0], c), n))
         (best_d, best_i), _ = jax.lax.scan(step, init, (pts, pys, pids))
-        exact = jnp.sqrt(jnp.sum((qb - x[jnp.minimum(best_i, n - 1)]) ** 2, axis=-1))
-        return jnp.where(best_i < n, exact, jnp.inf)
+        nbrs = x[jnp.minimum(best_i, n - 1)]  # (qb, c, d)
+        exact = jnp.sqrt(jnp.sum((qb[:, None, :] - nbrs) ** 2, axis=-1))
+        ok = (best_i < n) & jnp.isfinite(best_d) & (exact >= floor)
+        return jnp.min(jnp.where(ok, exact, jnp.inf), axis=1)
 
     return jax.lax.map(one_query_block, (qs, qys)).reshape(-1)[:n]
 
@@ -340,7 +354,7 @@ def sample_resolution(
     if np.unique(y[idx]).size < 2:
         raise ValueError("the sample holds a single class; increase num_samples")
     nearest = np.asarray(
-        _cross_label_nearest(xs, ys, floor**2, min(256, xs.shape[0]), min(point_block, xs.shape[0]))
+        _cross_label_nearest(xs, ys, floor, min(256, xs.shape[0]), min(point_block, xs.shape[0]))
     )
     delta = float(nearest.min())
     if not np.isfinite(delta):
@@ -478,6 +492,12 @@ def task_complexity(
     """
     x = _check_points(x)
     y = _check_labels(y, x.shape[0])
+    if not 0 < error < 1:  # fail before the expensive estimates
+        raise ValueError(f"error (target error ε) must lie in (0, 1), got {error!r}")
+    if isinstance(delta, str) and delta not in ("sample", "evt"):
+        raise ValueError(f"delta must be 'sample', 'evt' or a positive number, got {delta!r}")
+    if not isinstance(delta, str) and not delta > 0:
+        raise ValueError(f"delta must be 'sample', 'evt' or a positive number, got {delta!r}")
     key = _key(key)
     k_dim, k_delta = jax.random.split(key)
     n = x.shape[0]
@@ -490,10 +510,8 @@ def task_complexity(
     if isinstance(delta, str):
         if delta == "sample":
             delta_used = sample_resolution(x, y, num_samples=num_samples, floor=floor, key=k_delta)
-        elif delta == "evt":
-            delta_used = evt_resolution(x, y, floor=floor, key=k_delta).delta
         else:
-            raise ValueError(f"delta must be 'sample', 'evt' or a positive number, got {delta!r}")
+            delta_used = evt_resolution(x, y, floor=floor, key=k_delta).delta
     else:
         delta_used = float(delta)
     C = int(np.unique(y).size)
