@@ -141,8 +141,11 @@ def _log_binom(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _eigen_K(m: np.ndarray, max_frequency: np.ndarray) -> np.ndarray:
     # The Laplace–Beltrami eigenvalue of degree-k harmonics on the unit m-sphere is
     # k(k+m−1); band-limiting to frequency M keeps k(k+m−1) ≤ M², solved for real K.
-    # Written as 2M² / (√(...) + (m−1)) to avoid cancellation when M ≪ m.
-    return 2.0 * max_frequency**2 / (np.sqrt((m - 1.0) ** 2 + 4.0 * max_frequency**2) + (m - 1.0))
+    # For m > 1 written as 2M² / (√(...) + (m−1)) to avoid cancellation when M ≪ m.
+    root = np.sqrt((m - 1.0) ** 2 + 4.0 * max_frequency**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stable = 2.0 * max_frequency**2 / (root + (m - 1.0))
+    return np.where(m > 1, stable, 0.5 * (root - (m - 1.0)))
 
 
 def _log_E(m: np.ndarray, K: np.ndarray) -> np.ndarray:
