@@ -61,14 +61,15 @@ def arccos(c: jax.Array) -> jax.Array:
 
 def _correlation(q12, q11, q22, same):
     """(c, √(q11 q22)) with c = q12/√(q11 q22) clipped to [−1, 1]; c = 0 where a variance is 0,
-    c = 1 exactly on the diagonal."""
-    sqrt_prod = jnp.sqrt(q11 * q22)
-    safe = sqrt_prod > 0
-    c = jnp.where(safe, q12 / jnp.where(safe, sqrt_prod, 1), 0)
-    c = jnp.clip(c, -1, 1)
+    c = 1 exactly on the diagonal. The square roots and reciprocals are taken on the
+    (n1, 1) and (1, n2) variance vectors, so the (n1, n2) work is two multiplications."""
+    s1, s2 = jnp.sqrt(q11), jnp.sqrt(q22)
+    inv1 = jnp.where(s1 > 0, 1 / jnp.where(s1 > 0, s1, 1), 0)
+    inv2 = jnp.where(s2 > 0, 1 / jnp.where(s2 > 0, s2, 1), 0)
+    c = jnp.clip(q12 * inv1 * inv2, -1, 1)
     if same is not False:
         c = jnp.where(same, 1, c)
-    return c, sqrt_prod
+    return c, s1 * s2
 
 
 # ------------------------------------------------------------------ piecewise linear
