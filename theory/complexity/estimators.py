@@ -41,6 +41,9 @@ from theory.complexity.measure import inductive_bias_complexity
 
 __all__ = [
     "nearest_neighbors",
+    "neighbor_distances",
+    "mle_from_distances",
+    "twonn_from_distances",
     "mle_intrinsic_dimension",
     "mle_intrinsic_dimension_by_k",
     "twonn_intrinsic_dimension",
@@ -209,10 +212,22 @@ def nearest_neighbors(
     return _knn_tiled(q, qi, x, k, min(query_block, q.shape[0]), min(point_block, x.shape[0]))
 
 
-def _self_knn(x, k, num_queries, key, block) -> np.ndarray:
-    """(N, k) float64 neighbour distances of N query points among all of x (self excluded)."""
+def neighbor_distances(
+    x, k: int, *, num_queries: int | None = None, key=None, point_block: int = 2048
+) -> np.ndarray:
+    """(N, k) float64 sorted distances T_1..T_k from N query points to their k nearest
+    neighbours among all n points of ``x`` (each query excluded from its own list).
+
+    The input of `mle_from_distances` and `twonn_from_distances`, so that one search serves
+    several estimates. ``num_queries`` draws N query points without replacement with ``key``
+    (default: all n). Raises ValueError on duplicate points (T_1 = 0).
+    """
+    x = _check_points(x)
+    k = _check_int("k", k, 1)
+    if k > x.shape[0] - 1:
+        raise ValueError(f"k must be <= n - 1 = {x.shape[0] - 1}, got {k}")
     idx = _query_subset(x.shape[0], num_queries, key)
-    dist, _ = nearest_neighbors(x[idx], x, k, query_indices=idx, point_block=block)
+    dist, _ = nearest_neighbors(x[idx], x, k, query_indices=idx, point_block=point_block)
     dist = np.asarray(dist, dtype=np.float64)
     if np.any(dist[:, 0] <= 0):
         raise ValueError(
@@ -225,11 +240,26 @@ def _self_knn(x, k, num_queries, key, block) -> np.ndarray:
 # ---------------------------------------------------------- intrinsic dimension
 
 
-def _mle_from_distances(dist: np.ndarray, k: int) -> float:
-    # (N, k) sorted neighbour distances T_1..T_k -> MacKay–Ghahramani pooled estimate.
+def mle_from_distances(distances, k: int) -> float:
+    """Pooled Levina–Bickel MLE from sorted neighbour distances (N, ≥ k); see
+    `mle_intrinsic_dimension`."""
+    dist = np.asarray(distances, dtype=np.float64)
+    k = _check_int("k", k, 2)
+    if dist.ndim != 2 or dist.shape[1] < k:
+        raise ValueError(f"distances must have shape (N, >= {k}), got {dist.shape}")
     log_ratio = np.log(dist[:, k - 1 : k]) - np.log(dist[:, : k - 1])  # (N, k−1)
     inverse_local = log_ratio.sum(axis=1) / (k - 1)  # 1/m̂_k(x_i), Levina–Bickel
-    return float(1.0 / inverse_local.mean())
+    return float(1.0 / inverse_local.mean())  # MacKay–Ghahramani: average the inverses
+
+
+def twonn_from_distances(distances) -> float:
+    """TwoNN maximum-likelihood estimate from sorted neighbour distances (N, ≥ 2); see
+    `twonn_intrinsic_dimension`."""
+    dist = np.asarray(distances, dtype=np.float64)
+    if dist.ndim != 2 or dist.shape[1] < 2:
+        raise ValueError(f"distances must have shape (N, >= 2), got {dist.shape}")
+    log_mu = np.log(dist[:, 1]) - np.log(dist[:, 0])
+    return float((log_mu.size - 1) / log_mu.sum())
 
 
 def mle_intrinsic_dimension(
@@ -248,7 +278,9 @@ def mle_intrinsic_dimension(
     k = _check_int("k", k, 2)
     if k > x.shape[0] - 1:
         raise ValueError(f"k must be <= n - 1 = {x.shape[0] - 1}, got {k}")
-    return _mle_from_distances(_self_knn(x, k, num_queries, key, point_block), k)
+    return mle_from_distances(
+        neighbor_distances(x, k, num_queries=num_queries, key=key, point_block=point_block), k
+    )
 
 
 def mle_intrinsic_dimension_by_k(
@@ -261,8 +293,8 @@ def mle_intrinsic_dimension_by_k(
         raise ValueError("ks must be a non-empty sequence of integers >= 2")
     if max(ks) > x.shape[0] - 1:
         raise ValueError(f"every k must be <= n - 1 = {x.shape[0] - 1}, got {max(ks)}")
-    dist = _self_knn(x, max(ks), num_queries, key, point_block)
-    return np.array([_mle_from_distances(dist, k) for k in ks])
+    dist = neighbor_distances(x, max(ks), num_queries=num_queries, key=key, point_block=point_block)
+    return np.array([mle_from_distances(dist, k) for k in ks])
 
 
 def twonn_intrinsic_dimension(
@@ -277,9 +309,8 @@ def twonn_intrinsic_dimension(
     Args ↔ symbols: ``x`` (n, ...) data; ``num_queries`` ↔ N (default all n points).
     """
     x = _check_points(x, min_points=3)
-    dist = _self_knn(x, 2, num_queries, key, point_block)
-    log_mu = np.log(dist[:, 1]) - np.log(dist[:, 0])
-    return float((log_mu.size - 1) / log_mu.sum())
+    dist = neighbor_distances(x, 2, num_queries=num_queries, key=key, point_block=point_block)
+    return twonn_from_distances(dist)
 
 
 # ------------------------------------------------------------------- resolution

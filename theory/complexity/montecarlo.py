@@ -121,15 +121,20 @@ class TorusMonteCarlo(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("num_samples", "chunk"))
-def _sample_errors(key, center, null_basis, rho, theta0, grid_features, num_samples, chunk):
-    """Test MSE of ``num_samples`` hypotheses uniform on the slice, and ‖Δθ‖² for checking."""
-    q = null_basis.shape[1]
+def _sample_errors(key, center, null_basis, q, rho, theta0, grid_features, num_samples, chunk):
+    """Test MSE of ``num_samples`` hypotheses uniform on the slice, and ‖Δθ‖² for checking.
+
+    ``null_basis`` is (d, d) with its first q columns spanning the null space and zeros after,
+    so the compiled program depends on d only, not on n.
+    """
+    d = null_basis.shape[1]
     n_chunks = -(-num_samples // chunk)
     keys = jax.random.split(key, n_chunks)
+    live = jnp.arange(d) < q  # (d,)
 
     def one_chunk(k):
         kg, ku = jax.random.split(k)
-        g = jax.random.normal(kg, (chunk, q), center.dtype)
+        g = jnp.where(live, jax.random.normal(kg, (chunk, d), center.dtype), 0)
         radius = jax.random.uniform(ku, (chunk, 1), center.dtype) ** (1.0 / q)
         u = g / jnp.linalg.norm(g, axis=1, keepdims=True) * radius  # uniform in unit q-ball
         theta = center + rho * u @ null_basis.T  # (chunk, d)
@@ -201,10 +206,13 @@ def torus_monte_carlo(
     grid_features = torus_features(jnp.asarray(grid, jnp.float32), jnp.asarray(freqs))
 
     f32 = partial(jnp.asarray, dtype=jnp.float32)
+    padded_basis = np.zeros((d, d))
+    padded_basis[:, :q] = null_basis
     mse, norm2 = _sample_errors(
         k_s,
         f32(center),
-        f32(null_basis),
+        f32(padded_basis),
+        f32(q),
         f32(rho),
         f32(theta0),
         grid_features,
