@@ -13,6 +13,8 @@ field         shape       meaning
 ``width``     static      channel count of the finite network at this point (needed by
                           the standard parameterization, Sohl-Dickstein et al. 2020)
 ``is_gaussian`` static    the pre-activations are a centred GP (true after a Dense)
+``diag_offset`` ()        for a tile of a symmetric kernel: entry (r, c) pairs a point
+                          with itself iff r + diag_offset == c; None elsewhere
 ============  ==========  ==========================================================
 
 Conventions follow neural-tangents: the input kernel is ``x1·x2ᵀ / d`` and the NTK is 0
@@ -40,6 +42,7 @@ class Kernel:
     cov2: jax.Array | None
     width: int = dataclasses.field(metadata=dict(static=True))
     is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    diag_offset: jax.Array | None = None
 
     @property
     def x1_is_x2(self) -> bool:
@@ -57,10 +60,13 @@ class Kernel:
 
     def diagonal_mask(self) -> jax.Array | bool:
         """True where the entry pairs a point with itself (only when x2 is x1)."""
+        n1, n2 = self.nngp.shape
+        rows, cols = jnp.arange(n1)[:, None], jnp.arange(n2)[None, :]
+        if self.diag_offset is not None:
+            return rows + self.diag_offset == cols
         if self.cov2 is not None:
             return False
-        n = self.nngp.shape[0]
-        return jnp.arange(n)[:, None] == jnp.arange(n)[None, :]
+        return rows == cols
 
 
 def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2"):

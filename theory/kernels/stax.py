@@ -90,13 +90,38 @@ class KernelFn:
         return f"<kernel_fn of {self.__name__}>"
 
     def _compute(self, x1, x2, get, compute_ntk):
-        k = self.transform(input_kernel(x1, x2, compute_ntk))
+        from theory.kernels.batching import default_tile, tiled_kernel
+
+        n2 = x1.shape[0] if x2 is None else x2.shape[0]
+        tile = default_tile(x1.shape[0], n2)
+        if tile is None:
+            k = self.transform(input_kernel(x1, x2, compute_ntk))
+        else:
+            k = tiled_kernel(self.transform, x1, x2, compute_ntk, tile)
         if isinstance(k, (list, tuple)):
             raise ValueError(
                 f"{self.__name__} ends with {len(k)} branches: close them with "
                 "FanInSum() or FanInProd() before asking for a kernel"
             )
-        return k if get is None else _select(k, get)
+        return self.select(k, get)
+
+    @staticmethod
+    def parse_get(get):
+        """Validate ``get``; return it normalised and whether the NTK is needed."""
+        if get is None:
+            return None, True
+        names = (get,) if isinstance(get, str) else tuple(get)
+        if not names or any(g not in _GETS for g in names):
+            raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        return (get if isinstance(get, str) else names), "ntk" in names
+
+    @staticmethod
+    def select(k: Kernel, get):
+        if get is None:
+            return k
+        if isinstance(get, str):
+            return getattr(k, get)
+        return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
 
     def __call__(self, x1, x2=None, get=None, **kwargs):
         if isinstance(x1, Kernel) or (
@@ -105,26 +130,9 @@ class KernelFn:
             return self.transform(x1)
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
-        get = _check_get(get)
+        get, compute_ntk = self.parse_get(get)
         x1, x2 = check_inputs(x1, x2)
-        compute_ntk = get is None or "ntk" in (get if isinstance(get, tuple) else (get,))
         return self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
-
-
-def _check_get(get):
-    if get is None:
-        return None
-    names = (get,) if isinstance(get, str) else tuple(get)
-    for g in names:
-        if g not in _GETS:
-            raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
-    return get if isinstance(get, str) else names
-
-
-def _select(k: Kernel, get):
-    if isinstance(get, str):
-        return getattr(k, get)
-    return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
 
 
 # ------------------------------------------------------------------- layer builders
