@@ -119,3 +119,22 @@ def test_bad_flags_exit_2(argv, capsys):
         ntk.main(argv)
     assert e.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_trained_gp_at_long_times_is_the_ntk_ensemble_posterior(cfg):
+    """Our A_t-based law at t → ∞ equals Lee et al. (2019) eq. 16 (predict's closed form)."""
+    import jax
+
+    from theory.kernels.predict import ntk_ensemble_posterior
+
+    x, xs = ntk.circle(ntk.FIG2_ANGLES), ntk.circle(np.linspace(-3, 3, 7))
+    y = ntk.target(x)
+    _, _, kernel_fn = ntk.network(1, cfg)
+    mean, cov = ntk.trained_gp(cfg, kernel_fn, x, y, xs, 1e7)
+    k_xx, th_xx = ntk.infinite_kernels(kernel_fn, x)
+    k_sx, th_sx = ntk.infinite_kernels(kernel_fn, xs, x)
+    k_ss, _ = ntk.infinite_kernels(kernel_fn, xs)
+    with jax.enable_x64(True):
+        ref = ntk_ensemble_posterior(th_xx, th_sx, k_xx, k_sx, k_ss, y)
+        np.testing.assert_allclose(mean, np.asarray(ref.mean)[:, 0], atol=1e-8)
+        np.testing.assert_allclose(cov, np.asarray(ref.covariance), atol=1e-8)
