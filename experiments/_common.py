@@ -457,7 +457,7 @@ def run_experiment(
         )
         raise SystemExit(2)
     if store.finished() and not ns.force:
-        print(f"[{name}] loading finished run {store.npz.relative_to(REPO_ROOT)}", file=sys.stderr)
+        print(f"[{name}] loading finished run {store.npz}", file=sys.stderr)
         results = store.load()
     else:
         t0 = time.perf_counter()

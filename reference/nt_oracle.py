@@ -9,6 +9,7 @@ A request ``.npz`` holds
 
 - ``spec``: JSON text describing the architecture (see `build`);
 - ``tasks``: JSON list of task names: ``"kernel"`` (NNGP and NTK by ``kernel_fn``),
+  ``"kernels"`` (the same for each spec of the JSON list ``specs``),
   ``"empirical_ntk"`` (needs ``params_*`` arrays and ``implementation``), ``"apply"``,
   ``"predict"`` (``gradient_descent_mse``; needs ``k_train_train``, ``y_train``,
   ``k_test_train``, ``t``, ``learning_rate``, ``diag_reg``), ``"gp_inference"``;
@@ -32,16 +33,32 @@ import numpy as np
 sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
 
 
+def named_functions():
+    """Functions a spec can name (JSON cannot carry code): the same names exist test-side."""
+    import jax.numpy as jnp
+    from jax.scipy.special import erf
+
+    def erf_nngp(cov12, var1, var2):  # Williams (1997)
+        return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
+
+    return {"erf": erf, "tanh": jnp.tanh, "sin": jnp.sin, "erf_nngp": erf_nngp}
+
+
 def build(spec):
-    """Architecture spec (JSON list) -> neural-tangents ``(init_fn, apply_fn, kernel_fn)``."""
+    """Architecture spec (JSON list) -> neural-tangents ``(init_fn, apply_fn, kernel_fn)``.
+
+    ``["Elementwise", {"fn": "erf", "nngp_fn": "erf_nngp"}]`` and
+    ``["ElementwiseNumerical", {"fn": "tanh", "deg": 25}]`` name their functions.
+    """
     from neural_tangents import stax
+
+    fns = named_functions()
 
     def one(node):
         name, arg = node
         if name in ("serial", "parallel"):
             return getattr(stax, name)(*[one(c) for c in arg])
-        if name == "Polynomial":
-            return stax.Polynomial(**arg)
+        arg = {k: (fns[v] if k in ("fn", "nngp_fn", "d_nngp_fn") else v) for k, v in arg.items()}
         return getattr(stax, name)(**arg)
 
     return stax.serial(*[one(n) for n in spec])
@@ -73,7 +90,11 @@ def handle(req):
         return jax.tree_util.tree_unflatten(treedef, given)
 
     for task in tasks:
-        if task == "kernel":
+        if task == "kernels":  # many architectures, one process: nngp_<i>, ntk_<i>
+            for i, sp in enumerate(json.loads(str(req["specs"]))):
+                k = build(sp)[2](x1, x2, ("nngp", "ntk"))
+                out[f"nngp_{i}"], out[f"ntk_{i}"] = np.asarray(k[0]), np.asarray(k[1])
+        elif task == "kernel":
             k = kernel_fn(x1, x2, ("nngp", "ntk"))
             out["nngp"], out["ntk"] = np.asarray(k[0]), np.asarray(k[1])
         elif task == "apply":

@@ -43,7 +43,7 @@ def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
     if not REF_PYTHON.exists():
         raise RuntimeError(f"{REF_PYTHON} is missing: run `make reference` (make test does)")
     req = dict(request)
-    for key in ("spec", "tasks"):
+    for key in ("spec", "specs", "tasks"):
         if key in req and not isinstance(req[key], str):
             req[key] = json.dumps(req[key])
     with tempfile.TemporaryDirectory() as d:

@@ -539,8 +539,8 @@ def _fusion_boundary(f: Callable, k):
     cannot be constant-folded away.
     """
     leaves = jax.tree_util.tree_leaves(k)
-    if not leaves or not isinstance(leaves[0], jax.core.Tracer):
-        return f(k)  # eager use: nothing to fuse
+    if not leaves or not isinstance(leaves[0], jax.core.Tracer) or leaves[0].size < 2**15:
+        return f(k)  # eager use, or a kernel too small for refusion to matter: compile less
     probe = leaves[0].reshape(-1)[0]
     return jax.lax.cond(probe == probe, f, f, k)
 
