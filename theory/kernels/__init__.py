@@ -1,10 +1,27 @@
 """Infinite-width kernels: NNGP and NTK of deep networks, in closed form and empirically.
 
-- `stax`: neural-tangents-compatible layers ``(init_fn, apply_fn, kernel_fn)``;
-- `dual`: closed-form dual activations k(q12, q11, q22) and k̇ (shared with other modules).
+- `stax`: neural-tangents-compatible layers ``(init_fn, apply_fn, kernel_fn)`` whose
+  ``kernel_fn`` gives the NNGP and NTK in closed form (Jacot et al. 2018; Lee et al. 2019);
+- `dual`: closed-form dual activations k(q12, q11, q22) and k̇ (shared with other modules);
+- `empirical_ntk`: the NTK of a finite network, any JAX function, with a fast structured
+  path for ``stax`` networks;
+- `monte_carlo_kernel`: NNGP/NTK estimated by sampling finite networks;
+- `predict`: training dynamics in function space (gradient descent on MSE, GP inference);
+- `batch`: tiled kernels spread over all devices.
 """
 
-from theory.kernels import dual, stax
+from theory.kernels import dual, predict, stax
+from theory.kernels.batching import batch
+from theory.kernels.empirical import empirical_ntk
 from theory.kernels.kernel import Kernel
+from theory.kernels.monte_carlo import monte_carlo_kernel
 
-__all__ = ["Kernel", "dual", "stax"]
+__all__ = [
+    "Kernel",
+    "batch",
+    "dual",
+    "empirical_ntk",
+    "monte_carlo_kernel",
+    "predict",
+    "stax",
+]
