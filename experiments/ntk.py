@@ -122,7 +122,7 @@ QUICK = dict(
     n_gamma=64,
     fig2_widths=(50, 300),
     fig2_inits=10,
-    fig2_steps=400,
+    fig2_steps=1000,
     fig3_n=128,
     fig3_widths=(64, 256),
     fig3_trials=1,
@@ -480,7 +480,7 @@ def plot_fig1(r, cfg: Config):
 def plot_fig2(r, cfg: Config):
     plt = pyplot()
     ws = cfg.fig2_widths
-    fig, axes = plt.subplots(1, len(ws), figsize=(5.0 * len(ws), 4.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(ws), figsize=(5.0 * len(ws), 4.3), sharey=True, squeeze=False)
     gamma = r["fig2_gamma"]
     colors = _width_colors(ws)
     lo, mid, hi = r["fig2_gp_percentiles"]
@@ -489,26 +489,27 @@ def plot_fig2(r, cfg: Config):
         f_t = r[f"fig2_f_t_w{w}"]
         for i, f in enumerate(f_t):
             ax.plot(gamma, f, color=colors[w], lw=0.6, alpha=0.55,
-                    label=f"n = {w}, {len(f_t)} inits" if i == 0 else None)  # fmt: skip
+                    label=f"one network ({len(f_t)} inits)" if i == 0 else None)  # fmt: skip
         q = np.percentile(f_t, [10, 50, 90], axis=0)
         ax.fill_between(gamma, q[0], q[2], color=colors[w], alpha=0.15, lw=0,
-                        label=f"n = {w}: 10th–90th pct.")  # fmt: skip
-        ax.plot(gamma, q[1], color=colors[w], lw=1.6, label=f"n = {w}: median")
+                        label="width n: 10th–90th percentiles")  # fmt: skip
+        ax.plot(gamma, q[1], color=colors[w], lw=1.6, label="width n: median")
         ax.plot(gamma, mid, color="k", lw=2.0, label="n = ∞: median")
-        ax.plot(gamma, lo, color="k", lw=1.4, ls="--", label="n = ∞: 10th, 90th pct.")
+        ax.plot(gamma, lo, color="k", lw=1.4, ls="--", label="n = ∞: 10th, 90th percentiles")
         ax.plot(gamma, hi, color="k", lw=1.4, ls="--")
         ax.plot(r["fig2_train_gamma"], r["fig2_y_train"], "o", ms=7, mfc="w", mec="k", mew=1.5,
                 label="training points", zorder=5)  # fmt: skip
         ax.set_xlim(-np.pi, np.pi)
         ax.set_xlabel("γ")
         ax.set_title(f"width n = {w}")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
     axes[0, 0].set_ylabel("f_θ(cos γ, sin γ)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(
         f"Fig. 2: network functions after t = {t:g} (depth {cfg.depth}, 4 points, f* = x₁x₂) "
         "vs the infinite-width Gaussian"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
 
 
@@ -552,7 +553,7 @@ def plot_fig3(r, cfg: Config):
         d.plot(t, theory[:, i] / proj[0, i], color=col, lw=1.4, ls="--")
     d.plot([], [], color="gray", ls="--", label="n = ∞ (dashed)")
     d.set_yscale("log")
-    d.set_ylim(1e-3, 1.5)
+    d.set_ylim(2e-3, 1.5)
     d.set_xlabel("t = η · steps")
     d.set_ylabel("|⟨f_t − y, f⁽ⁱ⁾⟩| / |⟨f₀ − y, f⁽ⁱ⁾⟩|")
     d.set_title(f"(d) parity targets, n = {max(cfg.fig3_widths)}: top components")

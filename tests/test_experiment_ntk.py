@@ -65,13 +65,15 @@ def test_finite_ntk_scatters_around_the_limit_and_tightens_with_width(res, cfg):
 def test_trained_networks_fit_the_training_points(res, cfg):
     y = res["fig2_y_train"]
     for w in cfg.fig2_widths:
-        assert np.max(np.abs(res[f"fig2_f_train_w{w}"] - y)) < 0.05, w
-    # The infinite-width law at the training points: mean y, no variance (converged).
+        np.testing.assert_allclose(
+            res[f"fig2_f_train_w{w}"], np.broadcast_to(y, (cfg.fig2_inits, 4)), atol=1e-3
+        )
+    # The infinite-width law at the training points after t = η·steps: mean y, no variance.
     x = ntk.circle(res["fig2_train_gamma"])
     _, _, kernel_fn = ntk.network(1, cfg)
     mean, cov = ntk.trained_gp(cfg, kernel_fn, x, y[:, None], x, cfg.lr * cfg.fig2_steps)
     np.testing.assert_allclose(mean, y, atol=1e-3)
-    np.testing.assert_allclose(cov, 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), 0.0, atol=1e-3)
 
 
 def test_trained_functions_follow_the_infinite_width_gaussian(res, cfg):
