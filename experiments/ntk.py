@@ -462,11 +462,12 @@ def plot_fig1(r, cfg: Config):
     colors = _width_colors(cfg.widths)
     for w in cfg.widths:
         for i, (th0, tht) in enumerate(zip(r[f"fig1_theta_0_w{w}"], r[f"fig1_theta_t_w{w}"])):
-            ax.plot(gamma, th0, color=colors[w], lw=0.7, alpha=0.8,
+            ax.plot(gamma, th0, color=colors[w], lw=0.7, alpha=0.8, zorder=2,
                     label=f"n = {w}, t = 0" if i == 0 else None)  # fmt: skip
-            ax.plot(gamma, tht, color=colors[w], lw=0.7, alpha=0.8, ls="--",
+            ax.plot(gamma, tht, color=colors[w], lw=0.7, alpha=0.8, ls="--", zorder=2,
                     label=f"n = {w}, t = {cfg.steps:g}" if i == 0 else None)  # fmt: skip
-    ax.plot(gamma, r["fig1_theta_inf"], color="k", lw=2.4, label="n = ∞")
+    # the limit underneath, so that the n = 10000 curves hugging it stay visible
+    ax.plot(gamma, r["fig1_theta_inf"], color="k", lw=3.0, label="n = ∞", zorder=1)
     ax.set_xlim(-np.pi, np.pi)
     ax.set_xlabel("γ")
     ax.set_ylabel("Θ⁽ᴸ⁾(x₀, x),  x₀ = (1, 0),  x = (cos γ, sin γ)")
