@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -241,6 +242,24 @@ _ntk_jit = jax.jit(ntk_traced, static_argnames=("apply_fn", "implementation", "b
 # ------------------------------------------------------------------ public
 
 
+def _output_size(apply_fn, params, x1) -> int:
+    """Channels k of apply_fn's output, traced once per (apply_fn, shapes) like the jit."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    key = (treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves), x1.shape[1:])
+    return _output_size_cached(apply_fn, key, x1.dtype, params, x1[:1])
+
+
+def _output_size_cached(apply_fn, key, dtype, params, x):
+    cache = _OUTPUT_SIZES.setdefault(apply_fn, {})
+    if (key, dtype) not in cache:
+        out = jax.eval_shape(apply_fn, params, x)
+        cache[(key, dtype)] = int(np.prod(out.shape))
+    return cache[(key, dtype)]
+
+
+_OUTPUT_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def resolve_implementation(apply_fn: Callable, params: Any, implementation: str) -> str:
     """Map "auto" to "structured" or "jacobian"; reject impossible requests."""
     if implementation not in IMPLEMENTATIONS:
@@ -312,7 +331,7 @@ def empirical_ntk(
     impl = resolve_implementation(apply_fn, params, implementation)
     if impl == "jacobian" and batch_size is None:
         n_params = sum(int(np.prod(jnp.shape(p))) for p in jax.tree_util.tree_leaves(params))
-        k = int(np.prod(jax.eval_shape(lambda: apply_fn(params, x1[:1])).shape))
+        k = _output_size(apply_fn, params, x1)
         largest = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
         fit = max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, k * n_params))
         batch_size = None if fit >= largest else fit
