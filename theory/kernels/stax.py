@@ -283,7 +283,7 @@ def Dense(
                 if b_std is not None:
                     ntk = ntk + 1.0
         width = out_dim * (s[1] if parameterization == "standard" else 1)
-        return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
 
     structure = ("dense", dict(W_std=W_std, b_std=b_std, parameterization=parameterization, s=s))
     return init_fn, _mark(apply_fn, structure), KernelFn(transform, f"Dense({out_dim})")

@@ -1,0 +1,220 @@
+"""stax: API semantics, robustness where neural-tangents returns NaN, bad input, tiling."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from theory.kernels import batch, stax
+from theory.kernels.batching import tiled_kernel
+from theory.kernels.kernel import input_kernel
+
+
+def relu_reference(x1, x2, depth, W_std, b_std):
+    """Plain-numpy float64 ReLU NNGP/NTK recursion (NTK parameterization), an independent
+    route: Cho & Saul's arc-cosine kernel with θ from arccos, Jacot et al. (2018) Thm. 1."""
+    d = x1.shape[1]
+    k12, k11, k22 = x1 @ x2.T / d, np.sum(x1**2, 1) / d, np.sum(x2**2, 1) / d
+    ntk = np.zeros_like(k12)
+    for layer in range(depth + 1):
+        k12, k11, k22 = (W_std**2 * k + b_std**2 for k in (k12, k11, k22))
+        ntk = k12 + W_std**2 * ntk
+        if layer == depth:
+            break
+        norm = np.sqrt(np.outer(k11, k22))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(norm > 0, np.clip(k12 / np.where(norm > 0, norm, 1), -1, 1), 0)
+        theta = np.arccos(c)
+        ntk = ntk * (np.pi - theta) / (2 * np.pi)
+        k12 = norm / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * c)
+        k11, k22 = k11 / 2, k22 / 2
+    return k12, ntk
+
+
+def relu_net(depth, W_std, b_std, out=64):
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(out, W_std=W_std, b_std=b_std), stax.Relu()]
+    return stax.serial(*layers, stax.Dense(1, W_std=W_std, b_std=b_std))
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize(
+    "depth, W_std, b_std",
+    [(1, 1.0, 0.0), (5, 1.5, 0.1), (50, math.sqrt(2), 0.0), (10, 10.0, 1.0), (50, 3.0, 0.5)],
+)
+def test_relu_kernel_matches_numpy_recursion_deep_and_large_weights(depth, W_std, b_std, x64):
+    """Depth 50 and W_std = 10 (neural-tangents issues #14, #197 report NaN): finite, correct."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((6, 4)), rng.standard_normal((5, 4))
+    k = relu_net(depth, W_std, b_std)[2](x1, x2)
+    ref_nngp, ref_ntk = relu_reference(x1, x2, depth, W_std, b_std)
+    assert np.all(np.isfinite(ref_nngp)) and np.all(np.isfinite(ref_ntk))
+    assert np.all(np.isfinite(k.nngp)) and np.all(np.isfinite(k.ntk))
+    assert rel_err(k.nngp, ref_nngp) < 1e-10
+    assert rel_err(k.ntk, ref_ntk) < 1e-10
+
+
+def test_critical_relu_preserves_the_diagonal_at_depth_50(x64):
+    """W_std² = 2, b = 0 is ReLU's critical point: K⁽ˡ⁾(x, x) = ‖x‖²/d at every depth."""
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    k = relu_net(50, math.sqrt(2), 0.0)[2](x, get="nngp")
+    np.testing.assert_allclose(np.diag(k), 2 * np.sum(x**2, 1) / 3, rtol=1e-12)
+
+
+def test_zero_inputs_give_finite_exact_kernels(x64):
+    """A zero input has zero variance; without biases its kernel row is exactly 0."""
+    x = np.random.default_rng(2).standard_normal((4, 3))
+    x[1] = 0.0
+    for net in (relu_net(3, 1.5, 0.0), stax.serial(stax.Dense(8), stax.Erf(), stax.Dense(1))):
+        k = net[2](x)
+        assert np.all(np.isfinite(k.nngp)) and np.all(np.isfinite(k.ntk))
+        assert np.all(k.nngp[1] == 0) and np.all(k.nngp[:, 1] == 0)
+    k = relu_net(3, 1.5, 0.2)[2](x)  # with biases the zero input has a nonzero kernel
+    ref_nngp, ref_ntk = relu_reference(x, x, 3, 1.5, 0.2)
+    assert rel_err(k.nngp, ref_nngp) < 1e-12 and rel_err(k.ntk, ref_ntk) < 1e-12
+
+
+def test_duplicated_points_give_equal_rows_and_psd_kernel(x64):
+    x = np.random.default_rng(3).standard_normal((6, 4))
+    x[4] = x[1]
+    k = relu_net(4, 1.5, 0.1)[2](x)
+    for m in (k.nngp, k.ntk):
+        np.testing.assert_allclose(m[4], m[1], rtol=1e-7)  # √ε-conditioned angle: 1e-8
+        assert np.linalg.eigvalsh(np.asarray(m)).min() > -1e-10 * np.max(m)
+    np.testing.assert_allclose(np.diag(k.nngp), k.cov1, rtol=1e-14)
+
+
+def test_get_returns_arrays_and_named_tuples():
+    x = np.random.default_rng(4).standard_normal((3, 2)).astype(np.float32)
+    _, _, kernel_fn = relu_net(2, 1.0, 0.1)
+    full = kernel_fn(x)
+    assert isinstance(full, stax.Kernel) and full.nngp.shape == (3, 3)
+    assert np.array_equal(kernel_fn(x, None, "nngp"), full.nngp)
+    both = kernel_fn(x, x[:2], ("ntk", "nngp"))
+    assert both._fields == ("ntk", "nngp") and both.ntk.shape == (3, 2)
+    assert kernel_fn(x, get="nngp").dtype == jnp.float32
+
+
+def test_kernel_fn_does_not_recompile_for_new_values():
+    _, _, kernel_fn = relu_net(2, 1.0, 0.1)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        kernel_fn(rng.standard_normal((7, 3)).astype(np.float32), get="ntk")
+    assert kernel_fn._jitted._cache_size() == 1
+
+
+def test_finite_network_shapes_and_parameterizations():
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Dense(16, W_std=2.0, b_std=0.5, parameterization="standard"),
+        stax.Relu(),
+        stax.Dense(3, parameterization="standard"),
+    )
+    out_shape, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
+    assert out_shape == (-1, 3)
+    W = params[0][0]
+    assert W.shape == (5, 16) and params[0][1].shape == (1, 16) and params[2][1] is None
+    # Standard parameterization: W ~ N(0, W_std²/n_in); 80 entries, std of std ~ 8%.
+    assert abs(float(jnp.std(W)) / (2.0 / math.sqrt(5)) - 1) < 0.3
+    y = apply_fn(params, jnp.ones((4, 5)))
+    assert y.shape == (4, 3)
+
+
+def test_finite_network_variance_matches_nngp():
+    """Monte Carlo: Var f(x) over 4096 random wide (n = 256) networks ≈ NNGP(x, x);
+    standard error √(2/4096) ≈ 2.2% plus O(1/n) finite-width bias; tolerance 10%."""
+    init_fn, apply_fn, kernel_fn = relu_net(2, 1.5, 0.1, out=256)
+    x = np.random.default_rng(6).standard_normal((2, 3)).astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4096)
+
+    def sample(key):
+        return apply_fn(init_fn(key, x.shape)[1], x)[:, 0]
+
+    f = jax.lax.map(sample, keys, batch_size=256)  # (4096, 2)
+    emp = np.asarray(f.T @ f / f.shape[0])
+    np.testing.assert_allclose(emp, kernel_fn(x, get="nngp"), rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda k: k(np.ones((3, 2)), np.ones((3, 4))), "same feature dimension"),
+        (lambda k: k(np.ones(3)), "2-D array"),
+        (lambda k: k(np.ones((2, 3, 4))), "2-D array"),
+        (lambda k: k(np.array([[1.0, np.nan]])), "x1 contains NaN"),
+        (lambda k: k(np.ones((2, 2)), np.array([[np.inf, 1.0]])), "x2 contains NaN or inf"),
+        (lambda k: k(np.ones((2, 2)), get="cov"), "get must be"),
+        (lambda k: k(np.ones((2, 0))), "at least one feature"),
+    ],
+)
+def test_bad_kernel_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(relu_net(1, 1.0, 0.1)[2])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: stax.Dense(8, W_std=-1.0), "W_std must be"),
+        (lambda: stax.Dense(8, b_std=-0.1), "b_std must be"),
+        (lambda: stax.Dense(8, W_std=float("nan")), "W_std must be"),
+        (lambda: stax.Dense(0), "out_dim must be"),
+        (lambda: stax.Dense(8, parameterization="mup"), "parameterization must be"),
+        (lambda: stax.Monomial(-1), "degree must be"),
+        (lambda: stax.RectifiedMonomial(1.5), "degree must be"),
+        (lambda: stax.Rbf(gamma=-1), "gamma must be"),
+        (lambda: stax.ElementwiseNumerical(jnp.tanh, 0), "deg must be"),
+        (lambda: stax.Elementwise(), "needs fn"),
+        (lambda: stax.FanOut(0), "num must be"),
+        (lambda: stax.serial(), "at least one layer"),
+    ],
+)
+def test_bad_layer_arguments_raise_clear_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_activation_on_raw_inputs_is_rejected_like_neural_tangents():
+    with pytest.raises(ValueError, match="put a Dense layer before it"):
+        stax.serial(stax.Relu(), stax.Dense(1))[2](np.ones((2, 3)))
+    with pytest.raises(ValueError, match="close them with FanInSum"):
+        stax.serial(stax.Dense(4), stax.FanOut(2))[2](np.ones((2, 3)))
+
+
+def test_tiled_evaluation_equals_untiled_including_symmetric_mirror(x64):
+    """The automatic tiling (x2 = None: only tiles i ≤ j, mirrored) gives the same kernel."""
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.standard_normal((300, 5)), rng.standard_normal((130, 5))
+    _, _, kernel_fn = stax.serial(
+        stax.Dense(8, W_std=1.5, b_std=0.1), stax.Gelu(), stax.Dense(8, W_std=1.2), stax.Relu(),
+        stax.Dense(1),
+    )  # fmt: skip
+    for y in (None, x2):
+        yj = None if y is None else jnp.asarray(y)
+        untiled = kernel_fn.transform(input_kernel(jnp.asarray(x1), yj, True))
+        tiled = jax.jit(lambda a, b: tiled_kernel(kernel_fn.transform, a, b, True, 64))(x1, yj)
+        for name in ("nngp", "ntk", "cov1"):
+            assert rel_err(getattr(tiled, name), getattr(untiled, name)) < 1e-13, name
+        if y is None:
+            np.testing.assert_allclose(tiled.nngp, tiled.nngp.T, rtol=1e-14)
+
+
+def test_batch_over_four_devices_equals_kernel_fn(x64):
+    assert jax.device_count() == 4  # conftest forces 4 host devices
+    rng = np.random.default_rng(8)
+    x1, x2 = rng.standard_normal((37, 6)), rng.standard_normal((21, 6))
+    _, _, kernel_fn = relu_net(3, 1.4, 0.1)
+    batched = batch(kernel_fn, 8)
+    for y in (None, x2):
+        ref = kernel_fn(x1, y)
+        got = batched(x1, y, ("nngp", "ntk"))
+        assert rel_err(got.nngp, ref.nngp) < 1e-13 and rel_err(got.ntk, ref.ntk) < 1e-13
+    assert np.asarray(batched(x1, None, "nngp")).shape == (37, 37)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        batch(kernel_fn, 0)
