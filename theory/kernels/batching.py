@@ -46,6 +46,12 @@ def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
     return x if extra == 0 else jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)])
 
 
+def _tile_size(n: int, target: int) -> int:
+    """The tile edge closest to ``target`` that splits n rows into equal tiles (least padding)."""
+    nb = max(1, math.ceil(n / max(1, target)))
+    return math.ceil(n / nb)
+
+
 def tiled_kernel(
     transform: Callable[[Kernel], Kernel],
     x1: jax.Array,
@@ -57,27 +63,31 @@ def tiled_kernel(
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
 
     Traceable (call it inside ``jax.jit``). Returns the full `Kernel` (``cov2`` is None when
-    ``x2`` is None). ``devices``: spread tiles over these (default: one device, no mesh).
+    ``x2`` is None). Each device loops over its share of the tiles and writes each result
+    straight into its place in the output (and, for a symmetric kernel, its transpose into
+    the mirrored place): no assembly pass over the n1 × n2 output. With several
+    ``devices`` every device fills the tiles it owns and the buffers are summed.
     """
     symmetric = x2 is None
     n1, d = x1.shape
     n2 = n1 if symmetric else x2.shape[0]
-    b = int(min(tile, max(n1, n2)))
+    b = _tile_size(max(n1, n2) if symmetric else min(n1, n2), tile)
     x1p = _pad_rows(x1, b)
     x2p = x1p if symmetric else _pad_rows(x2, b)
-    nb1, nb2 = x1p.shape[0] // b, x2p.shape[0] // b
+    m1, m2 = x1p.shape[0], x2p.shape[0]
+    nb1, nb2 = m1 // b, m2 // b
     pairs = tile_pairs(nb1, nb2, symmetric)
+    valid = np.ones(len(pairs), np.float32)
     n_dev = 1 if not devices else len(devices)
-    n_tiles = len(pairs)
-    if n_tiles % n_dev:
-        pad = n_dev - n_tiles % n_dev
+    if len(pairs) % n_dev:  # pad with weight-0 copies so every device has equal work
+        pad = n_dev - len(pairs) % n_dev
         pairs = np.concatenate([pairs, np.repeat(pairs[-1:], pad, axis=0)])
-    cov1_all = jnp.sum(x1p * x1p, axis=1) / d  # (n1p,)
+        valid = np.concatenate([valid, np.zeros(pad, np.float32)])
+    cov1_all = jnp.sum(x1p * x1p, axis=1) / d  # (m1,)
     cov2_all = cov1_all if symmetric else jnp.sum(x2p * x2p, axis=1) / d
     static = {}
 
-    def one_tile(ij):
-        i, j = ij[0], ij[1]
+    def one_tile(i, j):
         xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, d)
         xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
         nngp = jnp.dot(xi, xj.T, precision=jax.lax.Precision.HIGHEST) / d  # (b, b)
@@ -97,40 +107,70 @@ def tiled_kernel(
                 "FanInProd() before asking for a kernel"
             )
         static["width"], static["is_gaussian"] = out.width, out.is_gaussian
-        return out.nngp, out.ntk, out.cov1, out.cov2
+        return out
 
-    def run_local(local_pairs):
-        return jax.lax.map(one_tile, local_pairs)
+    def add_block(buf, block, r, c):
+        cur = jax.lax.dynamic_slice(buf, (r, c), block.shape)
+        return jax.lax.dynamic_update_slice(buf, cur + block, (r, c))
 
-    pairs_arr = jnp.asarray(pairs)
+    def add_vec(buf, vec, r):
+        cur = jax.lax.dynamic_slice_in_dim(buf, r, vec.shape[0])
+        return jax.lax.dynamic_update_slice_in_dim(buf, cur + vec, r, 0)
+
+    def fill(local_pairs, local_valid):
+        dtype = jnp.result_type(x1p.dtype)
+        zeros = jnp.zeros((m1, m2), dtype)
+        init = {
+            "nngp": zeros,
+            "ntk": zeros if compute_ntk else None,
+            "cov1": jnp.zeros((m1,), dtype),
+            "cov2": None if symmetric else jnp.zeros((m2,), dtype),
+        }
+
+        def body(t, acc):
+            i, j = local_pairs[t, 0], local_pairs[t, 1]
+            w = local_valid[t].astype(dtype)
+            out = one_tile(i, j)
+            mirror = w * (i != j).astype(dtype)
+            acc = dict(acc)
+            for name in ("nngp", "ntk"):
+                if acc[name] is None:
+                    continue
+                block = getattr(out, name)
+                acc[name] = add_block(acc[name], w * block, i * b, j * b)
+                if symmetric:
+                    acc[name] = add_block(acc[name], mirror * block.T, j * b, i * b)
+            if symmetric:
+                acc["cov1"] = add_vec(acc["cov1"], w * (i == j) * out.cov1, i * b)
+            else:
+                acc["cov1"] = add_vec(acc["cov1"], w * (j == 0) * out.cov1, i * b)
+                acc["cov2"] = add_vec(acc["cov2"], w * (i == 0) * out.cov2, j * b)
+            return acc
+
+        return jax.lax.fori_loop(0, local_pairs.shape[0], body, init)
+
+    pairs_arr, valid_arr = jnp.asarray(pairs), jnp.asarray(valid)
     if n_dev == 1:
-        nngp_t, ntk_t, c1_t, c2_t = run_local(pairs_arr)
+        acc = fill(pairs_arr, valid_arr)
     else:
         mesh = Mesh(np.asarray(devices), ("tiles",))
-        spec = PartitionSpec("tiles")
-        sharded = jax.shard_map(
-            run_local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
-        )
-        nngp_t, ntk_t, c1_t, c2_t = sharded(pairs_arr)
 
-    I, J = pairs_arr[:, 0], pairs_arr[:, 1]
+        def fill_and_sum(p, v):
+            return jax.tree_util.tree_map(lambda a: jax.lax.psum(a, "tiles"), fill(p, v))
 
-    def assemble(tiles):  # (T, b, b) -> (n1, n2)
-        blocks = jnp.zeros((nb1, nb2, b, b), tiles.dtype).at[I, J].set(tiles)
-        if symmetric:
-            upper = (jnp.arange(nb1)[:, None] <= jnp.arange(nb2)[None, :])[:, :, None, None]
-            blocks = jnp.where(upper, blocks, blocks.transpose(1, 0, 3, 2))
-        return blocks.transpose(0, 2, 1, 3).reshape(nb1 * b, nb2 * b)[:n1, :n2]
+        acc = jax.shard_map(
+            fill_and_sum,
+            mesh=mesh,
+            in_specs=(PartitionSpec("tiles"), PartitionSpec("tiles")),
+            out_specs=PartitionSpec(),
+            check_vma=False,
+        )(pairs_arr, valid_arr)
 
-    cov1 = jnp.zeros((nb1, b), c1_t.dtype).at[I].set(c1_t).reshape(-1)[:n1]
-    cov2 = None
-    if not symmetric:
-        cov2 = jnp.zeros((nb2, b), c2_t.dtype).at[J].set(c2_t).reshape(-1)[:n2]
     return Kernel(
-        nngp=assemble(nngp_t),
-        ntk=None if ntk_t is None else assemble(ntk_t),
-        cov1=cov1,
-        cov2=cov2,
+        nngp=acc["nngp"][:n1, :n2],
+        ntk=None if acc["ntk"] is None else acc["ntk"][:n1, :n2],
+        cov1=acc["cov1"][:n1],
+        cov2=None if symmetric else acc["cov2"][:n2],
         width=static["width"],
         is_gaussian=static["is_gaussian"],
     )
@@ -174,8 +214,9 @@ def batch(
 def default_tile(n1: int, n2: int) -> int | None:
     """The tile size used automatically by ``kernel_fn``: None (no tiling) for small kernels.
 
-    256 × 256 float32 tiles (256 KiB an array) keep a layer's intermediates in L2 cache.
+    Measured on 2 CPU cores (depth-10 ReLU, N = 4000): tiles of ~1000 rows halve the work of
+    a symmetric kernel at little overhead.
     """
     if n1 * n2 < 2**20 or min(n1, n2) < 512:
         return None
-    return 256 if math.isfinite(n1) else None
+    return 1024

@@ -58,15 +58,21 @@ class Kernel:
         """``(q11, q22)`` broadcastable against ``nngp``: shapes (n1, 1) and (1, n2)."""
         return self.cov1[:, None], self.var2()[None, :]
 
-    def diagonal_mask(self) -> jax.Array | bool:
-        """True where the entry pairs a point with itself (only when x2 is x1)."""
+    def self_pairs(self) -> tuple[jax.Array, jax.Array] | None:
+        """Indices (rows, cols) of the entries that pair a point with itself, or None.
+
+        Untiled symmetric kernel: the diagonal. Tile of a symmetric kernel: (r, r + offset),
+        with out-of-range columns (tiles off the diagonal) set past the end, so that
+        ``.at[rows, cols].set(..., mode="drop")`` skips them.
+        """
         n1, n2 = self.nngp.shape
-        rows, cols = jnp.arange(n1)[:, None], jnp.arange(n2)[None, :]
+        rows = jnp.arange(n1)
         if self.diag_offset is not None:
-            return rows + self.diag_offset == cols
-        if self.cov2 is not None:
-            return False
-        return rows == cols
+            cols = rows + self.diag_offset
+            return rows, jnp.where((cols >= 0) & (cols < n2), cols, n2)
+        if self.cov2 is None:
+            return rows, rows
+        return None
 
 
 def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2"):

@@ -169,10 +169,22 @@ def _elementwise(
                 "before it (neural-tangents has the same rule)"
             )
         q11, q22 = k.outer_vars()
-        nngp, dot = pair(k.nngp, q11, q22, k.diagonal_mask(), k.ntk is not None)
+        nngp, dot = pair(k.nngp, q11, q22, False, k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
         cov1 = dual.diagonal(pair, k.cov1)
         cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
+        self_pairs = k.self_pairs()
+        if self_pairs is not None:
+            # A point with itself has correlation exactly 1, but q12/√(q11 q22) computed in
+            # floating point is 1 − O(ε), and arccos there is off by O(√ε) (NOTES: ReLU
+            # diagonal). Overwrite those entries with the exact-correlation values: an O(n)
+            # scatter instead of an O(n1·n2) select in every layer.
+            r, c = self_pairs
+            nngp = nngp.at[r, c].set(cov1, mode="drop")
+            if ntk is not None:
+                ntk_rr = k.ntk.at[r, c].get(mode="fill", fill_value=0)
+                dot_rr = pair(k.cov1, k.cov1, k.cov1, True, True)[1]
+                ntk = ntk.at[r, c].set(ntk_rr * dot_rr, mode="drop")
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
     return (
