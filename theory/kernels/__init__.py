@@ -10,7 +10,7 @@
 - `batch`: tiled kernels spread over all devices.
 """
 
-from theory.kernels import dual, predict, stax
+from theory.kernels import dual, empirical, monte_carlo, predict, stax
 from theory.kernels.batching import batch
 from theory.kernels.empirical import empirical_ntk
 from theory.kernels.kernel import Kernel
@@ -20,7 +20,9 @@ __all__ = [
     "Kernel",
     "batch",
     "dual",
+    "empirical",
     "empirical_ntk",
+    "monte_carlo",
     "monte_carlo_kernel",
     "predict",
     "stax",
