@@ -328,9 +328,7 @@ class ResultStore:
         self.n_loaded = 0
         self.n_computed = 0
 
-    def cached(
-        self, key: str, compute: Callable[[], Mapping[str, Any]]
-    ) -> dict[str, np.ndarray]:
+    def cached(self, key: str, compute: Callable[[], Mapping[str, Any]]) -> dict[str, np.ndarray]:
         if not key or any(c in key for c in "/\\") or key.startswith("."):
             raise ValueError(f"piece key must be a plain file name, got {key!r}")
         path = self.pieces / f"{key}.npz"

@@ -47,8 +47,10 @@ CASES = {
     "gelu": (
         dual.gelu(),
         lambda x: x * 0.5 * (1 + np.asarray(jerf(x / math.sqrt(2)))),
-        lambda x: 0.5 * (1 + np.asarray(jerf(x / math.sqrt(2))))
-        + x * np.exp(-(x**2) / 2) / math.sqrt(2 * math.pi),
+        lambda x: (
+            0.5 * (1 + np.asarray(jerf(x / math.sqrt(2))))
+            + x * np.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
+        ),
     ),
     "sin": (
         dual.sin(1.2, 0.8, 0.3),
@@ -70,7 +72,11 @@ CASES = {
     "monomial_3": (dual.monomial(3), lambda x: x**3, lambda x: 3 * x**2),
     "monomial_6": (dual.monomial(6), lambda x: x**6, None),
     "rect_monomial_0": (dual.rectified_monomial(0), lambda x: (x >= 0) * 1.0, None),
-    "rect_monomial_2": (dual.rectified_monomial(2), lambda x: _relu(x) ** 2, lambda x: 2 * _relu(x)),
+    "rect_monomial_2": (
+        dual.rectified_monomial(2),
+        lambda x: _relu(x) ** 2,
+        lambda x: 2 * _relu(x),
+    ),
     "rect_monomial_3": (dual.rectified_monomial(3), lambda x: _relu(x) ** 3, None),
     "polynomial": (
         dual.polynomial([0.1, 0.9, -0.3, 0.2]),
@@ -131,7 +137,8 @@ def test_dual_derivative_is_price_theorem(name, cov, x64):
     km, _ = evaluate(pair, q11, q22, q12 - h, need_dot=False)
     fd = (kp - km) / (2 * h)
     # Closed forms: finite-difference error only. Quadrature: k and k̇ are separate 40-node
-    # rules whose error grows as ρ → 1 (the conditional variance shrinks); 7e-5 measured at ρ = 0.95.
+    # rules whose error grows as ρ → 1 (the conditional variance shrinks); 7e-5 measured at
+    # ρ = 0.95.
     tol = 2e-4 if name == "tanh_quadrature" else 1e-6
     assert abs(fd - dot) <= tol * max(1.0, abs(dot)), (name, fd, dot)
 

@@ -40,7 +40,11 @@ ARCHS = {
     "relu_depth3_ntk_bias": deep(3, act("Relu")),
     "relu_depth10_ntk": deep(10, act("Relu"), W=1.4, b=0.05),
     "relu_depth3_standard_bias": deep(3, act("Relu"), p="standard"),
-    "relu_standard_b_none": [D(12, 1.3, None, "standard"), act("Relu"), D(1, 1.3, None, "standard")],
+    "relu_standard_b_none": [
+        D(12, 1.3, None, "standard"),
+        act("Relu"),
+        D(1, 1.3, None, "standard"),
+    ],
     "relu_standard_b_zero": [D(12, 1.3, 0.0, "standard"), act("Relu"), D(1, 1.3, 0.0, "standard")],
     "leaky_relu": deep(2, act("LeakyRelu", alpha=0.2)),
     "abrelu": deep(2, act("ABRelu", a=-0.4, b=1.3)),
@@ -93,9 +97,9 @@ NAMED = {
     "erf": jax.scipy.special.erf,
     "tanh": jnp.tanh,
     "sin": jnp.sin,
-    "erf_nngp": lambda c12, v1, v2: jnp.arcsin(2 * c12 / jnp.sqrt((1 + 2 * v1) * (1 + 2 * v2)))
-    * 2
-    / jnp.pi,
+    "erf_nngp": lambda c12, v1, v2: (
+        jnp.arcsin(2 * c12 / jnp.sqrt((1 + 2 * v1) * (1 + 2 * v2))) * 2 / jnp.pi
+    ),
 }
 
 

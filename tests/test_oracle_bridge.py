@@ -26,9 +26,7 @@ def test_oracle_returns_relu_nngp_of_arccos_closed_form(nt_oracle):
     np.testing.assert_allclose(out["nngp"], arccos_relu_nngp(x1, x2), rtol=1e-12, atol=1e-14)
     # NTK of Dense-Relu in NTK parameterization: Θ = K_dense · E[φ'φ'] = K_dense (π − θ)/(2π).
     k0 = x1 @ x2.T / 4
-    cos = np.clip(
-        k0 / np.sqrt(np.outer(np.diag(x1 @ x1.T), np.diag(x2 @ x2.T)) / 16), -1, 1
-    )
+    cos = np.clip(k0 / np.sqrt(np.outer(np.diag(x1 @ x1.T), np.diag(x2 @ x2.T)) / 16), -1, 1)
     np.testing.assert_allclose(
         out["ntk"], k0 * (np.pi - np.arccos(cos)) / (2 * np.pi), rtol=1e-12, atol=1e-14
     )

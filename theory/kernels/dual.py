@@ -109,7 +109,7 @@ def sign() -> Pair:
     return pair
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arccos_kernel_J(n: int) -> Callable:
     """Cho & Saul's J_n(θ) = (−1)ⁿ sin^{2n+1}θ · ((1/sin θ) ∂_θ)ⁿ ((π−θ)/sin θ), symbolically.
 
@@ -123,7 +123,9 @@ def _arccos_kernel_J(n: int) -> Callable:
     f = (sp.pi - t) / sp.sin(t)
     for _ in range(n):
         f = sp.diff(f, t) / sp.sin(t)
-    expr = sp.expand(sp.expand_trig(sp.simplify(sp.expand((-1) ** n * sp.sin(t) ** (2 * n + 1) * f))))
+    expr = sp.expand(
+        sp.expand_trig(sp.simplify(sp.expand((-1) ** n * sp.sin(t) ** (2 * n + 1) * f)))
+    )
     expr = expr.subs({sp.sin(t): s, sp.cos(t): c})
     return sp.lambdify((t, c, s), expr, modules=[{"pi": math.pi}, jnp])
 
@@ -159,8 +161,8 @@ def rectified_monomial(degree: int) -> Pair:
 def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Pair:
     r"""φ(x) = a·erf(b x) + c (Williams 1997). With qᵢⱼ ← b² qᵢⱼ:
 
-        k = a² · (2/π) arcsin(2 q12 / √((1+2q11)(1+2q22))) + c²,
-        k̇ = a² b² · (4/π) / √((1+2q11)(1+2q22) − 4 q12²).
+    k = a² · (2/π) arcsin(2 q12 / √((1+2q11)(1+2q22))) + c²,
+    k̇ = a² b² · (4/π) / √((1+2q11)(1+2q22) − 4 q12²).
     """
 
     def pair(q12, q11, q22, same=False, need_dot=True):
@@ -204,8 +206,8 @@ def gelu() -> Pair:
 def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Pair:
     r"""φ(x) = a sin(b x + c):
 
-        k = a²/2 · [e^{−b²(q11+q22)/2 + b² q12} − cos(2c) e^{−b²(q11+q22)/2 − b² q12}],
-        k̇ = a² b²/2 · [e^{−b²(q11+q22)/2 + b² q12} + cos(2c) e^{−b²(q11+q22)/2 − b² q12}].
+    k = a²/2 · [e^{−b²(q11+q22)/2 + b² q12} − cos(2c) e^{−b²(q11+q22)/2 − b² q12}],
+    k̇ = a² b²/2 · [e^{−b²(q11+q22)/2 + b² q12} + cos(2c) e^{−b²(q11+q22)/2 − b² q12}].
     """
 
     def pair(q12, q11, q22, same=False, need_dot=True):
@@ -241,11 +243,13 @@ def exp(a: float = 1.0, b: float = 1.0) -> Pair:
 def gaussian(a: float = 1.0, b: float = -1.0) -> Pair:
     r"""φ(x) = a e^{b x²}: with Δ = √((1 − 2b q11)(1 − 2b q22) − 4b² q12²),
 
-        k = a² / Δ,     k̇ = 4 a² b² q12 / Δ³.
+    k = a² / Δ,     k̇ = 4 a² b² q12 / Δ³.
     """
 
     def pair(q12, q11, q22, same=False, need_dot=True):
-        det = jnp.sqrt(jnp.maximum((1 - 2 * b * q11) * (1 - 2 * b * q22) - 4 * b * b * q12 * q12, 0))
+        det = jnp.sqrt(
+            jnp.maximum((1 - 2 * b * q11) * (1 - 2 * b * q22) - 4 * b * b * q12 * q12, 0)
+        )
         k = a * a / det
         return k, (4 * a * a * b * b * q12 / det**3 if need_dot else None)
 
@@ -289,7 +293,8 @@ def monomial(degree: int) -> Pair:
 def polynomial(coef: Sequence[float]) -> Pair:
     r"""φ(x) = Σᵢ coef[i] xⁱ, through the normalised Hermite expansion of φ(σ u):
 
-        φ(σ u) = Σ_l r_l(σ) He_l(u)/√(l!),  r_l(σ) = Σ_i coef[l+2i] σ^{l+2i} (l+2i)! / (2ⁱ i! √(l!)),
+        φ(σ u) = Σ_l r_l(σ) He_l(u)/√(l!),
+        r_l(σ) = Σ_i coef[l+2i] σ^{l+2i} (l+2i)! / (2ⁱ i! √(l!)),
         k = Σ_l r_l(σ₁) r_l(σ₂) ρ^l,        k̇ = Σ_l l r_l(σ₁) r_l(σ₂) ρ^{l−1} / (σ₁σ₂),
 
     with σᵢ = √qᵢᵢ and ρ = q12/(σ₁σ₂) (Mehler's formula).
@@ -301,7 +306,11 @@ def polynomial(coef: Sequence[float]) -> Pair:
         out = 0.0
         for i in range((deg - 1 - l) // 2 + 1):
             n = l + 2 * i
-            w = coef[n] * math.factorial(n) / (2**i * math.factorial(i) * math.sqrt(math.factorial(l)))
+            w = (
+                coef[n]
+                * math.factorial(n)
+                / (2**i * math.factorial(i) * math.sqrt(math.factorial(l)))
+            )
             out = out + w * sigma**n
         return out
 

@@ -346,9 +346,7 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0):
 
 def Gelu(approximate: bool = False):
     """φ(x) = x Φ(x). ``approximate`` changes only the finite network (tanh form)."""
-    return _elementwise(
-        "Gelu", lambda x: jax.nn.gelu(x, approximate=approximate), dual.gelu()
-    )
+    return _elementwise("Gelu", lambda x: jax.nn.gelu(x, approximate=approximate), dual.gelu())
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0):
@@ -378,7 +376,9 @@ def Exp(a: float = 1.0, b: float = 1.0):
 
 def Gaussian(a: float = 1.0, b: float = -1.0):
     """φ(x) = a·e^{b x²}."""
-    return _elementwise(f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b))
+    return _elementwise(
+        f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b)
+    )
 
 
 def _check_degree(degree):
@@ -487,8 +487,10 @@ def Swish(deg: int = 25):
 
 def Identity():
     """The identity layer."""
-    return _stateless_init, _mark(lambda params, x, **kw: x, ("identity",)), KernelFn(
-        lambda k: k, "Identity"
+    return (
+        _stateless_init,
+        _mark(lambda params, x, **kw: x, ("identity",)),
+        KernelFn(lambda k: k, "Identity"),
     )
 
 
@@ -626,7 +628,10 @@ def FanInSum():
             return None if vals[0] is None else functools.reduce(jnp.add, vals)
 
         return ks[0].replace(
-            nngp=total("nngp"), ntk=total("ntk"), cov1=total("cov1"), cov2=total("cov2"),
+            nngp=total("nngp"),
+            ntk=total("ntk"),
+            cov1=total("cov1"),
+            cov2=total("cov2"),
             is_gaussian=gaussian,
         )
 
@@ -650,7 +655,10 @@ def FanInProd():
         cov1 = functools.reduce(jnp.multiply, [k.cov1 for k in ks])
         cov2 = None if ks[0].cov2 is None else functools.reduce(jnp.multiply, [k.cov2 for k in ks])
         return ks[0].replace(
-            nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
             is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
         )
 
