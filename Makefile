@@ -36,10 +36,10 @@ $(REF_STAMP): reference/requirements.txt
 	@touch $@
 
 test: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 test-all: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 -q -m '' $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
 figs: fig-ntk fig-ibc
 

@@ -215,6 +215,23 @@ def _chunks(total: int, size: int) -> list[int]:
     return [size] * (total // size) + ([total % size] if total % size else [])
 
 
+def _train(params, x, y, width, cfg, what, lr, total, chunk, desc, after_chunk=None):
+    """Run ``total`` compiled gradient-descent steps in chunks, with a progress bar.
+
+    ``after_chunk(params)`` is called after every chunk (e.g. to record a trajectory)."""
+    chunks = _chunks(total, chunk)
+    fns = {n: _compiled(width, cfg, what, lr, n) for n in set(chunks)}
+    bar = progress(total=total, desc=desc, leave=False)
+    for n in chunks:
+        params = fns[n](params, x, y)
+        jax.block_until_ready(params)
+        if after_chunk is not None:
+            after_chunk(params)
+        bar.update(n)
+    bar.close()
+    return params, chunks
+
+
 def _key(cfg: Config, *tags: int) -> jax.Array:
     key = jax.random.PRNGKey(cfg.seed)
     for t in tags:
@@ -250,14 +267,9 @@ def fig1_piece(cfg: Config, width: int, seed: int) -> dict[str, np.ndarray]:
     x, y = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.float32)
     theta_0 = np.asarray(row(params, x0, xs))
     f_0 = np.asarray(apply_fn(params, x))
-    chunks = _chunks(cfg.steps, 10)
-    fns = {n: _compiled(width, cfg, "gd", cfg.lr, n) for n in set(chunks)}
-    bar = progress(total=cfg.steps, desc=f"fig1 n={width} seed={seed}", leave=False)
-    for n in chunks:
-        params = fns[n](params, x, y)
-        jax.block_until_ready(params)
-        bar.update(n)
-    bar.close()
+    params, _ = _train(
+        params, x, y, width, cfg, "gd", cfg.lr, cfg.steps, 10, f"fig1 n={width} seed={seed}"
+    )
     theta_t = np.asarray(row(params, x0, xs))
     f_t = np.asarray(apply_fn(params, x))
     return {"theta_0": theta_0, "theta_t": theta_t, "f_train_0": f_0, "f_train_t": f_t}
@@ -313,14 +325,9 @@ def fig2_piece(cfg: Config, width: int) -> dict[str, np.ndarray]:
     xs = jnp.asarray(circle(gamma), jnp.float32)
     f_all = _compiled(width, cfg, "apply_many")
     f_0 = np.asarray(f_all(params, xs))[..., 0]
-    chunks = _chunks(cfg.fig2_steps, 100)
-    fns = {n: _compiled(width, cfg, "gd_many", cfg.lr, n) for n in set(chunks)}
-    bar = progress(total=cfg.fig2_steps, desc=f"fig2 n={width}", leave=False)
-    for n in chunks:
-        params = fns[n](params, x, y)
-        jax.block_until_ready(params)
-        bar.update(n)
-    bar.close()
+    params, _ = _train(
+        params, x, y, width, cfg, "gd_many", cfg.lr, cfg.fig2_steps, 100, f"fig2 n={width}"
+    )
     f_t = np.asarray(f_all(params, xs))[..., 0]
     f_train = np.asarray(f_all(params, x))[..., 0]
     return {"f_0": f_0, "f_t": f_t, "f_train": f_train}
@@ -392,14 +399,11 @@ def fig3_piece(cfg: Config, width: int, trial: int, kind: str) -> dict[str, np.n
         y = np.where(labels % 2 == 0, 1.0, -1.0)
     yj = jnp.asarray(y[:, None], jnp.float32)
     traj = [f_0]
-    chunks = _chunks(cfg.fig3_steps, 10)
-    fns = {n: _compiled(width, cfg, "gd", cfg.fig3_lr, n) for n in set(chunks)}
-    bar = progress(total=cfg.fig3_steps, desc=f"fig3 {kind} n={width} trial={trial}", leave=False)
-    for n in chunks:
-        params = fns[n](params, xj, yj)
-        traj.append(np.asarray(f_fn(params), np.float64))
-        bar.update(n)
-    bar.close()
+    desc = f"fig3 {kind} n={width} trial={trial}"
+    _, chunks = _train(
+        params, xj, yj, width, cfg, "gd", cfg.fig3_lr, cfg.fig3_steps, 10, desc,
+        after_chunk=lambda p: traj.append(np.asarray(f_fn(p), np.float64)),
+    )  # fmt: skip
     steps = np.concatenate([[0], np.cumsum(chunks)])
     return {"f": np.stack(traj), "y": y, "steps": steps}  # f: (T, N)
 
