@@ -109,11 +109,21 @@ def tiled_kernel(
         static["width"], static["is_gaussian"] = out.width, out.is_gaussian
         return out
 
+    # One device: every entry is written exactly once, so tiles are stored as they are (a
+    # diagonal tile is then overwritten by its own transpose: the same values, mirrored).
+    # Several devices: each fills the tiles it owns into a zero buffer and the buffers are
+    # summed, so padding tiles get weight 0 and diagonal tiles are not mirrored.
+    summed = n_dev > 1
+
     def add_block(buf, block, r, c):
+        if not summed:
+            return jax.lax.dynamic_update_slice(buf, block, (r, c))
         cur = jax.lax.dynamic_slice(buf, (r, c), block.shape)
         return jax.lax.dynamic_update_slice(buf, cur + block, (r, c))
 
     def add_vec(buf, vec, r):
+        if not summed:
+            return jax.lax.dynamic_update_slice_in_dim(buf, vec, r, 0)
         cur = jax.lax.dynamic_slice_in_dim(buf, r, vec.shape[0])
         return jax.lax.dynamic_update_slice_in_dim(buf, cur + vec, r, 0)
 
@@ -129,9 +139,14 @@ def tiled_kernel(
 
         def body(t, acc):
             i, j = local_pairs[t, 0], local_pairs[t, 1]
-            w = local_valid[t].astype(dtype)
             out = one_tile(i, j)
-            mirror = w * (i != j).astype(dtype)
+            if summed:  # each entry from exactly one tile, padding tiles from none
+                w = local_valid[t].astype(dtype)
+                w_mirror = w * (i != j)
+                w_row = w * ((i == j) if symmetric else (j == 0))
+                w_col = w * (i == 0)
+            else:  # stores overwrite: repeated writes carry the same values
+                w = w_mirror = w_row = w_col = 1.0
             acc = dict(acc)
             for name in ("nngp", "ntk"):
                 if acc[name] is None:
@@ -139,12 +154,10 @@ def tiled_kernel(
                 block = getattr(out, name)
                 acc[name] = add_block(acc[name], w * block, i * b, j * b)
                 if symmetric:
-                    acc[name] = add_block(acc[name], mirror * block.T, j * b, i * b)
-            if symmetric:
-                acc["cov1"] = add_vec(acc["cov1"], w * (i == j) * out.cov1, i * b)
-            else:
-                acc["cov1"] = add_vec(acc["cov1"], w * (j == 0) * out.cov1, i * b)
-                acc["cov2"] = add_vec(acc["cov2"], w * (i == 0) * out.cov2, j * b)
+                    acc[name] = add_block(acc[name], w_mirror * block.T, j * b, i * b)
+            acc["cov1"] = add_vec(acc["cov1"], w_row * out.cov1, i * b)
+            if not symmetric:
+                acc["cov2"] = add_vec(acc["cov2"], w_col * out.cov2, j * b)
             return acc
 
         return jax.lax.fori_loop(0, local_pairs.shape[0], body, init)
@@ -166,11 +179,14 @@ def tiled_kernel(
             check_vma=False,
         )(pairs_arr, valid_arr)
 
+    def crop(a, *n):  # no copy when nothing was padded
+        return a if a.shape == n else a[tuple(slice(0, k) for k in n)]
+
     return Kernel(
-        nngp=acc["nngp"][:n1, :n2],
-        ntk=None if acc["ntk"] is None else acc["ntk"][:n1, :n2],
-        cov1=acc["cov1"][:n1],
-        cov2=None if symmetric else acc["cov2"][:n2],
+        nngp=crop(acc["nngp"], n1, n2),
+        ntk=None if acc["ntk"] is None else crop(acc["ntk"], n1, n2),
+        cov1=crop(acc["cov1"], n1),
+        cov2=None if symmetric else crop(acc["cov2"], n2),
         width=static["width"],
         is_gaussian=static["is_gaussian"],
     )
@@ -214,9 +230,10 @@ def batch(
 def default_tile(n1: int, n2: int) -> int | None:
     """The tile size used automatically by ``kernel_fn``: None (no tiling) for small kernels.
 
-    Measured on 2 CPU cores (depth-10 ReLU, N = 4000): tiles of ~1000 rows halve the work of
-    a symmetric kernel at little overhead.
+    Measured on 2 CPU cores (depth-10 ReLU, N = 4000, x2 = None): 0.43 s untiled; 0.20–0.28 s
+    with tiles of 256–1024 rows (the machine's noise is larger than the differences between
+    those sizes); 400 keeps a tile's arrays (640 KiB each in float32) near L2.
     """
     if n1 * n2 < 2**20 or min(n1, n2) < 512:
         return None
-    return 1024
+    return 400
