@@ -35,8 +35,10 @@ $(REF_STAMP): reference/requirements.txt
 	$(REF)/bin/python reference/nt_oracle.py --selftest
 	@touch $@
 
+# pytest exits 5 when it collects no test; that fails the target like any other failure.
 test: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) || { rc=$$?; \
+	  [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)

@@ -112,7 +112,8 @@ def build_parser(name: str, config_cls: type, doc: str | None = None) -> argpars
     parser.add_argument(
         "--run",
         default=None,
-        help="run name under results/<experiment>/ (default: 'default', or 'quick' with --quick)",
+        help="run name under results/<experiment>/ (default: 'default' for the paper's "
+        "settings, 'quick' for --quick, else 'custom-<config hash>')",
     )
     parser.add_argument(
         "--force", action="store_true", help="recompute even if a finished run exists"
@@ -132,7 +133,7 @@ def build_parser(name: str, config_cls: type, doc: str | None = None) -> argpars
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=_argparse_type(parse, tname),
-            default=None,
+            default=argparse.SUPPRESS,  # absent from the namespace unless given
             metavar=tname.upper().replace(" ", "_").replace("-", "_"),
             help=f"{helptext} [{tname}; default: {_fmt(default)}]".strip(),
         )
@@ -162,9 +163,8 @@ def parse_config(
     ns = parser.parse_args(argv)
     values: dict[str, Any] = dict(quick) if ns.quick else {}
     for f in dataclasses.fields(config_cls):
-        v = getattr(ns, f.name)
-        if v is not None:
-            values[f.name] = v
+        if f.name in vars(ns):  # given on the command line (may be None: `--seed none`)
+            values[f.name] = getattr(ns, f.name)
     try:
         cfg = config_cls(**values)
     except (ValueError, TypeError) as e:
@@ -305,7 +305,7 @@ def provenance(cfg: Any, wall_time_s: float, name: str, run: str) -> dict[str, A
         "device": device_info(),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "wall_time_s": wall_time_s,
-        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
 
@@ -363,7 +363,10 @@ class ResultStore:
     def save(self, arrays: Mapping[str, Any], wall_time_s: float) -> dict[str, Any]:
         meta = provenance(self.cfg, wall_time_s, self.name, self.run)
         meta["pieces"] = {"loaded": self.n_loaded, "computed": self.n_computed}
-        # npz first, json last: the json's presence with a matching hash marks completion.
+        # The json's presence with a matching hash marks completion: drop the old one first,
+        # so a crash between the two renames cannot pair new arrays with an old config.
+        with contextlib.suppress(FileNotFoundError):
+            self.json.unlink()
         save_npz_atomic(self.npz, arrays)
         save_json_atomic(self.json, meta)
         return meta
@@ -431,6 +434,16 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
 # ------------------------------------------------------------------- the driver
 
 
+def default_run_name(cfg: Any, config_cls: type, quick: Mapping[str, Any]) -> str:
+    """'default' for the paper's settings, 'quick' for the preset, else 'custom-<hash>', so
+    a run with other flags never overwrites the paper's results."""
+    if cfg == config_cls():
+        return "default"
+    if cfg == config_cls(**quick):
+        return "quick"
+    return f"custom-{config_hash(cfg)[:8]}"
+
+
 def figure_dir(name: str, run: str, cfg: Any, config_cls: type) -> Path:
     """Default-settings runs write the committed figures; anything else stays in results/."""
     if run == "default" and cfg == config_cls():
@@ -449,7 +462,13 @@ def run_experiment(
 ) -> Path:
     """Parse the CLI, compute (or load) the results, save them, and write the figures."""
     cfg, ns = parse_config(name, config_cls, quick, argv, doc)
-    run_name = ns.run or ("quick" if ns.quick else "default")
+    run_name = ns.run or default_run_name(cfg, config_cls, quick)
+    if not run_name or any(c in run_name for c in "/\\") or run_name.startswith("."):
+        print(f"error: --run must be a plain name, got {run_name!r}", file=sys.stderr)
+        raise SystemExit(2)
+    if ns.plot_only and ns.force:
+        print("error: --plot-only and --force contradict each other", file=sys.stderr)
+        raise SystemExit(2)
     store = ResultStore(name, run_name, cfg)
     if ns.plot_only and not store.finished():
         print(
@@ -460,6 +479,13 @@ def run_experiment(
         raise SystemExit(2)
     if store.finished() and not ns.force:
         print(f"[{name}] loading finished run {store.npz}", file=sys.stderr)
+        then, now = store.metadata().get("git", {}).get("commit"), git_commit()["commit"]
+        if then and now and then != now:
+            print(
+                f"[{name}] note: these results were computed at commit {then[:10]}, the code "
+                f"is now at {now[:10]}; pass --force to recompute",
+                file=sys.stderr,
+            )
         results = store.load()
     else:
         t0 = time.perf_counter()

@@ -30,22 +30,22 @@ class Toy:
         common.check_positive(width=self.width, lr=self.lr, widths=self.widths)
 
 
-QUICK = {"width": 8, "widths": (4, 8)}
+QUICK = {"width": 8, "widths": (4, 8), "seed": 3}
 
 
 def test_cli_defaults_quick_and_flags():
     cfg, ns = common.parse_config("toy", Toy, QUICK, [])
     assert cfg == Toy() and not ns.quick
     cfg, _ = common.parse_config("toy", Toy, QUICK, ["--quick"])
-    assert cfg == Toy(width=8, widths=(4, 8))
+    assert cfg == Toy(width=8, widths=(4, 8), seed=3)
     cfg, _ = common.parse_config(
         "toy", Toy, QUICK,
         ["--quick", "--width", "16", "--widths", "1,2,3", "--bias", "false", "--seed", "7",
          "--lr", "0.5", "--name", "erf"],
     )  # fmt: skip
     assert cfg == Toy(width=16, lr=0.5, widths=(1, 2, 3), name="erf", bias=False, seed=7)
-    cfg, _ = common.parse_config("toy", Toy, QUICK, ["--seed", "none"])
-    assert cfg.seed is None
+    cfg, _ = common.parse_config("toy", Toy, QUICK, ["--quick", "--seed", "none"])
+    assert cfg.seed is None  # an explicit None overrides the preset's 3
 
 
 def test_cli_help_lists_every_field_with_default_and_type(capsys):
@@ -215,6 +215,13 @@ def test_run_experiment_end_to_end_and_replot(tmp_path, monkeypatch):
     # Default settings write the committed figures.
     out = common.run_experiment("toy", Toy, QUICK, run, plot, [])
     assert out == tmp_path / "figs" and (tmp_path / "figs" / "toy.png").exists()
+    # Other flags get their own run and never overwrite the paper's results.
+    out = common.run_experiment("toy", Toy, QUICK, run, plot, ["--width", "5"])
+    assert out.name.startswith("custom-") and (out.parent / f"{out.name}.npz").exists()
+    for argv in (["--run", "../x"], ["--plot-only", "--force"]):
+        with pytest.raises(SystemExit) as e:
+            common.run_experiment("toy", Toy, QUICK, run, plot, argv)
+        assert e.value.code == 2
     with pytest.raises(SystemExit) as e:
         common.run_experiment("toy", Toy, QUICK, run, plot, ["--width", "3", "--plot-only"])
     assert e.value.code == 2

@@ -37,6 +37,7 @@ def deep(depth, activation, W=1.5, b=0.1, p="ntk"):
 
 ARCHS = {
     "relu_depth1_ntk_nobias": [D(8, 1.0), act("Relu")],
+    "relu_depth2_ntk_bias": deep(2, act("Relu")),
     "relu_depth3_ntk_bias": deep(3, act("Relu")),
     "relu_depth10_ntk": deep(10, act("Relu"), W=1.4, b=0.05),
     "relu_depth3_standard_bias": deep(3, act("Relu"), p="standard"),
@@ -169,14 +170,16 @@ def test_rectified_monomial_matches_neural_tangents_float32_path(name, reference
 
 
 def test_rectified_monomial_1_is_relu(reference, x64):
-    """max(x, 0)¹ = ReLU: our RectifiedMonomial(1) against neural-tangents' Relu in float64."""
+    """max(x, 0)¹ = ReLU: our RectifiedMonomial(1) against neural-tangents' Relu network of the
+    same architecture (its own RectifiedMonomial(1) is NaN), float64, 1e-6."""
     x1, x2 = inputs()
     relu_spec = [act("Relu") if n == act("RectifiedMonomial", degree=1) else n
                  for n in ARCHS["rectified_monomial_1"]]  # fmt: skip
+    assert relu_spec == ARCHS["relu_depth2_ntk_bias"]
     ours = build(ARCHS["rectified_monomial_1"])[2](x1, x2)
-    ref = build(relu_spec)[2](x1, x2)
-    assert_close(ours.nngp, ref.nngp, "rm1 vs relu nngp")
-    assert_close(ours.ntk, ref.ntk, "rm1 vs relu ntk")
+    ref_nngp, ref_ntk = reference["relu_depth2_ntk_bias"]["cross"]
+    assert_close(ours.nngp, ref_nngp, "rm1 vs neural-tangents relu nngp")
+    assert_close(ours.ntk, ref_ntk, "rm1 vs neural-tangents relu ntk")
 
 
 def test_table_covers_every_layer_and_both_parameterizations():

@@ -91,6 +91,25 @@ def test_duplicated_points_give_equal_rows_and_psd_kernel(x64):
     np.testing.assert_allclose(np.diag(k.nngp), k.cov1, rtol=1e-14)
 
 
+def test_rectified_monomial_finite_network_is_zero_below_zero():
+    x = jnp.array([-1.0, 0.0, 2.0])
+    for degree, want in ((0, [0, 1, 1]), (1, [0, 0, 2]), (2, [0, 0, 4])):
+        np.testing.assert_array_equal(stax.RectifiedMonomial(degree)[1]((), x), want)
+
+
+def test_gaussian_with_positive_b_is_rejected():
+    with pytest.raises(ValueError, match="b must be <= 0"):
+        stax.Gaussian(b=0.5)
+
+
+def test_kernel_fn_on_a_kernel_applies_get():
+    _, _, kernel_fn = relu_net(1, 1.0, 0.1)
+    k0 = input_kernel(jnp.ones((3, 2)), None, True)
+    assert kernel_fn(k0, get="nngp").shape == (3, 3)
+    with pytest.raises(ValueError, match="x2 must be None"):
+        kernel_fn(k0, jnp.ones((2, 2)))
+
+
 def test_get_returns_arrays_and_named_tuples():
     x = np.random.default_rng(4).standard_normal((3, 2)).astype(np.float32)
     _, _, kernel_fn = relu_net(2, 1.0, 0.1)
@@ -151,6 +170,7 @@ def test_finite_network_variance_matches_nngp():
         (lambda k: k(np.ones((2, 2)), np.array([[np.inf, 1.0]])), "x2 contains NaN or inf"),
         (lambda k: k(np.ones((2, 2)), get="cov"), "get must be"),
         (lambda k: k(np.ones((2, 0))), "at least one feature"),
+        (lambda k: k(np.ones((0, 3))), "at least one point"),
     ],
 )
 def test_bad_kernel_inputs_raise_clear_errors(call, match):

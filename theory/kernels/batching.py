@@ -39,7 +39,7 @@ def tile_pairs(nb1: int, nb2: int, symmetric: bool) -> np.ndarray:
     return np.stack([i, j], axis=1).astype(np.int32)
 
 
-def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
     """Pad rows up to a multiple by repeating the last row (a valid input: no 0/0)."""
     n = x.shape[0]
     extra = (-n) % multiple
@@ -66,14 +66,16 @@ def tiled_kernel(
     ``x2`` is None). Each device loops over its share of the tiles and writes each result
     straight into its place in the output (and, for a symmetric kernel, its transpose into
     the mirrored place): no assembly pass over the n1 × n2 output. With several
-    ``devices`` every device fills the tiles it owns and the buffers are summed.
+    ``devices`` every device fills the tiles it owns into its own full-size buffer and the
+    buffers are summed: the work is spread, the output's memory is not (each device holds
+    n1 × n2).
     """
     symmetric = x2 is None
     n1, d = x1.shape
     n2 = n1 if symmetric else x2.shape[0]
     b = _tile_size(max(n1, n2) if symmetric else min(n1, n2), tile)
-    x1p = _pad_rows(x1, b)
-    x2p = x1p if symmetric else _pad_rows(x2, b)
+    x1p = pad_rows(x1, b)
+    x2p = x1p if symmetric else pad_rows(x2, b)
     m1, m2 = x1p.shape[0], x2p.shape[0]
     nb1, nb2 = m1 // b, m2 // b
     pairs = tile_pairs(nb1, nb2, symmetric)
@@ -121,6 +123,9 @@ def tiled_kernel(
         cur = jax.lax.dynamic_slice(buf, (r, c), block.shape)
         return jax.lax.dynamic_update_slice(buf, cur + block, (r, c))
 
+    def weigh(w, block):  # select, not multiply: 0 · inf would be NaN
+        return block if not summed else jnp.where(w > 0, block, 0)
+
     def add_vec(buf, vec, r):
         if not summed:
             return jax.lax.dynamic_update_slice_in_dim(buf, vec, r, 0)
@@ -152,12 +157,12 @@ def tiled_kernel(
                 if acc[name] is None:
                     continue
                 block = getattr(out, name)
-                acc[name] = add_block(acc[name], w * block, i * b, j * b)
+                acc[name] = add_block(acc[name], weigh(w, block), i * b, j * b)
                 if symmetric:
-                    acc[name] = add_block(acc[name], w_mirror * block.T, j * b, i * b)
-            acc["cov1"] = add_vec(acc["cov1"], w_row * out.cov1, i * b)
+                    acc[name] = add_block(acc[name], weigh(w_mirror, block.T), j * b, i * b)
+            acc["cov1"] = add_vec(acc["cov1"], weigh(w_row, out.cov1), i * b)
             if not symmetric:
-                acc["cov2"] = add_vec(acc["cov2"], w_col * out.cov2, j * b)
+                acc["cov2"] = add_vec(acc["cov2"], weigh(w_col, out.cov2), j * b)
             return acc
 
         return jax.lax.fori_loop(0, local_pairs.shape[0], body, init)

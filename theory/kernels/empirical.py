@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.kernels.batching import pad_rows
 from theory.kernels.kernel import check_inputs
 from theory.kernels.stax import structure_of
 
@@ -152,12 +153,8 @@ def _structured_contract(feats1, feats2, scales, k):
 
 def _blocks(x: jax.Array, size: int) -> jax.Array:
     """(n, d) -> (ceil(n/size), size, d), padding with copies of the last row."""
-    n = x.shape[0]
-    m = -(-n // size)
-    pad = m * size - n
-    if pad:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[-1:], (pad,) + x.shape[1:])], axis=0)
-    return x.reshape((m, size) + x.shape[1:])
+    x = pad_rows(x, size)
+    return x.reshape((x.shape[0] // size, size) + x.shape[1:])
 
 
 def _structured_ntk(apply_fn, params, x1, x2, batch_size):

@@ -44,10 +44,6 @@ class Kernel:
     is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
     diag_offset: jax.Array | None = None
 
-    @property
-    def x1_is_x2(self) -> bool:
-        return self.cov2 is None
-
     def replace(self, **kw: Any) -> Kernel:
         return dataclasses.replace(self, **kw)
 
@@ -101,6 +97,8 @@ def _check_matrix(x: Any, name: str) -> jax.Array:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_points, n_features), got shape {arr.shape}"
         )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one point (row), got shape {arr.shape}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature, got shape {arr.shape}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from theory.kernels import empirical
 from theory.kernels.kernel import Kernel, check_inputs
+from theory.kernels.stax import KernelFn
 
 __all__ = ["monte_carlo_kernel"]
 
@@ -127,9 +128,8 @@ def monte_carlo_kernel(
         raise ValueError(
             f"implementation must be one of {empirical.IMPLEMENTATIONS}, got {implementation!r}"
         )
-    names = _GETS if get is None else ((get,) if isinstance(get, str) else tuple(get))
-    if not names or any(g not in _GETS for g in names):
-        raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+    get, _ = KernelFn.parse_get(get)  # the same validation as stax's kernel_fn
+    names = _GETS if get is None else ((get,) if isinstance(get, str) else get)
     inner = tuple(sorted(set(names) | ({"nngp"} if get is None else set())))
     try:
         key = jnp.asarray(key)

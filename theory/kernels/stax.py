@@ -124,13 +124,16 @@ class KernelFn:
         return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
 
     def __call__(self, x1, x2=None, get=None, **kwargs):
-        if isinstance(x1, Kernel) or (
-            isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
-        ):
-            return self.transform(x1)
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
         get, compute_ntk = self.parse_get(get)
+        if isinstance(x1, Kernel) or (
+            isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
+        ):
+            if x2 is not None:
+                raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
+            k = self.transform(x1)
+            return k if isinstance(k, (list, tuple)) else self.select(k, get)
         x1, x2 = check_inputs(x1, x2)
         return self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
 
@@ -148,9 +151,7 @@ def _stateless_init(rng, input_shape):
     return input_shape, ()
 
 
-def _elementwise(
-    name: str, fn: Callable | None, pair: dual.Pair | None, scale_ntk_by_zero: bool = False
-):
+def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
     """A layer applying φ elementwise; its kernel uses the dual ``pair`` of φ."""
 
     def apply_fn(params, inputs, **kwargs):
@@ -375,7 +376,9 @@ def Exp(a: float = 1.0, b: float = 1.0):
 
 
 def Gaussian(a: float = 1.0, b: float = -1.0):
-    """φ(x) = a·e^{b x²}."""
+    """φ(x) = a·e^{b x²}, b ≤ 0 (for b > 0, E[φ(z)²] is infinite once 4b·Var z ≥ 1)."""
+    if not float(b) <= 0:
+        raise ValueError(f"b must be <= 0 (E[exp(2b z²)] diverges for b > 0), got {b!r}")
     return _elementwise(
         f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b)
     )
@@ -397,7 +400,7 @@ def RectifiedMonomial(degree: int):
     _check_degree(degree)
     return _elementwise(
         f"RectifiedMonomial({degree})",
-        lambda x: jnp.where(x >= 0, x, 0) ** degree,
+        lambda x: jnp.where(x >= 0, x**degree, 0),
         dual.rectified_monomial(degree),
     )
 
