@@ -47,8 +47,10 @@ __all__ = ["empirical_ntk", "structured_layers"]
 IMPLEMENTATIONS = ("auto", "jacobian", "structured")
 
 # Largest Jacobian block (elements) the "jacobian" path forms when batch_size is None:
-# 2**26 float32 numbers = 256 MiB per side.
-_JACOBIAN_BLOCK_ELEMENTS = 2**26
+# 2**28 float32 numbers = 1 GiB per side. Blocking recomputes the column blocks' Jacobians
+# for every row block, so smaller blocks cost time: with 2**26, N = 125 points of a
+# 1.1M-parameter net took 4.1 s against 1.1 s unblocked (measured).
+_JACOBIAN_BLOCK_ELEMENTS = 2**28
 
 _HI = jax.lax.Precision.HIGHEST
 
