@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from theory.kernels import dual
+from theory.kernels.batching import default_tile, tiled_kernel
 from theory.kernels.kernel import Kernel, check_inputs, input_kernel
 
 __all__ = [
@@ -90,8 +91,6 @@ class KernelFn:
         return f"<kernel_fn of {self.__name__}>"
 
     def _compute(self, x1, x2, get, compute_ntk):
-        from theory.kernels.batching import default_tile, tiled_kernel
-
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         tile = default_tile(x1.shape[0], n2)
         if tile is None:
@@ -172,9 +171,12 @@ def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
         q11, q22 = k.outer_vars()
         nngp, dot = pair(k.nngp, q11, q22, False, k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
-        cov1 = dual.diagonal(pair, k.cov1)
-        cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
         self_pairs = k.self_pairs()
+        # E[φ(z)²] and E[φ'(z)²] at correlation exactly 1, once per point.
+        cov1, dot_rr = pair(
+            k.cov1, k.cov1, k.cov1, True, self_pairs is not None and ntk is not None
+        )
+        cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
         if self_pairs is not None:
             # A point with itself has correlation exactly 1, but q12/√(q11 q22) computed in
             # floating point is 1 − O(ε), and arccos there is off by O(√ε) (NOTES: ReLU
@@ -184,7 +186,6 @@ def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
             nngp = nngp.at[r, c].set(cov1, mode="drop")
             if ntk is not None:
                 ntk_rr = k.ntk.at[r, c].get(mode="fill", fill_value=0)
-                dot_rr = pair(k.cov1, k.cov1, k.cov1, True, True)[1]
                 ntk = ntk.at[r, c].set(ntk_rr * dot_rr, mode="drop")
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
