@@ -13,7 +13,7 @@ Usage::
   ("auto"; "jacobian" up to N=125); neural-tangents: ``jax.jit(empirical_ntk_fn(apply_fn,
   implementation=i, vmap_axes=0))`` for i = 1 (its default), 2 and 3.
 
-Each is also swept over N (log-log plot). Timing (DESIGN.md, "Benchmarks"): a first call
+Each is also swept over N (log-log plot). Timing (docs/architecture.md, "Benchmarks"): a first call
 (compile + run), then ``repeats`` calls, each ended by ``block_until_ready``; the steady time
 is their median and ``compile = first − steady``. Ours runs first in this process, then
 `reference/nt_bench.py` in ``.venv-ref`` (jax 0.4.38) on inputs passed through an ``.npz``;

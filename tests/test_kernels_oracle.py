@@ -3,8 +3,11 @@
 One subprocess evaluates every architecture of `ARCHS` in the reference environment; each
 architecture is then one test. Tolerance: 1e-6 relative (the issue's bar); agreement is
 typically 1e-13, far inside it. RectifiedMonomial: neural-tangents returns NaN on
-ordinary float64 inputs (its numerical differentiation at θ = 0; NOTES), so those entries
-are compared where the oracle is finite, and ours must be finite everywhere.
+ordinary float64 inputs (its numerical differentiation at θ = 0; docs/conventions.md,
+"Known defects of neural-tangents 0.6.5"), so those entries are compared where the oracle
+is finite (degrees 0 and 3; also against its float32 path), degree 1 against its Relu, and
+degree 2 (NaN everywhere) by Monte Carlo in tests/test_dual.py; ours must be finite
+everywhere.
 """
 
 import jax

@@ -7,7 +7,8 @@
 - Thm. 2 / §5: during gradient descent a wide network follows the kernel ODE with the constant
   limiting NTK; Θ̂ moves by O(1/√n) during training.
 
-Setting of the paper: NTK parameterization, W ~ N(0, 1), β = 0.1 (NOTES.md), cost ½·mean.
+Setting of the paper: NTK parameterization, W ~ N(0, 1), β = 0.1, cost ½·mean (see
+docs/conventions.md, "Infinite-width kernels", Jacot et al.'s setting).
 """
 
 import jax
