@@ -1,24 +1,53 @@
-"""Shared plumbing for experiments: config CLI, result store, figure style, progress.
+'''Shared plumbing for experiments: config CLI (tyro), result store, figure style, progress.
 
-Every experiment module follows one shape (DESIGN.md, "Experiments")::
+Every experiment module follows one pattern::
+
+    from dataclasses import dataclass, field
+    from typing import Annotated
+
+    from experiments._common import ConfigBase, Interval, Positive, run_experiment
 
     @dataclass(frozen=True)
-    class Config:            # the paper's settings as defaults
-        width: int = 500
-        ...
-    QUICK = dict(width=50)   # the small preset behind --quick
+    class Fig1(ConfigBase):
+        """Figure 1: the NTK at initialization."""             # help section title
+
+        widths: Annotated[tuple[int, ...], Positive] = (500, 10000)
+        """widths n of the hidden layers"""                     # the flag's --help text
+
+    @dataclass(frozen=True)
+    class Config(ConfigBase):   # the paper's settings as defaults
+        depth: Annotated[int, Interval(ge=2)] = 4
+        """L: number of Dense layers (L - 1 hidden)"""
+        seed: Annotated[int | None, Interval(ge=0)] = None   # rule outside "| None"
+        """base random seed (None: --seed None)"""
+        fig1: Fig1 = field(default_factory=Fig1)  # nested: flags stay --widths, not --fig1.widths
+
+        def check(self):        # cross-field rules only; raise ValueError naming the flag
+            if self.depth > max(self.fig1.widths):
+                raise ValueError(f"--depth must not exceed max(--widths), got {self.depth}")
+
+    QUICK = dict(fig1=dict(widths=(50,)))   # the --quick preset: overrides, nested as needed
 
     def run(cfg, store) -> dict[str, np.ndarray]   # pure; caches pieces via store.cached
     def plot(results, cfg) -> dict[str, Figure]    # no computation
 
     def main(argv=None):
-        return run_experiment("name", Config, QUICK, run, plot, argv)
+        return run_experiment("name", Config, QUICK, run, plot, argv, doc=__doc__)
+
+Each field's docstring (the string literal under it, on one line: tyro keeps the line breaks
+of indented continuation lines; or ``field(metadata={"help": ...})``, or
+``Annotated[..., tyro.conf.arg(help=...)]``) is its ``--help`` text. A rule in the
+annotation (`Positive`, `NonNegative`, `Interval`) is checked by ``ConfigBase.__post_init__``
+for every construction, from the command line or from Python, and shown in ``--help``. Flags
+are the field names with dashes (``mc_samples`` -> ``--mc-samples``; tuples take several
+values: ``--widths 50 100``; optional fields take ``None``); field names must be unique across
+nested configs.
 
 `run_experiment` parses the command line into a `Config`, loads a finished run when its
 config matches (so re-plotting is instant), otherwise calls `run`, saves
 `results/<name>/<run>.npz` + `.json` atomically with provenance, and writes the figures
 (PNG + PDF) to `paper_figs/` (default settings) or `results/<name>/<run>/` (other settings).
-"""
+'''
 
 from __future__ import annotations
 
@@ -42,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(os.environ.get("THEORY_RESULTS_DIR", REPO_ROOT / "results"))
@@ -50,134 +80,214 @@ FIGS_DIR = Path(os.environ.get("THEORY_FIGS_DIR", REPO_ROOT / "paper_figs"))
 # --------------------------------------------------------------------------- CLI
 
 
-def _field_parser(tp: Any) -> tuple[Callable[[str], Any], str]:
-    """A string -> value parser for a dataclass field type, and the type's display name."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            parse, name = _field_parser(inner[0])
-
-            def parse_optional(s: str) -> Any:
-                return None if s.lower() in ("none", "null") else parse(s)
-
-            return parse_optional, f"{name} or none"
-    if origin is tuple:
-        elem = args[0] if args else str
-        parse_elem, name = _field_parser(elem)
-
-        def parse_tuple(s: str) -> tuple:
-            parts = [p for p in s.replace(" ", ",").split(",") if p]
-            if not parts:
-                raise ValueError("expected a comma-separated list")
-            return tuple(parse_elem(p) for p in parts)
-
-        return parse_tuple, f"comma-separated {name}s"
-    if tp is bool:
-
-        def parse_bool(s: str) -> bool:
-            low = s.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true/false, got {s!r}")
-
-        return parse_bool, "bool"
-    if tp in (int, float, str):
-        return tp, tp.__name__
-    raise TypeError(f"unsupported config field type {tp!r}")
+def flag(name: str) -> str:
+    """The command-line flag of config field ``name``: ``mc_samples`` -> ``--mc-samples``."""
+    return "--" + name.replace("_", "-")
 
 
-def _argparse_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    def conv(s: str) -> Any:
-        try:
-            return parse(s)
-        except (ValueError, TypeError) as e:
-            raise argparse.ArgumentTypeError(f"expected {name}, got {s!r} ({e})") from None
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A constraint on a config field, declared in its annotation (see `Interval`).
 
-    conv.__name__ = name
-    return conv
+    It is tyro's ``help_behavior_hint`` (so ``--help`` shows it after the default) and the
+    predicate that `check_fields` applies to the value (to every element of a tuple).
+    """
+
+    text: str
+    test: Callable[[Any], bool]
+
+    def __call__(self, default: str) -> str:
+        return f"(default: {default}; {self.text})"
 
 
-def build_parser(name: str, config_cls: type, doc: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--field`` option per dataclass field."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m experiments.{name}",
-        description=doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="small preset for smoke tests")
-    parser.add_argument(
-        "--run",
-        default=None,
-        help="run name under results/<experiment>/ (default: 'default' for the paper's "
-        "settings, 'quick' for --quick, else 'custom-<config hash>')",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="recompute even if a finished run exists"
-    )
-    parser.add_argument(
-        "--plot-only",
-        action="store_true",
-        help="re-plot from saved results; fail if there are none",
-    )
-    hints = typing.get_type_hints(config_cls)
-    group = parser.add_argument_group("config (defaults are the paper's settings)")
-    for f in dataclasses.fields(config_cls):
-        parse, tname = _field_parser(hints[f.name])
-        default = f.default
-        helptext = f.metadata.get("help", "")
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=_argparse_type(parse, tname),
-            default=argparse.SUPPRESS,  # absent from the namespace unless given
-            metavar=tname.upper().replace(" ", "_").replace("-", "_"),
-            help=f"{helptext} [{tname}; default: {_fmt(default)}]".strip(),
-        )
-    return parser
+def Interval(
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """``Annotated`` metadata: the value (each element of a tuple) lies in the interval.
+
+    ``Annotated[float, Interval(gt=0, lt=1)]`` is checked by `check_fields` and shown in
+    ``--help`` as ``in (0, 1)``. NaN fails every bound.
+    """
+    if (gt is not None and ge is not None) or (lt is not None and le is not None):
+        raise TypeError("Interval: give at most one lower (gt/ge) and one upper (lt/le) bound")
+    lo, lo_open = (gt, True) if gt is not None else (ge, False)
+    hi, hi_open = (lt, True) if lt is not None else (le, False)
+    if lo is None and hi is None:
+        raise TypeError("Interval needs a bound")
+    if hi is None:
+        text = f"{'>' if lo_open else '>='} {lo:g}"
+    elif lo is None:
+        text = f"{'<' if hi_open else '<='} {hi:g}"
+    else:
+        text = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def test(v: Any) -> bool:
+        ok = True
+        if lo is not None:
+            ok = ok and (v > lo if lo_open else v >= lo)
+        if hi is not None:
+            ok = ok and (v < hi if hi_open else v <= hi)
+        return bool(ok)
+
+    return tyro.conf.arg(help_behavior_hint=Rule(text, test))
+
+
+Positive = Interval(gt=0)
+NonNegative = Interval(ge=0)
+
+
+def _rules(tp: Any) -> list[Rule]:
+    """The `Rule`s in a field's annotation (also inside ``X | None``)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        found = [getattr(m, "help_behavior_hint", None) for m in tp.__metadata__]
+        return [r for r in found if isinstance(r, Rule)] + _rules(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [r for a in typing.get_args(tp) for r in _rules(a)]
+    return []
+
+
+def check_fields(cfg: Any) -> None:
+    """Apply every field's declared `Rule`s; raise ValueError naming the flag.
+
+    A tuple must be non-empty and every element must pass; None (an optional field left
+    unset) passes. Nested configs check themselves in their own ``__post_init__``.
+    """
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        for r in _rules(hints[f.name]):
+            if isinstance(value, tuple):
+                if not value or not all(r.test(v) for v in value):
+                    raise ValueError(
+                        f"{flag(f.name)} needs one or more values, each {r.text}; "
+                        f"got {_fmt(value) or 'none'}"
+                    )
+            elif not r.test(value):
+                raise ValueError(f"{flag(f.name)} must be {r.text}, got {_fmt(value)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Base of experiment configs: checks the declared rules, then the cross-field ones.
+
+    Subclasses override `check` (not ``__post_init__``) for rules that involve several
+    fields, raising ValueError with a message that names the flag(s).
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules; none by default."""
+
+
+def check_positive(**kwargs: float | tuple) -> None:
+    """Raise ValueError naming the first non-positive argument.
+
+    Superseded by ``Annotated[..., Positive]`` on the field (`check_fields`); kept only
+    until every experiment's Config declares its rules.
+    """
+    for k, v in kwargs.items():
+        vals = v if isinstance(v, tuple) else (v,)
+        if not vals or any(not (x > 0) for x in vals):
+            raise ValueError(f"{flag(k)} must be positive, got {_fmt(v)}")
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, tuple):
-        return ",".join(str(x) for x in v)
+        return " ".join(str(x) for x in v)
     return str(v)
+
+
+def with_overrides(cfg: Any, overrides: Mapping[str, Any] | Any) -> Any:
+    """``cfg`` with ``overrides`` applied; a nested mapping updates a nested config.
+
+    ``overrides`` may also be a finished config instance, which is returned as is.
+    """
+    if dataclasses.is_dataclass(overrides):
+        return overrides
+    names = {f.name for f in dataclasses.fields(cfg)}
+    changes = {}
+    for k, v in overrides.items():
+        if k not in names:
+            raise ValueError(f"{type(cfg).__name__} has no field {k!r}")
+        cur = getattr(cfg, k)
+        nested = isinstance(v, Mapping) and dataclasses.is_dataclass(cur)
+        changes[k] = with_overrides(cur, v) if nested else v
+    return dataclasses.replace(cfg, **changes)
+
+
+C = typing.TypeVar("C")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cli(typing.Generic[C]):
+    """The command line of an experiment: how to run it, and its config.
+
+    Field docstrings are ``--help`` texts; keep each on one line (tyro keeps the line breaks
+    of an indented continuation line).
+    """
+
+    config: C
+    quick: bool = False
+    """start from the small smoke-test preset, not the paper's settings (flags still apply)"""
+    run: str | None = None
+    """name under results/<experiment>/ (None: 'default', 'quick' or 'custom-<config hash>')"""
+    force: bool = False
+    """recompute even if a finished run with this config exists"""
+    plot_only: bool = False
+    """re-plot from saved results; fail if there are none"""
+
+
+def _description(name: str, doc: str | None) -> str | None:
+    """The first paragraph of the module docstring, and where the rest is.
+
+    tyro reflows help text (it joins lines that start with a letter), which would scramble the
+    lists and formulas of a whole module docstring; those stay in ``pydoc``.
+    """
+    if not doc:
+        return None
+    first = doc.strip().split("\n\n")[0]
+    return f"{first}\n\nFigures and formulas: python -m pydoc experiments.{name}"
 
 
 def parse_config(
     name: str,
     config_cls: type,
-    quick: Mapping[str, Any],
+    quick: Mapping[str, Any] | Any,
     argv: list[str] | None = None,
     doc: str | None = None,
-) -> tuple[Any, argparse.Namespace]:
-    """Parse ``argv`` into a config instance.
+) -> tuple[Any, Cli]:
+    """Parse ``argv`` into a config instance (and the run options) with tyro.
 
-    Precedence: dataclass defaults < ``--quick`` preset < explicit flags. Invalid values
-    (wrong type, or rejected by the dataclass's ``__post_init__``) exit with code 2 and a
-    message naming the flag.
+    Precedence: dataclass defaults < ``--quick`` preset < explicit flags. Flags are the
+    field names with dashes, without the names of nested configs (so they must be unique).
+    ``--help`` lists every field with its docstring, default and rule. Invalid values (wrong
+    type, unknown flag, a failed `Rule` or ``check``) exit with status 2 and a message naming
+    the flag.
     """
-    parser = build_parser(name, config_cls, doc)
-    ns = parser.parse_args(argv)
-    values: dict[str, Any] = dict(quick) if ns.quick else {}
-    for f in dataclasses.fields(config_cls):
-        if f.name in vars(ns):  # given on the command line (may be None: `--seed none`)
-            values[f.name] = getattr(ns, f.name)
-    try:
-        cfg = config_cls(**values)
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))  # exits with status 2
-    return cfg, ns
-
-
-def check_positive(**kwargs: float | tuple) -> None:
-    """Raise ValueError naming the first non-positive argument (for config validation)."""
-    for k, v in kwargs.items():
-        vals = v if isinstance(v, tuple) else (v,)
-        if not vals or any(not (x > 0) for x in vals):
-            raise ValueError(f"--{k.replace('_', '-')} must be positive, got {_fmt(v)}")
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset = config_cls()
+    if pre.parse_known_args(argv)[0].quick:
+        preset = with_overrides(preset, quick)
+    cli = tyro.cli(
+        Cli[config_cls],
+        args=argv,
+        prog=f"python -m experiments.{name}",
+        description=_description(name, doc),
+        default=Cli(config=preset),
+        config=(tyro.conf.OmitArgPrefixes,),
+    )
+    return cli.config, cli
 
 
 # ----------------------------------------------------------------- atomic writes
@@ -434,12 +544,12 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
 # ------------------------------------------------------------------- the driver
 
 
-def default_run_name(cfg: Any, config_cls: type, quick: Mapping[str, Any]) -> str:
+def default_run_name(cfg: Any, config_cls: type, quick: Mapping[str, Any] | Any) -> str:
     """'default' for the paper's settings, 'quick' for the preset, else 'custom-<hash>', so
     a run with other flags never overwrites the paper's results."""
     if cfg == config_cls():
         return "default"
-    if cfg == config_cls(**quick):
+    if cfg == with_overrides(config_cls(), quick):
         return "quick"
     return f"custom-{config_hash(cfg)[:8]}"
 
@@ -454,30 +564,30 @@ def figure_dir(name: str, run: str, cfg: Any, config_cls: type) -> Path:
 def run_experiment(
     name: str,
     config_cls: type,
-    quick: Mapping[str, Any],
+    quick: Mapping[str, Any] | Any,
     run: Callable[[Any, ResultStore], Mapping[str, Any]],
     plot: Callable[[Mapping[str, np.ndarray], Any], Mapping[str, Any]],
     argv: list[str] | None = None,
     doc: str | None = None,
 ) -> Path:
     """Parse the CLI, compute (or load) the results, save them, and write the figures."""
-    cfg, ns = parse_config(name, config_cls, quick, argv, doc)
-    run_name = ns.run or default_run_name(cfg, config_cls, quick)
+    cfg, cli = parse_config(name, config_cls, quick, argv, doc)
+    run_name = cli.run or default_run_name(cfg, config_cls, quick)
     if not run_name or any(c in run_name for c in "/\\") or run_name.startswith("."):
         print(f"error: --run must be a plain name, got {run_name!r}", file=sys.stderr)
         raise SystemExit(2)
-    if ns.plot_only and ns.force:
+    if cli.plot_only and cli.force:
         print("error: --plot-only and --force contradict each other", file=sys.stderr)
         raise SystemExit(2)
     store = ResultStore(name, run_name, cfg)
-    if ns.plot_only and not store.finished():
+    if cli.plot_only and not store.finished():
         print(
             f"error: --plot-only: no finished run {store.npz} for this config; run without "
             "--plot-only first",
             file=sys.stderr,
         )
         raise SystemExit(2)
-    if store.finished() and not ns.force:
+    if store.finished() and not cli.force:
         print(f"[{name}] loading finished run {store.npz}", file=sys.stderr)
         then, now = store.metadata().get("git", {}).get("commit"), git_commit()["commit"]
         if then and now and then != now:
