@@ -14,48 +14,49 @@ A request ``.npz`` holds
 - ``b_params_0, b_params_1, ...``: the empirical-NTK network's parameters in
   ``jax.tree_util`` leaf order of neural-tangents' own ``init_fn`` output.
 
-The result ``.npz`` holds ``timings`` (JSON text: per method a list of
-``{n, first_s, steady_s, compile_s, times_s}``, plus versions; B also has ``errors``: the
-implementations that raised, with the message), ``a_nngp`` and ``a_ntk`` (jitted
-``kernel_fn`` at ``main_n``) and ``b_ntk_<implementation>`` (at ``main_n``).
+The result ``.npz`` holds ``timings`` (JSON text: per method a list of rows from
+``benchmarks/timing.py``'s ``time_call`` with ``n`` added, plus ``versions``; B also has
+``errors``: per implementation that raised, ``{"type", "message", "where", "n", "jax"}``, the
+rows before the failure kept), ``a_nngp`` and ``a_ntk`` (jitted ``kernel_fn`` at ``main_n``)
+and ``b_ntk_<implementation>`` (at ``main_n``).
 
-Timing protocol (the same as in `benchmarks.kernels`): one first call (compile + run), then
-``repeats`` calls; ``steady_s`` is their median, ``compile_s = first_s − steady_s``; every call
-ends in ``block_until_ready``. This file never imports ``theory``.
+Timing: ``time_call`` of ``benchmarks/timing.py`` (loaded by path; the same function times
+our side), with ``jax.block_until_ready``. The un-jitted ``kernel_fn`` is timed with
+``jitted=False``: its first-call excess is not compile time. This file never imports
+``theory``.
 """
 
+import importlib.util
 import json
-import statistics
 import sys
-import time
 import types
+from pathlib import Path
 
 import numpy as np
 
 sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
 
+_TIMING_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "timing.py"
+_spec = importlib.util.spec_from_file_location("bench_timing", _TIMING_PATH)
+timing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(timing)
 
-def time_call(fn, repeats):
-    """First-call and median steady-state wall time of ``fn()`` (blocked), and its last output."""
+
+def time_call(fn, repeats, jitted):
+    """``timing.time_call`` with ``jax.block_until_ready``."""
     import jax
 
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    steady = statistics.median(times)
-    row = {"first_s": first, "steady_s": steady, "compile_s": max(first - steady, 0.0)}
-    return {**row, "times_s": times}, out
+    return timing.time_call(fn, repeats, jax.block_until_ready, jitted)
 
 
 def _log(method, n, row):
+    extra = (
+        f"compile {row['compile_s']:7.3f} s"
+        if row["jitted"]
+        else f"first call - steady {row['first_extra_s']:7.3f} s (not jitted)"
+    )
     print(
-        f"  [neural-tangents] {method:<22} N={n:<5d} steady {row['steady_s']:8.3f} s  "
-        f"compile {row['compile_s']:7.3f} s",
+        f"  [neural-tangents] {method:<22} N={n:<5d} steady {row['steady_s']:8.3f} s  {extra}",
         flush=True,
     )
 
@@ -78,7 +79,9 @@ def bench_a(cfg, x_all, repeats, out):
     for n in cfg["ns"]:
         x = jnp.asarray(x_all[:n])
         for name, fn in methods.items():
-            row, k = time_call(lambda fn=fn, x=x: fn(x, None, ("nngp", "ntk")), repeats)
+            row, k = time_call(
+                lambda fn=fn, x=x: fn(x, None, ("nngp", "ntk")), repeats, name == "nt_jit"
+            )
             timings[name].append({"n": n, **row})
             _log(name, n, row)
             if n == cfg["main_n"] and name == "nt_jit":
@@ -116,19 +119,25 @@ def bench_b(cfg, x_all, leaves, repeats, out):
             empirical_ntk_fn(apply_fn, implementation=impl, vmap_axes=cfg.get("vmap_axes"))
         )
         rows = []
-        try:
-            for n in cfg["ns"]:
-                x = jnp.asarray(x_all[:n])
-                row, k = time_call(lambda fn=fn, x=x: fn(x, None, params), repeats)
-                rows.append({"n": n, **row})
-                _log(name, n, row)
-                if n == cfg["main_n"]:
-                    out[f"b_ntk_{impl}"] = np.asarray(k)
-        except Exception as e:  # one broken implementation must not lose the others' numbers
-            errors[name] = f"{type(e).__name__}: {e}"
-            print(f"  [neural-tangents] {name} failed: {errors[name]}", flush=True)
-            continue
-        timings[name] = rows
+        for n in cfg["ns"]:
+            x = jnp.asarray(x_all[:n])
+            try:
+                row, k = time_call(lambda fn=fn, x=x: fn(x, None, params), repeats, True)
+            except Exception as e:  # recorded, not hidden; the other implementations still run
+                errors[name] = {**timing.describe_exception(e), "n": n, "jax": jax.__version__}
+                print(
+                    f"  [neural-tangents] {name} failed at N={n} on jax {jax.__version__}: "
+                    f"{errors[name]['type']}: {errors[name]['message']} "
+                    f"(at {errors[name]['where']})",
+                    flush=True,
+                )
+                break  # larger N would fail the same way or worse
+            rows.append({"n": n, **row})
+            _log(name, n, row)
+            if n == cfg["main_n"]:
+                out[f"b_ntk_{impl}"] = np.asarray(k)
+        if rows:
+            timings[name] = rows
     return timings
 
 
