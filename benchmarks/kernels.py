@@ -10,10 +10,10 @@ Usage::
   internally); neural-tangents: ``jax.jit(kernel_fn, static_argnames="get")`` and the plain,
   un-jitted ``kernel_fn``.
 - **B** (finite width): empirical NTK of ``Dense(1024)-Relu-Dense(1024)-Relu-Dense(1)``
-  (P = 1,155,073 parameters) on N = 62 … 500 points, float32, same parameters on both sides.
+  (no biases: P = 1,152,000 weights) on N = 62 … 500 points, float32, same parameters on both sides.
   Ours: `theory.kernels.empirical.empirical_ntk` with ``"auto"`` (the structured path: no
   per-example Jacobian) at every N, and the generic ``"jacobian"`` path while one Jacobian
-  block holds all N points, N ≤ ``_JACOBIAN_BLOCK_ELEMENTS`` / P = 2**28 / P = 232. Above that
+  block holds all N points, N ≤ ``_JACOBIAN_BLOCK_ELEMENTS`` / P = 2**28 / P = 233. Above that
   the path splits the points into blocks and recomputes the column blocks' Jacobians for every
   row block, so it gets a single call (compile included) at the first larger N of the sweep,
   stored as ``jacobian_probe``, to show what it would cost. neural-tangents:
