@@ -101,6 +101,54 @@ def test_rl_matches_cartpole_expression():
         )
 
 
+def _authors_mujoco(m, D, n, delta, eps):
+    """The paper's code, ``mujoco_difficulty`` (github.com/FieteLab/inductive-bias-complexity,
+    task_difficulty.py), transcribed term by term in float64: D actions, m-torus observations.
+
+        Ĩ = D (2 (2π/δ)^m π^(m/2) / Γ(m/2+1) − n)
+            · (log₂(4π²/√6) + log₂ D + ½ log₂ m − log₂ δ − log₂(n)/m − log₂ ε)
+
+    log₂ D = ½ log₂ D (the √D of B √(D C)) + ½ log₂ D (the √D of L_f = M √D).
+    """
+    dim_q = D * (2 * (2 * np.pi / delta) ** m * np.pi ** (m / 2) / gamma_fn(m / 2 + 1) - n)
+    per_dim = (
+        np.log2(4 * np.pi**2 / np.sqrt(6))
+        + np.log2(D)
+        + 0.5 * np.log2(m)
+        - np.log2(delta)
+        - np.log2(n) / m
+        - np.log2(eps)
+    )
+    return dim_q * per_dim, dim_q, per_dim
+
+
+@pytest.mark.parametrize(
+    "m, D, n, delta, eps",
+    [
+        # The paper's MuJoCo tasks (Reacher, Hopper, Half-Cheetah): D = 2, 4, 6, not 1.
+        *[(t.m, t.action_dim, t.n, t.delta, t.error) for t in tc.MUJOCO_TASKS],
+        (3, 5, 1e3, 0.05, 0.02),  # log₂ D = 2.3: flipping ½ log₂ D moves Ĩ by 17%
+        (2.5, 3, 50, 0.3, 0.1),  # non-integer m
+    ],
+)
+def test_rl_matches_authors_mujoco_expression(m, D, n, delta, eps):
+    """D > 1 (the cart-pole test has D = 1, where every log D term vanishes)."""
+    bits, dim_q, per_dim = _authors_mujoco(m, D, n, delta, eps)
+    terms = tc.rl_terms(m, D, n, delta, eps)
+    np.testing.assert_allclose(terms.bits, bits, rtol=RTOL)
+    np.testing.assert_allclose(terms.dim_theta_q, dim_q, rtol=RTOL)
+    np.testing.assert_allclose(terms.bits_per_dimension, per_dim, rtol=RTOL)
+    assert tc.rl_inductive_bias_complexity(m, D, n, delta, eps).bits == terms.bits
+
+
+def test_rl_scales_with_action_dim_as_the_formula_says():
+    # At fixed (m, n, δ, ε), D enters as D · (…) · (c + log₂ D): the bits-per-dimension
+    # factor grows by exactly log₂(D₂/D₁), and dim Θ_q by exactly D₂/D₁.
+    a, b = tc.rl_terms(4, 1, 1e4, 1e-2, 1e-3), tc.rl_terms(4, 8, 1e4, 1e-2, 1e-3)
+    np.testing.assert_allclose(b.bits_per_dimension - a.bits_per_dimension, 3.0, rtol=RTOL)
+    np.testing.assert_allclose(b.dim_theta_q / a.dim_theta_q, 8.0, rtol=RTOL)
+
+
 def test_meta_is_classification_with_classifier_outputs():
     n, m0, m1, R, delta, eps, N = 1e6, 4, 5, 3.0, 0.9, 0.01, 3
     _, E0, *_ = _direct_classification(10, m0, R, delta, 2, 0.5)  # E(m0, 2πR/δ)

@@ -30,6 +30,17 @@ ARCHS = {
         ["Relu", {}],
         ["Dense", {"out_dim": 3, "b_std": 0.0, "parameterization": "standard"}],
     ],
+    "relu_standard_width_multipliers_k2": [
+        [
+            "Dense",
+            {"out_dim": 6, "W_std": 1.3, "b_std": 0.1, "parameterization": "standard", "s": [1, 3]},
+        ],
+        ["Relu", {}],
+        [
+            "Dense",
+            {"out_dim": 2, "W_std": 0.8, "b_std": 0.0, "parameterization": "standard", "s": [3, 1]},
+        ],
+    ],  # fmt: skip
     "erf_gelu_mixed_k1": [
         ["Dense", {"out_dim": 8, "W_std": 2.0}],
         ["Erf", {}],
@@ -182,6 +193,39 @@ def test_monte_carlo_converges_to_kernel_fn(x64):
     np.testing.assert_allclose(full.ntk, mc.ntk, rtol=1e-12)
     np.testing.assert_allclose(full.nngp, mc.nngp, rtol=1e-12)
     assert full.width == k
+
+
+@pytest.mark.parametrize("n_samples, batch_size", [(5, 2), (7, 3)])
+def test_monte_carlo_is_the_plain_average_whatever_the_batching(x64, n_samples, batch_size):
+    """S networks in chunks of ``batch_size`` (the last chunk padded when it does not divide
+    S) give exactly the plain average over ``split(key, S)``: each network's kernels are
+    computed here one at a time with `empirical_ntk` and ``apply_fn`` (float64, so the only
+    difference is summation order: 1e-12). 5 in chunks of 2 pads one sample; weighting that
+    padded copy 1 instead of 0 would be off by ~10%."""
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Dense(6, 1.3, 0.2), stax.Erf(), stax.Dense(2, 0.9, 0.1, parameterization="standard")
+    )
+    x1, x2 = data(4, 3, d=3, seed=5)
+    key = jax.random.PRNGKey(11)
+    nngp, ntk = [], []
+    for k in jax.random.split(key, n_samples):
+        _, params = init_fn(k, x1.shape)
+        f1, f2 = np.asarray(apply_fn(params, x1)), np.asarray(apply_fn(params, x2))
+        nngp.append(f1 @ f2.T / f1.shape[1])
+        ntk.append(np.asarray(empirical_ntk(apply_fn, params, x1, x2)))
+    mc = monte_carlo_kernel(
+        init_fn, apply_fn, key, x1, x2, n_samples=n_samples, batch_size=batch_size, get=None
+    )
+    np.testing.assert_allclose(mc.nngp, np.mean(nngp, axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mc.ntk, np.mean(ntk, axis=0), rtol=1e-12, atol=1e-14)
+    # cov1, cov2: the channel-averaged f(x)², averaged over the same S networks.
+    for got, x in ((mc.cov1, x1), (mc.cov2, x2)):
+        want = np.mean(
+            [np.mean(np.asarray(apply_fn(init_fn(k, x1.shape)[1], x)) ** 2, axis=1)
+             for k in jax.random.split(key, n_samples)],
+            axis=0,
+        )  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def _counting(fn):

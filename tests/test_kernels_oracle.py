@@ -20,10 +20,12 @@ from theory.kernels import stax
 RTOL = 1e-6
 
 
-def D(out=8, W=1.0, b=None, p="ntk"):
+def D(out=8, W=1.0, b=None, p="ntk", s=None):
     kw = {"out_dim": out, "W_std": W, "parameterization": p}
     if b is not None:
         kw["b_std"] = b
+    if s is not None:
+        kw["s"] = list(s)
     return ["Dense", kw]
 
 
@@ -94,6 +96,21 @@ ARCHS = {
         D(7, 1.2, 0.2, "standard"),
         act("Gelu"),
         D(3, 0.9, None, "standard"),
+    ],
+    # Width multipliers s = (s_in, s_out): the standard NTK's n_in/s_in factor changes with
+    # them (s_in of a layer = s_out of the one before; 1 at the input and the output).
+    "standard_width_multipliers": [
+        D(16, 1.4, 0.1, "standard", s=(1, 3)),
+        act("Relu"),
+        D(8, 1.2, 0.0, "standard", s=(3, 2)),
+        act("Erf"),
+        D(1, 0.9, 0.2, "standard", s=(2, 1)),
+    ],
+    # The NTK parameterization ignores s (neural-tangents: "only applicable when standard").
+    "ntk_width_multipliers_ignored": [
+        D(16, 1.4, 0.1, "ntk", s=(1, 3)),
+        act("Relu"),
+        D(1, 1.1, 0.2, "ntk", s=(3, 1)),
     ],
 }
 
@@ -196,6 +213,10 @@ def test_table_covers_every_layer_and_both_parameterizations():
             if name == "Dense":
                 used.add("param:" + arg["parameterization"])
                 used.add("bias:" + ("none" if "b_std" not in arg else "set"))
+                if arg.get("b_std") == 0.0:
+                    used.add("bias:zero:" + arg["parameterization"])
+                if any(v != 1 for v in arg.get("s", (1, 1))):
+                    used.add("s:" + arg["parameterization"])
 
     for spec in ARCHS.values():
         walk(spec)
@@ -204,6 +225,7 @@ def test_table_covers_every_layer_and_both_parameterizations():
         "Rbf", "Exp", "Sign", "Monomial", "RectifiedMonomial", "Polynomial", "Hermite",
         "Elementwise", "ElementwiseNumerical", "serial", "parallel", "FanOut", "FanInSum",
         "FanInProd", "Identity", "param:ntk", "param:standard", "bias:none", "bias:set",
+        "bias:zero:standard", "s:standard", "s:ntk",
     }  # fmt: skip
     assert nt_layers <= used, nt_layers - used
     assert len(ARCHS) >= 20

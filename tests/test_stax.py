@@ -61,6 +61,98 @@ def test_relu_kernel_matches_numpy_recursion_deep_and_large_weights(depth, W_std
     assert rel_err(k.ntk, ref_ntk) < 1e-10
 
 
+def hand_kernel(x1, x2, layers):
+    """Plain-numpy float64 NNGP/NTK of Dense/ReLU chains in both parameterizations, written
+    from the papers' recursions, not from the library:
+
+    - NTK parameterization (Jacot et al. 2018): K ← σ_w² K + σ_b², Θ ← K_new + σ_w² Θ
+      (σ_b = 0 and no bias give the same kernel);
+    - standard (Sohl-Dickstein et al. 2020, with neural-tangents' width multipliers s):
+      Θ ← (n_in / s_in) K_old + σ_w² Θ + [1 if the layer has a bias, even with σ_b = 0],
+      K ← σ_w² K + σ_b², with n_in the previous layer's width out_dim · s_out (d at the input);
+    - ReLU: K ← √(K₁₁K₂₂)/(2π) (sin θ + (π − θ) cos θ), Θ ← Θ (π − θ)/(2π).
+
+    ``layers``: ``("dense", out, W_std, b_std or None, parameterization, s)`` or ``("relu",)``.
+    """
+    d = x1.shape[1]
+    k12, k11, k22 = x1 @ x2.T / d, np.sum(x1**2, 1) / d, np.sum(x2**2, 1) / d
+    ntk, width = np.zeros_like(k12), d
+    for layer in layers:
+        if layer[0] == "relu":
+            norm = np.sqrt(np.outer(k11, k22))
+            theta = np.arccos(np.clip(k12 / norm, -1, 1))
+            ntk = ntk * (np.pi - theta) / (2 * np.pi)
+            k12 = norm / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
+            k11, k22 = k11 / 2, k22 / 2
+            continue
+        _, out, w, b, param, (s_in, s_out) = layer
+        bias = 0.0 if b is None else b**2
+        if param == "standard":
+            ntk = (width / s_in) * k12 + w**2 * ntk + (0.0 if b is None else 1.0)
+            width = out * s_out
+        k12, k11, k22 = (w**2 * k + bias for k in (k12, k11, k22))
+        if param == "ntk":
+            ntk = k12 + w**2 * ntk
+            width = out
+    return k12, ntk
+
+
+def _dense_relu_chain(depth, b_std, param, multipliers):
+    """Spec for `hand_kernel` and the matching stax network: depth × (Dense, Relu), Dense."""
+    spec, net = [], []
+    for i in range(depth + 1):
+        s = (multipliers[i], multipliers[i + 1])
+        w = 1.2 + 0.1 * i
+        spec.append(("dense", 7 + i, w, b_std, param, s))
+        net.append(stax.Dense(7 + i, W_std=w, b_std=b_std, parameterization=param, s=s))
+        if i < depth:
+            spec.append(("relu",))
+            net.append(stax.Relu())
+    return spec, stax.serial(*net)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+@pytest.mark.parametrize("b_std", [None, 0.0, 0.3])
+def test_bias_none_zero_and_positive_match_hand_recursion(depth, param, b_std, x64):
+    """b_std=None (no bias) and b_std=0.0 (a bias initialised at 0, still trained) are
+    different networks in the standard parameterization: each Dense adds +1 to the NTK, which
+    then propagates through the later layers. In the NTK parameterization the bias enters as
+    σ_b·b, so σ_b = 0 is exactly no bias. Width multipliers s (standard only) vary per layer."""
+    rng = np.random.default_rng(20 + depth)
+    x1, x2 = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
+    mult = [1, 2, 3, 2, 1, 1][: depth + 1] + [1]  # s_in of the first layer is 1 (the input)
+    spec, (_, _, kernel_fn) = _dense_relu_chain(depth, b_std, param, mult)
+    k = kernel_fn(x1, x2)
+    nngp, ntk = hand_kernel(x1, x2, spec)
+    assert rel_err(k.nngp, nngp) < 1e-12 and rel_err(k.ntk, ntk) < 1e-12
+    if b_std == 0.0:
+        _, ntk_none = hand_kernel(x1, x2, _dense_relu_chain(depth, None, param, mult)[0])
+        gap = np.min(ntk - ntk_none)
+        # standard: at least the last layer's +1; ntk parameterization: identical.
+        assert gap >= 1 - 1e-12 if param == "standard" else np.array_equal(ntk, ntk_none), gap
+
+
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+def test_zero_bias_is_a_parameter_with_gradient_one_in_standard_parameterization(param, x64):
+    """One Dense layer, the finite network: ∂f/∂b = 1 (standard) or σ_b = 0 (NTK), so
+    Θ̂ = x·x'/s_in + 1 (standard; None: no +1) and σ_w² x·x'/d (NTK, with or without bias)."""
+    from theory.kernels.empirical import empirical_ntk
+
+    x = np.random.default_rng(21).standard_normal((4, 3))
+    for b_std in (None, 0.0):
+        init_fn, apply_fn, kernel_fn = stax.Dense(5, 1.7, b_std, parameterization=param)
+        _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+        assert (params[1] is None) == (b_std is None)
+        got = np.asarray(empirical_ntk(apply_fn, params, x))
+        if param == "standard":
+            want = x @ x.T + (0.0 if b_std is None else 1.0)
+        else:
+            want = 1.7**2 * x @ x.T / 3
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        np.testing.assert_allclose(kernel_fn(x, None, "ntk"), want, rtol=1e-12)
+
+
 def test_critical_relu_preserves_the_diagonal_at_depth_50(x64):
     """W_std² = 2, b = 0 is ReLU's critical point: K⁽ˡ⁾(x, x) = ‖x‖²/d at every depth."""
     x = np.random.default_rng(1).standard_normal((5, 3))
