@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-all reference figs fig-ntk fig-ibc bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc bench lint clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ $(REF_STAMP): reference/requirements.txt
 test: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
+
+# The `slow` tests alone (~2 CPU-minutes: empirical NTK against neural-tangents'
+# implementation 1, NTK convergence at widths up to 4096); CI runs them after `make test`.
+test-slow: $(STAMP) $(REF_STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
+	  [ $$rc -ne 5 ] || echo "error: pytest collected no slow tests" >&2; exit $$rc; }
 
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
