@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import LIMIT, legendre, normal_pdf, quad_check
 from scipy.special import erf as serf
 
 from theory.kernels import dual
@@ -95,51 +96,6 @@ CASES = {
 }
 
 
-_LIMIT, _NODES = 12.0, 200
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
-
-
-def _legendre(a, b):
-    """Gauss–Legendre nodes and weights on [a, b] (arrays of equal shape; a trailing axis)."""
-    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
-    half = (b - a)[..., None] / 2
-    return (a[..., None] + b[..., None]) / 2 + half * _GL_X, half * _GL_W
-
-
-def _normal_pdf(x):
-    return np.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
-
-
-def gauss_expectation(f, g, q11, q22, q12):
-    """E[f(z₁) g(z₂)] for the centred Gaussian pair of covariance [[q11, q12], [q12, q22]].
-
-    f and g may have a kink or a jump at 0 only (all the activations here): the u-integral
-    is split at u = 0 and, for each u, the v-integral at the v where z₂ = 0."""
-    s1, s2 = math.sqrt(q11), math.sqrt(q22)
-    rho = q12 / (s1 * s2)
-    c = math.sqrt(1 - rho * rho)
-    u, wu = _legendre([-_LIMIT, 0.0], [0.0, _LIMIT])
-    u, wu = u.ravel(), (wu * _normal_pdf(u)).ravel()
-    cut = np.clip(-rho * u / c, -_LIMIT, _LIMIT)
-    lo, hi = np.full_like(u, -_LIMIT), np.full_like(u, _LIMIT)
-    v, wv = _legendre(np.stack([lo, cut]), np.stack([cut, hi]))  # (2 pieces, U, nodes)
-    inner = np.sum(wv * _normal_pdf(v) * g(s2 * (rho * u[None, :, None] + c * v)), axis=(0, 2))
-    return float(np.sum(wu * f(s1 * u) * inner))
-
-
-def quad_check(fn, value, q11, q22, q12, what, rtol=QUAD_RTOL):
-    """|closed form − quadrature| ≤ rtol · √(E fn(z₁)² E fn(z₂)²)."""
-    want = gauss_expectation(fn, fn, q11, q22, q12)
-    scale = math.sqrt(
-        gauss_expectation(lambda z: fn(z) ** 2, np.ones_like, q11, q22, q12)
-        * gauss_expectation(np.ones_like, lambda z: fn(z) ** 2, q11, q22, q12)
-    )
-    assert abs(value - want) <= rtol * scale, (
-        f"{what}: closed form {value:.15g} vs quadrature {want:.15g} "
-        f"(|diff|/scale {abs(value - want) / scale:.1e} > {rtol:g})"
-    )
-
-
 def evaluate(pair, q11, q22, q12, need_dot=True):
     k, dot = pair(jnp.float64(q12), jnp.float64(q11), jnp.float64(q22), False, need_dot)
     return float(k), (None if dot is None else float(dot))
@@ -152,9 +108,9 @@ def test_dual_matches_quadrature(name, cov, x64):
     q11, q22, q12 = cov
     k, dot = evaluate(pair, q11, q22, q12)
     rtol = QUAD_RTOL_GAUSS_HERMITE if name == "tanh_quadrature" else QUAD_RTOL
-    quad_check(phi, k, q11, q22, q12, f"{name} k at {cov}", rtol)
+    quad_check(phi, k, q11, q22, q12, rtol, f"{name} k at {cov}")
     if dphi is not None:
-        quad_check(dphi, dot, q11, q22, q12, f"{name} k̇ at {cov}", rtol)
+        quad_check(dphi, dot, q11, q22, q12, rtol, f"{name} k̇ at {cov}")
 
 
 @pytest.mark.parametrize("cov", COVS)
@@ -181,8 +137,8 @@ def test_dual_diagonal_is_second_moment(name, x64):
     pair, phi, _ = CASES[name]
     q = 1.3
     diag = float(dual.diagonal(pair, jnp.float64(q)))
-    u, w = _legendre([-_LIMIT, 0.0], [0.0, _LIMIT])  # split at the kink of φ
-    want = float(np.sum(w * _normal_pdf(u) * phi(math.sqrt(q) * u) ** 2))
+    u, w = legendre([-LIMIT, 0.0], [0.0, LIMIT])  # split at the kink of φ
+    want = float(np.sum(w * normal_pdf(u) * phi(math.sqrt(q) * u) ** 2))
     assert abs(diag - want) <= QUAD_RTOL * abs(want), (name, diag, want)
 
 
@@ -193,7 +149,7 @@ def test_hermite_dual_is_power_of_correlation_for_unit_variance(x64):
     k, dot = evaluate(pair, 1.0, 1.0, 0.4)
     assert k == pytest.approx(0.4**3, rel=1e-14) and dot == pytest.approx(3 * 0.4**2, rel=1e-14)
     he3 = hermite_e.HermiteE([0, 0, 0, 1])
-    quad_check(lambda z: he3(z) / math.sqrt(6), k, 1.0, 1.0, 0.4, "hermite_3")
+    quad_check(lambda z: he3(z) / math.sqrt(6), k, 1.0, 1.0, 0.4, QUAD_RTOL, "hermite_3")
 
 
 def test_float32_arccos_is_accurate_to_float32():
