@@ -355,7 +355,20 @@ def config_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_hash(cfg: Any) -> str:
-    text = json.dumps(config_dict(cfg), sort_keys=True)
+    return _hash_json(config_dict(cfg))
+
+
+def _jsonable(obj: Any) -> Any:
+    """A config dataclass, or a tuple/list of them and plain values, as JSON data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__name__, **config_dict(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(o) for o in obj]
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _hash_json(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -442,10 +455,21 @@ class ResultStore:
         self.n_loaded = 0
         self.n_computed = 0
 
-    def cached(self, key: str, compute: Callable[[], Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    def cached(
+        self, key: str, compute: Callable[[], Mapping[str, Any]], depends: Any = None
+    ) -> dict[str, np.ndarray]:
+        """``compute()``'s arrays, loaded if this piece was finished before.
+
+        ``depends`` names what the piece depends on (a config dataclass, or a tuple of them):
+        the piece is then kept under ``pieces-<hash of depends>/``, so that changing a
+        setting of another figure does not discard it. Without it, the whole config counts.
+        """
         if not key or any(c in key for c in "/\\") or key.startswith("."):
             raise ValueError(f"piece key must be a plain file name, got {key!r}")
-        path = self.pieces / f"{key}.npz"
+        folder = self.pieces
+        if depends is not None:
+            folder = self.dir / self.run / f"pieces-{_hash_json(_jsonable(depends))}"
+        path = folder / f"{key}.npz"
         if path.exists():
             self.n_loaded += 1
             return load_npz(path)
@@ -569,8 +593,13 @@ def run_experiment(
     plot: Callable[[Mapping[str, np.ndarray], Any], Mapping[str, Any]],
     argv: list[str] | None = None,
     doc: str | None = None,
+    summary: Callable[[Mapping[str, np.ndarray], Any], Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Parse the CLI, compute (or load) the results, save them, and write the figures."""
+    """Parse the CLI, compute (or load) the results, save them, and write the figures.
+
+    Beside the figures goes ``<name>_settings.json``: the run's config and provenance, plus
+    ``summary(results, cfg)`` (the numbers a reader checks the figures against), if given.
+    """
     cfg, cli = parse_config(name, config_cls, quick, argv, doc)
     run_name = cli.run or default_run_name(cfg, config_cls, quick)
     if not run_name or any(c in run_name for c in "/\\") or run_name.startswith("."):
@@ -612,4 +641,10 @@ def run_experiment(
     for stem, fig in figs.items():
         for p in save_figure(fig, stem, out_dir):
             print(f"[{name}] wrote {p}", file=sys.stderr)
+    # The figures' settings and provenance beside them (results/ is not committed; this is).
+    meta = store.metadata()
+    if summary is not None:
+        meta["summary"] = summary(results, cfg)
+    p = save_json_atomic(Path(out_dir) / f"{name}_settings.json", meta)
+    print(f"[{name}] wrote {p}", file=sys.stderr)
     return out_dir
