@@ -8,16 +8,22 @@
 - `monte_carlo_kernel`: NNGP/NTK estimated by sampling finite networks;
 - `predict`: training dynamics in function space (gradient descent on MSE, GP inference);
 - `batch`: tiled kernels spread over all devices.
+
+Numerical guards shared by all of them: `NonFiniteKernelError` (a NaN/inf result from finite
+inputs, e.g. float32 overflow) and `KernelMemoryError` (an output that cannot fit, refused
+before allocating); see `theory.kernels.kernel`.
 """
 
 from theory.kernels import dual, empirical, monte_carlo, predict, stax
 from theory.kernels.batching import batch
 from theory.kernels.empirical import empirical_ntk
-from theory.kernels.kernel import Kernel
+from theory.kernels.kernel import Kernel, KernelMemoryError, NonFiniteKernelError
 from theory.kernels.monte_carlo import monte_carlo_kernel
 
 __all__ = [
     "Kernel",
+    "KernelMemoryError",
+    "NonFiniteKernelError",
     "batch",
     "dual",
     "empirical",

@@ -25,7 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from theory.kernels.kernel import Kernel, check_inputs
+from theory.kernels.kernel import (
+    Kernel,
+    all_finite,
+    check_inputs,
+    check_memory,
+    kernel_names,
+    nonfinite_probe,
+)
 
 __all__ = ["batch", "tiled_kernel", "tile_pairs"]
 
@@ -59,7 +66,8 @@ def tiled_kernel(
     compute_ntk: bool,
     tile: int,
     devices: Sequence[jax.Device] | None = None,
-) -> Kernel:
+    with_flags: bool = False,
+) -> Kernel | tuple[Kernel, jax.Array]:
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
 
     Traceable (call it inside ``jax.jit``). Returns the full `Kernel` (``cov2`` is None when
@@ -69,6 +77,11 @@ def tiled_kernel(
     ``devices`` every device fills the tiles it owns into its own full-size buffer and the
     buffers are summed: the work is spread, the output's memory is not (each device holds
     n1 × n2).
+
+    With ``with_flags``, also returns whether every NNGP and NTK entry is finite, from a
+    `nonfinite_probe` of each tile while it is in cache: +0.3% CPU time on the depth-10 ReLU
+    kernel at N = 4000, where ``all(isfinite)`` per tile cost +3% and one pass over the
+    finished n1 × n2 outputs 50 ms (10%).
     """
     symmetric = x2 is None
     n1, d = x1.shape
@@ -140,6 +153,8 @@ def tiled_kernel(
             "ntk": zeros if compute_ntk else None,
             "cov1": jnp.zeros((m1,), dtype),
             "cov2": None if symmetric else jnp.zeros((m2,), dtype),
+            # Σ (v − v) over every tile entry: 0 while all are finite, NaN otherwise.
+            "probe": jnp.zeros((), dtype),
         }
 
         def body(t, acc):
@@ -158,6 +173,8 @@ def tiled_kernel(
                     continue
                 block = getattr(out, name)
                 acc[name] = add_block(acc[name], weigh(w, block), i * b, j * b)
+                if with_flags:
+                    acc["probe"] = acc["probe"] + nonfinite_probe(block)
                 if symmetric:
                     acc[name] = add_block(acc[name], weigh(w_mirror, block.T), j * b, i * b)
             acc["cov1"] = add_vec(acc["cov1"], weigh(w_row, out.cov1), i * b)
@@ -187,7 +204,7 @@ def tiled_kernel(
     def crop(a, *n):  # no copy when nothing was padded
         return a if a.shape == n else a[tuple(slice(0, k) for k in n)]
 
-    return Kernel(
+    k = Kernel(
         nngp=crop(acc["nngp"], n1, n2),
         ntk=None if acc["ntk"] is None else crop(acc["ntk"], n1, n2),
         cov1=crop(acc["cov1"], n1),
@@ -195,6 +212,9 @@ def tiled_kernel(
         width=static["width"],
         is_gaussian=static["is_gaussian"],
     )
+    if not with_flags:
+        return k
+    return k, acc["probe"] == 0
 
 
 def batch(
@@ -204,10 +224,13 @@ def batch(
 ) -> Callable:
     """``kernel_fn`` evaluated in ``batch_size × batch_size`` tiles spread over all devices.
 
-    Same call signature and results as ``kernel_fn`` (to float roundoff: each tile does
-    its own input matmul). Tiles of a symmetric kernel (``x2=None``) are computed once for
-    i ≤ j and mirrored. ``devices`` defaults to ``jax.devices()``; on CPU, several host
-    devices come from ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+    Same call signature, results and numerical guards as ``kernel_fn`` (to float roundoff:
+    each tile does its own input matmul): 16-bit inputs raise `TypeError`, a non-finite
+    output raises `NonFiniteKernelError` (float64 is the usual remedy), and outputs that
+    cannot fit (each device holds a full n1 × n2 buffer per kernel; host devices share RAM)
+    raise `KernelMemoryError` before allocating. Tiles of a symmetric kernel (``x2=None``) are
+    computed once for i ≤ j and mirrored. ``devices`` defaults to ``jax.devices()``; on CPU,
+    several host devices come from ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -220,15 +243,21 @@ def batch(
 
     @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
     def compute(x1, x2, get, compute_ntk):
-        k = tiled_kernel(transform, x1, x2, compute_ntk, batch_size, devs)
-        return kernel_fn.select(k, get)
+        k, ok = tiled_kernel(transform, x1, x2, compute_ntk, batch_size, devs, with_flags=True)
+        return kernel_fn.select(k, get), ok & all_finite([k.cov1, k.cov2])
+
+    name = f"batch({getattr(kernel_fn, '__name__', 'kernel_fn')}, {batch_size})"
 
     def batched(x1, x2=None, get=None):
         get, compute_ntk = kernel_fn.parse_get(get)
         x1, x2 = check_inputs(x1, x2)
-        return compute(x1, x2, get=get, compute_ntk=compute_ntk)
+        n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+        check_memory(name, n1, n2, kernel_names(get, compute_ntk), x1.dtype, devs)
+        out, mask = compute(x1, x2, get=get, compute_ntk=compute_ntk)
+        kernel_fn.check(name, out, mask, get, x1, x2)
+        return out
 
-    batched.__name__ = f"batch({getattr(kernel_fn, '__name__', 'kernel_fn')}, {batch_size})"
+    batched.__name__ = name
     return batched
 
 

@@ -39,7 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory.kernels.batching import pad_rows
-from theory.kernels.kernel import check_inputs
+from theory.kernels.kernel import (
+    all_finite,
+    check_inputs,
+    check_memory,
+    check_outputs,
+    check_precision,
+)
 from theory.kernels.stax import structure_of
 
 __all__ = ["empirical_ntk", "structured_layers"]
@@ -235,7 +241,12 @@ def ntk_traced(apply_fn, params, x1, x2, implementation, batch_size):
     return _jacobian_ntk(apply_fn, params, x1, x2, batch_size)
 
 
-_ntk_jit = jax.jit(ntk_traced, static_argnames=("apply_fn", "implementation", "batch_size"))
+def _ntk_checked(apply_fn, params, x1, x2, implementation, batch_size):
+    ntk = ntk_traced(apply_fn, params, x1, x2, implementation, batch_size)
+    return ntk, all_finite([ntk])
+
+
+_ntk_jit = jax.jit(_ntk_checked, static_argnames=("apply_fn", "implementation", "batch_size"))
 
 
 # ------------------------------------------------------------------ public
@@ -291,6 +302,7 @@ def check_params(params: Any) -> None:
         arr = jnp.asarray(leaf)
         if not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(f"params leaf {i} must be a floating-point array, got {arr.dtype}")
+        check_precision(f"params leaf {i}", arr.dtype)
         if not bool(jnp.all(jnp.isfinite(arr))):
             raise ValueError(f"params leaf {i} (shape {arr.shape}) contains NaN or inf")
 
@@ -321,6 +333,11 @@ def empirical_ntk(
 
     Returns Θ̂ of shape (n1, n2), averaged over the k output channels (neural-tangents'
     ``trace_axes=(-1,)``). Compiled with ``jax.jit`` (one trace per shape and apply_fn).
+
+    Numerical guards as `stax` ``kernel_fn``: 16-bit inputs or parameters raise `TypeError`;
+    an (n1, n2) output (plus the Jacobian blocks) that cannot fit raises `KernelMemoryError`
+    before allocating; a non-finite Θ̂ from finite inputs and parameters raises
+    `NonFiniteKernelError` (float64 is the usual remedy; the values are in ``error.result``).
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {apply_fn!r}")
@@ -334,4 +351,15 @@ def empirical_ntk(
         largest = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
         fit = max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, k * n_params))
         batch_size = None if fit >= largest else fit
-    return _ntk_jit(apply_fn, params, x1, x2, implementation=impl, batch_size=batch_size)
+    leaves = jax.tree_util.tree_leaves(params)
+    dtype = jnp.result_type(x1.dtype, *(jnp.result_type(p) for p in leaves))
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+    extra = 0
+    if impl == "jacobian":  # per-point Jacobians (k, n_params) of the points held at once
+        n_params = sum(int(np.prod(jnp.shape(p))) for p in leaves)
+        held = n1 + (0 if x2 is None else n2) if batch_size is None else 2 * batch_size
+        extra = held * _output_size(apply_fn, params, x1) * n_params * jnp.dtype(dtype).itemsize
+    check_memory("empirical_ntk", n1, n2, ("ntk",), dtype, extra_bytes=extra)
+    ntk, ok = _ntk_jit(apply_fn, params, x1, x2, implementation=impl, batch_size=batch_size)
+    check_outputs("empirical_ntk", ok, {"ntk": ntk}, (x1, x2), ntk)
+    return ntk

@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 
 from theory.kernels import empirical
-from theory.kernels.kernel import Kernel, check_inputs
+from theory.kernels.kernel import (
+    Kernel,
+    all_finite,
+    check_inputs,
+    check_memory,
+    check_outputs,
+)
 from theory.kernels.stax import KernelFn
 
 __all__ = ["monte_carlo_kernel"]
@@ -66,8 +72,14 @@ def _mc(init_fn, apply_fn, key, x1, x2, n_samples, get, chunk, implementation, b
         vals = jax.vmap(sample)(ks)
         return jax.tree_util.tree_map(lambda v: jnp.tensordot(w.astype(v.dtype), v, axes=1), vals)
 
-    sums = jax.lax.map(chunk_sum, (keys, weights))
-    return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0) / n_samples, sums)
+    def step(total, args):  # a running sum: memory is one chunk plus the total
+        return jax.tree_util.tree_map(jnp.add, total, chunk_sum(args)), None
+
+    shapes = jax.eval_shape(chunk_sum, (keys[0], weights[0]))
+    zero = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    total, _ = jax.lax.scan(step, zero, (keys, weights))
+    means = jax.tree_util.tree_map(lambda s: s / n_samples, total)
+    return means, all_finite(list(means.values()))
 
 
 _mc_jit = jax.jit(
@@ -109,12 +121,17 @@ def monte_carlo_kernel(
     ``get``              —        "nngp", "ntk", a tuple of them (a named tuple is returned,
                                   as `stax` ``kernel_fn``) or None (a `Kernel`)
     ``batch_size``       —        networks instantiated together (``vmap``); chunks of them
-                                  run one after another (``lax.map``), bounding memory
+                                  run one after another (``lax.scan`` into a running sum),
+                                  bounding memory to batch_size + 1 kernels
     ``implementation``   —        empirical NTK path, see `empirical.empirical_ntk`
     ``ntk_batch_size``   —        ``batch_size`` of `empirical.empirical_ntk` (points)
     ===================  =======  ==========================================================
 
-    Compiled with ``jax.jit`` once per shapes and static arguments.
+    Compiled with ``jax.jit`` once per shapes and static arguments. Numerical guards as
+    `stax` ``kernel_fn``: 16-bit inputs raise `TypeError`; outputs that cannot fit
+    (``batch_size`` + 1 copies of each n1 × n2 kernel) raise `KernelMemoryError` before
+    allocating; a non-finite estimate raises `NonFiniteKernelError` (float64 is the usual
+    remedy; the values are in ``error.result``).
     """
     if not callable(init_fn) or not callable(apply_fn):
         raise TypeError("init_fn and apply_fn must be callables (a stax layer's first two)")
@@ -139,7 +156,10 @@ def monte_carlo_kernel(
     if implementation == "structured":
         _, params = jax.eval_shape(lambda k: init_fn(k, x1.shape), key)
         empirical.resolve_implementation(apply_fn, params, "structured")
-    res = _mc_jit(
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+    kernels = tuple(g for g in _GETS if g in inner)
+    check_memory("monte_carlo_kernel", n1, n2, kernels, x1.dtype, copies=chunk + 1)
+    res, ok = _mc_jit(
         init_fn,
         apply_fn,
         key,
@@ -153,15 +173,17 @@ def monte_carlo_kernel(
     )
     if get is None:
         out = jax.eval_shape(lambda k: apply_fn(init_fn(k, x1.shape)[1], x1[:1]), key)
-        k = int(math.prod(out.shape))
-        return Kernel(
+        result = Kernel(
             nngp=res["nngp"],
             ntk=res["ntk"],
             cov1=res["cov1"],
             cov2=res.get("cov2"),
-            width=k,
+            width=int(math.prod(out.shape)),
             is_gaussian=False,
         )
-    if isinstance(get, str):
-        return res[get]
-    return namedtuple("Kernels", names)(*(res[g] for g in names))
+    elif isinstance(get, str):
+        result = res[get]
+    else:
+        result = namedtuple("Kernels", names)(*(res[g] for g in names))
+    check_outputs("monte_carlo_kernel", ok, res, (x1, x2), result)
+    return result

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from theory.kernels.kernel import check_precision
+
 __all__ = [
     "Gaussian",
     "PrincipalComponentDecay",
@@ -59,6 +61,7 @@ def _as_float_array(name: str, x, dtype=None) -> jax.Array:
         raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}") from e
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
+    check_precision(name, x.dtype)
     return x
 
 
@@ -175,14 +178,49 @@ def _cho_solve(chol, b):
 # ---------------------------------------------------------------------------------------------
 
 
+def indefinite_tolerance(n: int, dtype) -> float:
+    """Relative size ``N·ε`` below which a negative eigenvalue counts as roundoff.
+
+    The rank tolerance of ``numpy.linalg.matrix_rank`` (σ_max·max(M, N)·ε): an eigensolver's
+    backward error is O(N·ε·‖K‖), and kernels from `theory.kernels.stax` carry relative
+    entry errors of a few ε. Measured on float32 ``kernel_fn`` kernels (ReLU, Erf, GELU, depth
+    1 and 10, N = 500 to 2000): λ_min/λ_max ≥ −2.1e-7, against N·ε = 6e-5 to 2.4e-4.
+    """
+    return n * float(np.finfo(dtype).eps)
+
+
+def _check_psd(name: str, evals: jax.Array, diag_reg: float) -> None:
+    """Raise if the (regularized) kernel has a negative eigenvalue beyond roundoff.
+
+    Gradient flow on MSE multiplies the residual along eigenvector v by e^{−ηλt/|Y|}: for
+    λ < 0 that grows without bound, so there is no t = ∞ limit, and clamping λ to 0 (the
+    silent fix) would return the flow of a different kernel. An NTK is a Gram matrix of
+    Jacobians, hence PSD; a kernel that is not came from a bug or a non-kernel input.
+    """
+    if not _concrete(evals):
+        return
+    lam_min, lam_max = float(evals[0]), float(jnp.max(jnp.abs(evals)))
+    tol = indefinite_tolerance(evals.shape[0], evals.dtype)
+    if lam_min < -tol * lam_max:
+        raise ValueError(
+            f"{name} (+ diag_reg={diag_reg}) is indefinite: smallest eigenvalue {lam_min:.3g} "
+            f"< -N·eps·max|λ| = {-tol * lam_max:.3g} (roundoff tolerance, N = {evals.shape[0]}, "
+            f"{evals.dtype.name}). Gradient flow on MSE diverges along that eigenvector (the "
+            "residual grows like exp(η|λ|t/|Y|)), so there is no honest answer to clamp to. "
+            "Pass a positive semi-definite kernel (an NTK is one), or shift it with "
+            f"diag_reg >= {-lam_min:.3g} and diag_reg_absolute_scale=True."
+        )
+
+
 @jax.jit
 def _flow_factors(evals: jax.Array, t: jax.Array, normalization):
     """Eigenvalue functions of the flow at absolute times ``t`` (shape ``T``), each ``T + (N,)``.
 
-    ``decay − 1 = expm1(−λt/|Y|)`` and ``(e^{−λt/|Y|} − 1)/λ``. Negative roundoff eigenvalues are
-    clamped to 0 (Θ is PSD). At λ = 0 the second tends to ``−t/|Y|`` for finite t; at t = ∞ it is
-    set to 0, the Moore–Penrose choice, which is also the limit whenever the joint kernel is PSD
-    (then ``k_test_train`` vanishes on the null space of Θ).
+    ``decay − 1 = expm1(−λt/|Y|)`` and ``(e^{−λt/|Y|} − 1)/λ``. Negative eigenvalues are
+    clamped to 0: only roundoff ones reach here (beyond ``N·ε·max|λ|`` `_check_psd` raises).
+    At λ = 0 the second tends to ``−t/|Y|`` for finite t; at t = ∞ it is set to 0, the
+    Moore–Penrose choice, which is also the limit whenever the joint kernel is PSD (then
+    ``k_test_train`` vanishes on the null space of Θ).
     """
     lam = jnp.maximum(evals, 0.0)
     positive = lam > 0
@@ -253,7 +291,10 @@ def gradient_descent_mse(
     The factor ``(e^{−λs} − 1)/λ`` is computed as ``expm1(−λs)/λ`` and tends to ``−s`` at λ = 0.
 
     Args:
-      k_train_train: Θ, ``(N, N)``, symmetric PSD. Its eigendecomposition is computed once here.
+      k_train_train: Θ, ``(N, N)``, symmetric PSD. Its eigendecomposition is computed once here;
+        an eigenvalue below ``−N·ε·max|λ|`` (beyond roundoff; `indefinite_tolerance`) raises
+        ``ValueError``, since the flow diverges along its eigenvector; negative eigenvalues
+        within roundoff are treated as 0.
       y_train: targets y, ``(N, K)`` (or ``(N,)`` with ``trace_axes=()``).
       learning_rate: η > 0; times are in units of steps, absolute time ``η·t``.
       diag_reg: ridge ≥ 0 added to Θ (see ``diag_reg_absolute_scale``).
@@ -275,6 +316,7 @@ def gradient_descent_mse(
     learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
     evals, evecs = _eigh(k, diag_reg, bool(diag_reg_absolute_scale))
+    _check_psd("k_train_train", evals, diag_reg)
     normalization = y.size  # |Y|: neural-tangents' ½·mean over all entries of y_train
     y_shape = (n,) if jnp.ndim(y_train) == 1 else y.shape
 
@@ -379,7 +421,8 @@ def principal_component_decay(
     λ_i are learned last (early stopping regularizes them).
 
     Args:
-      k_train_train: Θ, ``(N, N)`` symmetric PSD.
+      k_train_train: Θ, ``(N, N)`` symmetric PSD (indefinite beyond roundoff raises
+        ``ValueError``, as in `gradient_descent_mse`).
       residual_0: ``f(0) − y``, ``(N, K)``.
       t: times (steps) of any shape ``T``, ≥ 0.
       learning_rate: η > 0.
@@ -397,9 +440,11 @@ def principal_component_decay(
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
     t = _as_float_array("t", t, k.dtype)
     _check_times(t)
-    return _principal_component_decay(
+    out = _principal_component_decay(
         k, r0, t, learning_rate, diag_reg, bool(diag_reg_absolute_scale)
     )
+    _check_psd("k_train_train", out.eigenvalues[::-1], diag_reg)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,15 @@ import jax.numpy as jnp
 
 from theory.kernels import dual
 from theory.kernels.batching import default_tile, tiled_kernel
-from theory.kernels.kernel import Kernel, check_inputs, input_kernel
+from theory.kernels.kernel import (
+    Kernel,
+    all_finite,
+    check_inputs,
+    check_memory,
+    check_outputs,
+    input_kernel,
+    kernel_names,
+)
 
 __all__ = [
     "Kernel",
@@ -79,30 +87,58 @@ class KernelFn:
 
     Also accepts a `Kernel` (or a list of them, for fan-in layers) instead of ``x1`` and
     then applies just this layer's transformation, which is how layers compose.
+
+    Numerical guards (see `theory.kernels.kernel`): ``x1``/``x2`` must be finite float32 or
+    float64 arrays (16-bit floats raise `TypeError`); an output that cannot fit in memory
+    raises `KernelMemoryError` before anything is allocated; and a returned array that is not
+    finite raises `NonFiniteKernelError` (never a silent NaN/inf; neural-tangents returns
+    them silently, its issue #197), whose message names the quantity, the dtype and the
+    remedy (float64: ``jax.config.update("jax_enable_x64", True)``); the values are in
+    ``error.result``. Finiteness is probed inside the compiled computation (per tile, while
+    it is in cache: +0.3% CPU time on a depth-10 ReLU kernel at N = 4000), so the check
+    costs one scalar transfer. Inside a user's ``jax.jit`` the values are unknown and the
+    output check is skipped.
     """
 
-    def __init__(self, transform: Callable, name: str, is_activation: bool = False):
+    def __init__(
+        self,
+        transform: Callable,
+        name: str,
+        is_activation: bool = False,
+        hints: Sequence[str] = (),
+    ):
         self.transform = transform
         self.__name__ = name
         self.is_activation = is_activation
+        self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.__name__}>"
 
     def _compute(self, x1, x2, get, compute_ntk):
+        """``(selected output, whether all of the kernel's arrays are finite)``."""
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         tile = default_tile(x1.shape[0], n2)
         if tile is None:
             k = self.transform(input_kernel(x1, x2, compute_ntk))
         else:
-            k = tiled_kernel(self.transform, x1, x2, compute_ntk, tile)
+            k, ok = tiled_kernel(self.transform, x1, x2, compute_ntk, tile, with_flags=True)
         if isinstance(k, (list, tuple)):
             raise ValueError(
                 f"{self.__name__} ends with {len(k)} branches: close them with "
                 "FanInSum() or FanInProd() before asking for a kernel"
             )
-        return self.select(k, get)
+        if tile is None:
+            ok = all_finite([k.nngp, k.ntk])
+        return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
+
+    @staticmethod
+    def returned(k: Kernel, get) -> tuple[str, ...]:
+        """Names of the arrays that ``select(k, get)`` returns."""
+        if get is None:
+            return tuple(n for n in ("nngp", "ntk", "cov1", "cov2") if getattr(k, n) is not None)
+        return (get,) if isinstance(get, str) else tuple(get)
 
     @staticmethod
     def parse_get(get):
@@ -122,6 +158,15 @@ class KernelFn:
             return getattr(k, get)
         return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
 
+    def check(self, where: str, out, ok, get, x1, x2) -> None:
+        """Raise `NonFiniteKernelError` unless every array in ``out`` is finite."""
+        names = self.returned(out, get)
+        if get is None:
+            arrays = [getattr(out, n) for n in names]
+        else:
+            arrays = [out] if isinstance(get, str) else list(out)
+        check_outputs(where, ok, dict(zip(names, arrays)), (x1, x2), out, self.hints)
+
     def __call__(self, x1, x2=None, get=None, **kwargs):
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
@@ -134,7 +179,13 @@ class KernelFn:
             k = self.transform(x1)
             return k if isinstance(k, (list, tuple)) else self.select(k, get)
         x1, x2 = check_inputs(x1, x2)
-        return self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
+        n2 = x1.shape[0] if x2 is None else x2.shape[0]
+        name = self.__name__
+        where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
+        check_memory(where, x1.shape[0], n2, kernel_names(get, compute_ntk), x1.dtype)
+        out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
+        self.check(where, out, ok, get, x1, x2)
+        return out
 
 
 # ------------------------------------------------------------------- layer builders
@@ -150,8 +201,9 @@ def _stateless_init(rng, input_shape):
     return input_shape, ()
 
 
-def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
-    """A layer applying φ elementwise; its kernel uses the dual ``pair`` of φ."""
+def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None, hint: str = ""):
+    """A layer applying φ elementwise; its kernel uses the dual ``pair`` of φ. ``hint`` is
+    appended to the message of `NonFiniteKernelError` for networks containing the layer."""
 
     def apply_fn(params, inputs, **kwargs):
         if fn is None:
@@ -179,9 +231,12 @@ def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
         cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
         if self_pairs is not None:
             # A point with itself has correlation exactly 1, but q12/√(q11 q22) computed in
-            # floating point is 1 − O(ε), and arccos there is off by O(√ε) (NOTES: ReLU
-            # diagonal). Overwrite those entries with the exact-correlation values: an O(n)
-            # scatter instead of an O(n1·n2) select in every layer.
+            # floating point is 1 − δ with δ = O(ε), and arccos(1 − δ) ≈ √(2δ): an O(√ε)
+            # error in θ (3e-4 in float32), which the ReLU NTK factor (π − θ)/2π carries into
+            # every diagonal entry (neural-tangents' float32 NTK diagonal is off by 6e-4 at
+            # depth 10). Overwrite those entries with the exact-correlation values (see
+            # docs/conventions.md, "Infinite-width kernels"): an O(n) scatter instead of an
+            # O(n1·n2) select in every layer.
             r, c = self_pairs
             nngp = nngp.at[r, c].set(cov1, mode="drop")
             if ntk is not None:
@@ -192,7 +247,7 @@ def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None):
     return (
         _stateless_init,
         _mark(apply_fn, ("elementwise", fn)),
-        KernelFn(transform, name, is_activation=True),
+        KernelFn(transform, name, is_activation=True, hints=(hint,) if hint else ()),
     )
 
 
@@ -372,8 +427,17 @@ def Rbf(gamma: float = 1.0):
 
 
 def Exp(a: float = 1.0, b: float = 1.0):
-    """φ(x) = a·e^{b x}."""
-    return _elementwise(f"Exp({a}, {b})", lambda x: a * jnp.exp(b * x), dual.exp(a, b))
+    """φ(x) = a·e^{b x}. Its dual a²·exp(b²(q11 + q22)/2 + b² q12) is exponential in the
+    pre-activation variance q: E[φ(z)²] = a² e^{2b²q} leaves float32 once 2b²q > 88.7 (float64:
+    709.8); such kernels raise `NonFiniteKernelError` with this explanation."""
+    name = f"Exp({a}, {b})"
+    hint = (
+        f"{name} is in the network: its dual a²·exp(b²(q11 + q22)/2 + b²·q12) reaches "
+        "a²·exp(2b²·q) at a pre-activation variance q, beyond float32 once 2b²·q > 88.7 and "
+        "beyond float64 once 2b²·q > 709.8; lower the preceding W_std and b_std, b, or the "
+        "input scale."
+    )
+    return _elementwise(name, lambda x: a * jnp.exp(b * x), dual.exp(a, b), hint)
 
 
 def Gaussian(a: float = 1.0, b: float = -1.0):
@@ -543,7 +607,11 @@ def serial(*layers):
 
     structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
     name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    return init_fn, _mark(apply_fn, structure), KernelFn(transform, name)
+    return init_fn, _mark(apply_fn, structure), KernelFn(transform, name, hints=_hints(kernels))
+
+
+def _hints(kernels) -> tuple[str, ...]:
+    return tuple(h for kf in kernels for h in getattr(kf, "hints", ()))
 
 
 def _fusion_boundary(f: Callable, k):
@@ -586,7 +654,7 @@ def parallel(*layers):
         return [kf.transform(k) for kf, k in zip(kernels, ks)]
 
     name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name)
+    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name, hints=_hints(kernels))
 
 
 def FanOut(num: int):
