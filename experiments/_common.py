@@ -188,18 +188,6 @@ class ConfigBase:
         """Cross-field rules; none by default."""
 
 
-def check_positive(**kwargs: float | tuple) -> None:
-    """Raise ValueError naming the first non-positive argument.
-
-    Superseded by ``Annotated[..., Positive]`` on the field (`check_fields`); kept only
-    until every experiment's Config declares its rules.
-    """
-    for k, v in kwargs.items():
-        vals = v if isinstance(v, tuple) else (v,)
-        if not vals or any(not (x > 0) for x in vals):
-            raise ValueError(f"{flag(k)} must be positive, got {_fmt(v)}")
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, tuple):
         return " ".join(str(x) for x in v)

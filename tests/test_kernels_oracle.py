@@ -6,7 +6,7 @@ typically 1e-13, far inside it. RectifiedMonomial: neural-tangents returns NaN o
 ordinary float64 inputs (its numerical differentiation at θ = 0; docs/conventions.md,
 "Known defects of neural-tangents 0.6.5"), so those entries are compared where the oracle
 is finite (degrees 0 and 3; also against its float32 path), degree 1 against its Relu, and
-degree 2 (NaN everywhere) by Monte Carlo in tests/test_dual.py; ours must be finite
+degree 2 (NaN everywhere) against quadrature in tests/test_dual.py; ours must be finite
 everywhere.
 """
 
@@ -175,7 +175,7 @@ RTOL_F32_REFERENCE = 1e-4
 
 
 # neural-tangents' float32 path is NaN everywhere for degrees 1 and 2 as well (measured);
-# degree 1 is checked against its Relu below, degree 2 against Monte Carlo in test_dual.py.
+# degree 1 is checked against its Relu below, degree 2 against quadrature in test_dual.py.
 @pytest.mark.parametrize("name", ["rectified_monomial_0", "rectified_monomial_3"])
 def test_rectified_monomial_matches_neural_tangents_float32_path(name, reference, x64):
     x1, x2 = inputs()
