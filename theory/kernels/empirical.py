@@ -327,7 +327,7 @@ def empirical_ntk(
                                 chain of Dense and elementwise layers)
     ``batch_size``    B         points per block: bounds memory to B points' Jacobians
                                 ("jacobian") or B rows of the kernel ("structured"); None:
-                                all at once ("structured") or blocks of at most 2**26 Jacobian
+                                all at once ("structured") or blocks of at most 2**28 Jacobian
                                 entries ("jacobian")
     ================  ========  =================================================================
 
