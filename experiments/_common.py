@@ -229,7 +229,7 @@ class Cli(typing.Generic[C]):
     run: str | None = None
     """name under results/<experiment>/ (None: 'default', 'quick' or 'custom-<config hash>')"""
     force: bool = False
-    """recompute even if a finished run with this config exists"""
+    """recompute everything (saved pieces too), even if a finished run with this config exists"""
     plot_only: bool = False
     """re-plot from saved results; fail if there are none"""
 
@@ -433,8 +433,16 @@ class ResultStore:
     restarted with the same config, loads the finished pieces and computes only the rest.
     """
 
-    def __init__(self, name: str, run: str, cfg: Any, root: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        name: str,
+        run: str,
+        cfg: Any,
+        root: str | os.PathLike | None = None,
+        force: bool = False,
+    ):
         self.name, self.run, self.cfg = name, run, cfg
+        self.force = force  # recompute (and overwrite) every piece, not only the assembly
         self.root = Path(root) if root is not None else RESULTS_DIR
         self.dir = self.root / name
         self.npz = self.dir / f"{run}.npz"
@@ -458,7 +466,7 @@ class ResultStore:
         if depends is not None:
             folder = self.dir / self.run / f"pieces-{_hash_json(_jsonable(depends))}"
         path = folder / f"{key}.npz"
-        if path.exists():
+        if path.exists() and not self.force:
             self.n_loaded += 1
             return load_npz(path)
         arrays = {k: np.asarray(v) for k, v in dict(compute()).items()}
@@ -596,7 +604,7 @@ def run_experiment(
     if cli.plot_only and cli.force:
         print("error: --plot-only and --force contradict each other", file=sys.stderr)
         raise SystemExit(2)
-    store = ResultStore(name, run_name, cfg)
+    store = ResultStore(name, run_name, cfg, force=cli.force)
     if cli.plot_only and not store.finished():
         print(
             f"error: --plot-only: no finished run {store.npz} for this config; run without "

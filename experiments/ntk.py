@@ -341,13 +341,16 @@ def trained_gp(cfg: Config, kernel_fn, x_train, y_train, x_test, t: float):
     f_t(x_*) = f₀(x_*) + A_t (y − f₀(X)), f₀ ~ GP(0, K), A_t = Θ_*x Θ⁻¹ (I − e^{−Θt/N})
     (Jacot et al. 2018, §5; Lee et al. 2019, eq. 16). A_t comes from
     `gradient_descent_mse` with identity targets: its test output with f₀ = 0 is A_t y.
+    Its loss is ½·mean over all |Y| = N² entries of the identity targets, so the learning
+    rate passed is η·N: its flow e^{−(ηN)Θ s/N²} at s = t/η steps is e^{−Θt/N}, the flow of
+    the trained network's ½·mean over N points.
     """
     k_xx, th_xx = infinite_kernels(kernel_fn, x_train)
     k_sx, th_sx = infinite_kernels(kernel_fn, x_test, x_train)
     k_ss, _ = infinite_kernels(kernel_fn, x_test)
     n = len(x_train)
     with jax.enable_x64(True):
-        predict = gradient_descent_mse(th_xx, np.eye(n), learning_rate=cfg.lr)
+        predict = gradient_descent_mse(th_xx, np.eye(n), learning_rate=cfg.lr * n)
         _, a_t = predict(t / cfg.lr, k_test_train=th_sx)  # (M, N)
         a_t = np.asarray(a_t)
     mean = a_t @ y_train[:, 0]

@@ -323,8 +323,15 @@ def test_run_experiment_end_to_end_and_replot(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "FIGS_DIR", tmp_path / "figs")
     runs = []
 
+    pieces = []
+
+    def piece():
+        pieces.append(1)
+        return {"p": np.ones(2)}
+
     def run(cfg, store):
         runs.append(cfg)
+        store.cached("piece", piece, depends=cfg.width)
         return {"y": np.arange(cfg.width)}
 
     def plot(results, cfg):
@@ -340,6 +347,7 @@ def test_run_experiment_end_to_end_and_replot(tmp_path, monkeypatch):
     assert len(runs) == 1  # re-plot loaded the saved results
     common.run_experiment("toy", Toy, QUICK, run, plot, ["--quick", "--force"])
     assert len(runs) == 2
+    assert len(pieces) == 2  # --force recomputes the pieces too, not only the assembly
     # Default settings write the committed figures.
     out = common.run_experiment("toy", Toy, QUICK, run, plot, [])
     assert out == tmp_path / "figs" and (tmp_path / "figs" / "toy.png").exists()

@@ -146,8 +146,8 @@ def test_finite_networks_follow_their_own_ntk_along_f2(res, cfg):
 
     Measured at the quick settings (n = 64, 256; fixed keys): λ₂(0)/λ₂ = 0.88, 0.85;
     max |g − own-kernel prediction| = 0.046, 0.023; max |g − n = ∞ line| = 0.19, 0.14. The
-    bound 0.05 is the size of the neglected coupling to the other components (‖h_t‖ ≤ 0.07
-    at n = 256)."""
+    bound 0.08 is the neglected coupling to the other components (‖h_t‖ ≤ 0.07 at n = 256)
+    plus, at n = 64, a transient of 0.03 at the edge of stability (see the step-size test)."""
     lam2, eta = res["fig3_eigenvalues"][1], cfg.fig3.fig3_lr
     theory = res["fig3_g_theory"]
     dev_inf = {}
@@ -155,7 +155,7 @@ def test_finite_networks_follow_their_own_ntk_along_f2(res, cfg):
         for g, l2 in zip(res[f"fig3_g_w{w}"], res[f"fig3_lambda2_w{w}"]):
             assert abs(l2[0] / lam2 - 1) < 4 / np.sqrt(w) + 0.05, (w, l2[0] / lam2)
             own = 0.5 * np.concatenate([[1.0], np.cumprod((1 - eta * l2[:-1]) ** 10)])
-            assert np.abs(g - own).max() < 0.05, (w, np.abs(g - own).max())
+            assert np.abs(g - own).max() < 0.08, (w, np.abs(g - own).max())
             dev_inf[w] = np.abs(g - theory).max()
             assert np.abs(g - own).max() < 0.4 * dev_inf[w]
             assert l2[-1] > l2[0]  # the kernel grows: faster than n = ∞
@@ -219,6 +219,23 @@ def test_bad_flags_exit_2(argv, capsys):
         ntk.main(argv)
     assert e.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_trained_gp_mean_follows_the_kernel_flow_at_finite_time(cfg):
+    """mean_t = Θ_*x Θ⁻¹ (I − e^{−Θt/N}) y for the ½·mean cost over N points (Jacot et al.
+    2018, §5), by a direct float64 eigendecomposition, at times where the flow is unfinished
+    (a clock off by a factor N = 4 moves the mean by up to 0.2 here)."""
+    x, xs = ntk.circle(ntk.FIG2_ANGLES), ntk.circle(np.linspace(-3, 3, 7))
+    y = ntk.target(x)
+    _, _, kernel_fn = ntk.network(1, cfg)
+    _, th_xx = ntk.infinite_kernels(kernel_fn, x)
+    _, th_sx = ntk.infinite_kernels(kernel_fn, xs, x)
+    lam, v = np.linalg.eigh(th_xx)
+    for t in (2.0, 20.0, 200.0):
+        decay = v @ np.diag(-np.expm1(-lam * t / len(x)) / lam) @ v.T
+        expected = th_sx @ decay @ y[:, 0]
+        mean, _ = ntk.trained_gp(cfg, kernel_fn, x, y, xs, t)
+        np.testing.assert_allclose(mean, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_trained_gp_at_long_times_is_the_ntk_ensemble_posterior(cfg):

@@ -164,8 +164,9 @@ def test_roundoff_negative_eigenvalues_are_accepted(x64):
 
 def test_kernel_too_large_for_memory_is_refused_before_allocating():
     """N = 100 000 asks for 40 GB per float32 kernel (80 GB with the NTK). The refusal must
-    come before any allocation or compilation: well under 1 s. N grows past 100 000 on a
-    machine that would have the memory."""
+    come before any allocation or compilation: seconds, not the minutes an 80 GB allocation
+    and a 10¹⁰-entry kernel would take (10 s leaves room for a loaded CI runner compiling the
+    input checks). N grows past 100 000 on a machine that would have the memory."""
     free = available_memory()
     assert free is not None and free > 0
     n = max(100_000, 2 * math.isqrt(free // 4) + 1)
@@ -175,7 +176,7 @@ def test_kernel_too_large_for_memory_is_refused_before_allocating():
         start = time.perf_counter()
         with pytest.raises(KernelMemoryError, match=r"needs at least \d+\.\d GB") as info:
             f(x)
-        assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 10.0
         msg = str(info.value)
         assert "batch(kernel_fn, batch_size)" in msg and "on-disk array" in msg, msg
     init_fn, apply_fn, _ = relu_net(1, 1.0, 0.0, out=4)

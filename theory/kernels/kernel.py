@@ -266,12 +266,23 @@ def check_outputs(
 
 
 def _cgroup_free() -> int | None:
-    """Memory left under this process's cgroup limit (v2, then v1), or None if unlimited."""
-    for limit_f, usage_f in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    """Memory left under this process's cgroup limit (v2, then v1), or None if unlimited.
+
+    Usage counts page cache; its inactive file pages are reclaimable, so they are subtracted
+    (as docker and the kubelet do), lest a container that has read files refuse a kernel that
+    fits."""
+    for limit_f, usage_f, stat_f, inactive_key in (
+        (
+            "/sys/fs/cgroup/memory.max",
+            "/sys/fs/cgroup/memory.current",
+            "/sys/fs/cgroup/memory.stat",
+            "inactive_file",
+        ),
         (
             "/sys/fs/cgroup/memory/memory.limit_in_bytes",
             "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            "/sys/fs/cgroup/memory/memory.stat",
+            "total_inactive_file",
         ),
     ):
         try:
@@ -282,8 +293,21 @@ def _cgroup_free() -> int | None:
         except (OSError, ValueError):
             continue
         if limit.isdigit() and int(limit) < 2**60:
-            return max(0, int(limit) - usage)
+            return max(0, int(limit) - usage + _stat_value(stat_f, inactive_key))
     return None
+
+
+def _stat_value(path: str, key: str) -> int:
+    """One ``key value`` line of a cgroup ``memory.stat`` file (0 if absent)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def available_memory(device: jax.Device | None = None) -> int | None:

@@ -208,7 +208,9 @@ def _check_psd(name: str, evals: jax.Array, diag_reg: float) -> None:
             f"{evals.dtype.name}). Gradient flow on MSE diverges along that eigenvector (the "
             "residual grows like exp(η|λ|t/|Y|)), so there is no honest answer to clamp to. "
             "Pass a positive semi-definite kernel (an NTK is one), or shift it with "
-            f"diag_reg >= {-lam_min:.3g} and diag_reg_absolute_scale=True."
+            f"diag_reg >= {-lam_min:.3g} and diag_reg_absolute_scale=True. A kernel computed "
+            "in float32 and cast to float64 carries float32 roundoff (about 1e-7·max|λ|): "
+            "pass it as float32, so that the tolerance matches."
         )
 
 
