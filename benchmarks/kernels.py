@@ -41,7 +41,6 @@ their figure under ``results/bench/kernels-<variant>/`` instead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -50,17 +49,22 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tyro
 
 from benchmarks import timing
 from experiments._common import (
     FIGS_DIR,
     REPO_ROOT,
     RESULTS_DIR,
+    Interval,
+    check_fields,
     device_info,
     git_commit,
     library_versions,
@@ -627,18 +631,28 @@ def derive(results, echo=False):
     return lines
 
 
+@dataclass(frozen=True)
+class Args:
+    """Time our kernels against neural-tangents 0.6.5 on the same inputs in one run."""
+
+    quick: bool = False
+    """smaller N, 1 repeat"""
+    only: Literal["A", "B"] | None = None
+    """run one benchmark"""
+    repeats: Annotated[int | None, Interval(ge=1)] = None
+    """timed calls after warm-up (None: the preset's)"""
+    no_unjitted: bool = False
+    """skip the un-jitted neural-tangents kernel_fn"""
+    plot_only: bool = False
+    """redraw the figure from the saved JSON"""
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller N, 1 repeat")
-    parser.add_argument("--only", choices=("A", "B"), default=None, help="run one benchmark")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls after warm-up")
-    parser.add_argument(
-        "--no-unjitted", action="store_true", help="skip the un-jitted neural-tangents kernel_fn"
-    )
-    parser.add_argument(
-        "--plot-only", action="store_true", help="redraw the figure from the saved JSON"
-    )
-    args = parser.parse_args(argv)
+    # a bad value (type, or a rule in an annotation) exits 2 naming the flag
+    args = tyro.cli(Args, args=argv, prog="python -m benchmarks.kernels")
     run = "kernels" + ("-quick" if args.quick else "") + (f"-only-{args.only}" if args.only else "")
     # Only the full default run writes the committed figure and results/bench/kernels.json.
     default = run == "kernels" and args.repeats is None
@@ -657,8 +671,6 @@ def main(argv=None):
         return 0
     preset = QUICK if args.quick else FULL
     repeats = args.repeats if args.repeats is not None else preset["repeats"]
-    if repeats < 1:
-        parser.error("--repeats must be at least 1")
     todo = [args.only] if args.only else ["A", "B"]
     t_start = time.perf_counter()
     load = {"start": timing.load_average()}
@@ -786,6 +798,8 @@ def main(argv=None):
     }
     save_json_atomic(json_path, record)
     figs = save_figure(plot(results, args.quick, figure_host(record)), "bench_kernels", fig_dir)
+    if default:  # results/ is not committed: the figure's numbers and settings go beside it
+        figs.append(save_json_atomic(Path(fig_dir) / "bench_settings.json", record))
     print(f"wrote {json_path} and {', '.join(str(p) for p in figs)}")
     return 0
 

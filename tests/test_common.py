@@ -373,3 +373,23 @@ def test_repo_layout_has_the_documented_entry_points():
     assert any("make fig-ntk" in line for line in head)
     assert any("make test" in line for line in head)
     assert "make test" in (root / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--only", "C"], ["--repeats", "x"]])
+def test_benchmark_cli_is_tyro_and_names_the_bad_flag(argv, capsys):
+    """`make bench`'s CLI comes from the same library: bad values exit 2 naming the flag, and
+    --help documents every field."""
+    import dataclasses
+
+    from benchmarks import kernels
+
+    with pytest.raises(SystemExit) as e:
+        kernels.main(argv)
+    assert e.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        kernels.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(kernels.Args):
+        assert "--" + f.name.replace("_", "-") in out, f.name
