@@ -541,7 +541,8 @@ def plot_fig1(r, cfg: Config):
     ax.set_title(
         f"Fig. 1: NTK of depth-{cfg.depth} ReLU nets, {cfg.fig1.inits} inits per width,\n"
         f"{cfg.fig1.steps} steps ($\\eta = {cfg.lr:g}$) fitting $f^*(x) = x_1 x_2$ on random "
-        rf"$\mathcal{{N}}(0, I_2)$ inputs ({cfg.fig1.n_train}: our choice; the paper's is unstated)"
+        rf"$\mathcal{{N}}(0, I_2)$ inputs"
+        f"\n({cfg.fig1.n_train} inputs: our choice; the paper does not say how many)"
     )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=3)
     # (ours) the inflation the left panel shows, as the mean ratio over initializations
@@ -662,7 +663,10 @@ def plot_fig3(r, cfg: Config):
     ):
         ax.set_xlabel(r"$t = \eta \cdot \mathrm{steps}$")
         ax.set_ylabel(name)
-        ax.legend(loc="center right" if ax is d else "upper right")
+        if ax is d:  # between the width-1000 (≈3) and width-100 (≈17) curves
+            ax.legend(loc="center", bbox_to_anchor=(0.6, 0.66))
+        else:
+            ax.legend(loc="upper right")
     c.set_ylim(0, 0.55)
     d.set_yscale("log")  # widths 100 to 10000 span a factor ~20 in growth
     widths = ", ".join(map(str, f3.fig3_widths))
