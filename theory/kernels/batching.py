@@ -252,8 +252,7 @@ def batch(
     def batched(x1, x2=None, get=None):
         get, compute_ntk = kernel_fn.parse_get(get)
         x1, x2 = check_inputs(x1, x2)
-        n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
-        check_memory(name, n1, n2, kernel_names(get, compute_ntk), x1.dtype, devs)
+        check_memory(name, x1, x2, kernel_names(get, compute_ntk), devices=devs)
         out, mask = compute(x1, x2, get=get, compute_ntk=compute_ntk)
         kernel_fn.check(name, out, mask, get, x1, x2)
         return out

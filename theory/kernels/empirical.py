@@ -359,7 +359,7 @@ def empirical_ntk(
         n_params = sum(int(np.prod(jnp.shape(p))) for p in leaves)
         held = n1 + (0 if x2 is None else n2) if batch_size is None else 2 * batch_size
         extra = held * _output_size(apply_fn, params, x1) * n_params * jnp.dtype(dtype).itemsize
-    check_memory("empirical_ntk", n1, n2, ("ntk",), dtype, extra_bytes=extra)
+    check_memory("empirical_ntk", x1, x2, ("ntk",), dtype, extra_bytes=extra)
     ntk, ok = _ntk_jit(apply_fn, params, x1, x2, implementation=impl, batch_size=batch_size)
     check_outputs("empirical_ntk", ok, {"ntk": ntk}, (x1, x2), ntk)
     return ntk

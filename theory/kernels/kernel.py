@@ -347,23 +347,25 @@ _MEMORY_CHECK_FLOOR = 64 * 2**20
 
 def check_memory(
     where: str,
-    n1: int,
-    n2: int,
+    x1,
+    x2,
     names: Sequence[str],
-    dtype,
+    dtype=None,
     devices: Sequence[jax.Device] | None = None,
     copies: int = 1,
     extra_bytes: int = 0,
 ) -> None:
     """Raise `KernelMemoryError` before allocating if the outputs cannot fit in memory.
 
-    The estimate is a lower bound: ``len(names)`` arrays of n1 × n2 entries of ``dtype``,
+    The estimate is a lower bound: ``len(names)`` arrays of n1 × n2 entries (n1 rows of
+    ``x1``, n2 of ``x2``, or of ``x1`` when ``x2`` is None) of ``dtype`` (default ``x1``'s),
     ``copies`` times (buffers the algorithm holds at once), plus ``extra_bytes`` (one tile's
     or one block's working set), on each of ``devices``. Devices that share host memory (CPU)
     add up. A computation this check refuses cannot succeed; one it lets through may still
     need more (the layers' intermediates).
     """
-    itemsize = jnp.dtype(dtype).itemsize
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+    itemsize = jnp.dtype(x1.dtype if dtype is None else dtype).itemsize
     per_device = len(names) * n1 * n2 * itemsize * copies + extra_bytes
     devices = list(jax.devices()[:1] if not devices else devices)
     on_host = [d for d in devices if d.platform == "cpu"]

@@ -156,9 +156,8 @@ def monte_carlo_kernel(
     if implementation == "structured":
         _, params = jax.eval_shape(lambda k: init_fn(k, x1.shape), key)
         empirical.resolve_implementation(apply_fn, params, "structured")
-    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     kernels = tuple(g for g in _GETS if g in inner)
-    check_memory("monte_carlo_kernel", n1, n2, kernels, x1.dtype, copies=chunk + 1)
+    check_memory("monte_carlo_kernel", x1, x2, kernels, copies=chunk + 1)
     res, ok = _mc_jit(
         init_fn,
         apply_fn,

@@ -179,10 +179,9 @@ class KernelFn:
             k = self.transform(x1)
             return k if isinstance(k, (list, tuple)) else self.select(k, get)
         x1, x2 = check_inputs(x1, x2)
-        n2 = x1.shape[0] if x2 is None else x2.shape[0]
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
-        check_memory(where, x1.shape[0], n2, kernel_names(get, compute_ntk), x1.dtype)
+        check_memory(where, x1, x2, kernel_names(get, compute_ntk))
         out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
         self.check(where, out, ok, get, x1, x2)
         return out
