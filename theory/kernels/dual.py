@@ -215,12 +215,18 @@ def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Pair:
     k̇ = a² b²/2 · [e^{−b²(q11+q22)/2 + b² q12} + cos(2c) e^{−b²(q11+q22)/2 − b² q12}].
     """
 
+    cos2c = math.cos(2 * c)
+
     def pair(q12, q11, q22, same=False, need_dot=True):
-        half = -0.5 * b * b * (q11 + q22)
-        s1 = jnp.exp(half + b * b * q12)
-        s2 = jnp.exp(half - b * b * q12) * math.cos(2 * c)
-        k = a * a / 2 * (s1 - s2)
-        return k, (a * a * b * b / 2 * (s1 + s2) if need_dot else None)
+        # e^{x} ∓ C e^{−x} = (1 ∓ C) cosh x + (1 ± C) sinh x: no cancellation when q12 → 0
+        # (the plain difference loses every digit of sinh(b² q12) below 1e-16 · e^{b² q12}).
+        scale = jnp.exp(-0.5 * b * b * (q11 + q22))
+        x = b * b * q12
+        ch, sh = jnp.cosh(x), jnp.sinh(x)
+        k = a * a / 2 * scale * ((1 - cos2c) * ch + (1 + cos2c) * sh)
+        if not need_dot:
+            return k, None
+        return k, a * a * b * b / 2 * scale * ((1 + cos2c) * ch + (1 - cos2c) * sh)
 
     return pair
 
@@ -428,3 +434,34 @@ def normalised(pair: Pair) -> Callable[[jax.Array], jax.Array]:
         return pair(rho, ones, ones, False, False)[0] / pair(one, one, one, True, False)[0]
 
     return f
+
+
+def hermite_coefficients(fn: Callable, degree: int, nodes: int = 200) -> tuple[np.ndarray, float]:
+    r"""Coefficients of φ in the orthonormal probabilists' Hermite basis hᵢ = Heᵢ/√(i!):
+
+        aᵢ = E[φ(u) hᵢ(u)],  u ~ N(0, 1),   i = 0, …, degree,
+
+    by Gauss–Hermite(e) quadrature with ``nodes`` nodes (exact for polynomial φ of degree
+    < 2·nodes − degree), in float64. Returns ``(a, residual)`` with residual = E[φ²] − Σ aᵢ²
+    ≥ 0 (Parseval), the part of φ the truncation misses. For unit-variance inputs the dual is
+    then k(ρ, 1, 1) = Σ aᵢ² ρⁱ (Mehler's formula).
+    """
+    from numpy.polynomial import hermite_e
+
+    if not isinstance(degree, int | np.integer) or degree < 0:
+        raise ValueError(f"degree must be an integer ≥ 0, got {degree!r}")
+    if not isinstance(nodes, int | np.integer) or nodes <= degree:
+        raise ValueError(f"nodes must be an integer > degree = {degree}, got {nodes!r}")
+    x, w = hermite_e.hermegauss(int(nodes))
+    w = w / math.sqrt(2 * math.pi)
+    f = np.asarray(fn(x), dtype=np.float64)
+    if f.shape != x.shape or not np.all(np.isfinite(f)):
+        raise ValueError("fn must map a float64 vector to finite values of the same shape")
+    # hᵢ by the stable three-term recurrence h_{i+1} = (x hᵢ − √i h_{i−1}) / √(i+1)
+    a = np.empty(degree + 1)
+    h_prev, h = np.zeros_like(x), np.ones_like(x)
+    for i in range(degree + 1):
+        a[i] = np.sum(w * f * h)
+        h_prev, h = h, (x * h - math.sqrt(i) * h_prev) / math.sqrt(i + 1)
+    energy = float(np.sum(w * f * f))
+    return a, max(energy - float(np.sum(a * a)), 0.0)

@@ -1,0 +1,358 @@
+r"""Deep kernels on the sphere at finite and infinite depth (Radhakrishnan, Belkin & Uhler 2023).
+
+For unit vectors x, z with ξ = xᵀz and a normalised dual φ̌ (`theory.singular.duals`):
+
+- NNGP at depth L:  Σ⁽ᴸ⁾ = φ̌^{∘L}(ξ);
+- NTK at depth L:   K⁽ˡ⁾ = φ̌(Σ⁽ˡ⁻¹⁾) + K⁽ˡ⁻¹⁾ φ̌'(Σ⁽ˡ⁻¹⁾),  Σ⁽⁰⁾ = K⁽⁰⁾ = ξ; on the
+  diagonal Σ = 1 and K⁽ᴸ⁾ = Σ_{i=0}^{L} λⁱ, set analytically;
+- depth ∞ (singular duals, a₀ = 0 < c = φ̌'(0) < 1 < λ = φ̌'(1)): the Koenigs function
+
+      Φ(ξ) = lim_{L→∞} c^(−L) φ̌^{∘L}(ξ),        Φ(φ̌(ξ)) = c Φ(ξ),        Φ(ξ) = ξ + O(ξ²),
+
+  with Φ(1 − ε) ≍ ε^(−α/2), α = 2 ln(1/c)/ln λ: the kernel of the infinite-depth classifier.
+
+**Why not iterate.** 1 is a repelling fixed point: in ξ coordinates an entry 1 − ε with
+ε < 1e-16 is rounded to 1 and stays there, and c^L Φ underflows float64 once it falls below
+1e-308 (c = 1/16: L ≈ 255). So Φ is evaluated in ε = ‖x − z‖²/2 coordinates and in log space:
+
+1. ε < 1e-8: jump m steps at once through the linearizer ψ of g(ε) = 1 − φ̌(1 − ε) at 0,
+   ψ(g(ε)) = λ ψ(ε), ψ(ε) = ε + b ε² + O(ε³), b = φ̌''(1)/(2λ(λ − 1)); this moves ε to
+   [1e-8, λ·1e-8) with relative error O(1e-16) and adds m ln(1/c) to log Φ;
+2. iterate ε ← g(ε) (accurate `Dual.gap`) until ε ≥ 1/2, adding ln(1/c) per step;
+3. iterate ξ ← φ̌(ξ) from ξ = 1 − ε until |ξ| < 1e-5, adding ln(1/c) per step;
+4. Φ(ξ) = ξ + b₂ξ² + b₃ξ³ + O(ξ⁴) with b₂ = d₂/(c − c²), b₃ = (d₃ + 2 b₂ c d₂)/(c − c³), the
+   Koenigs series solved from Φ(φ̌(ξ)) = cΦ(ξ) for φ̌ = cξ + d₂ξ² + d₃ξ³ + ….
+
+An odd dual is also singular at ξ = −1 with Φ(−ξ) = −Φ(ξ); there ε⁻ = ‖x + z‖²/2 is used.
+Every function here computes in float64 (inside ``jax.enable_x64``) whatever the global
+setting, because the depth limit does not exist in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory.singular.duals import Dual, as_dual
+
+SPHERE_TOL = 1e-6  # |‖x‖ − 1| allowed for points "on the sphere"
+_DIRECT_MAX_DIM = 64  # up to this dimension ε is summed from differences, exactly
+_JUMP = 1e-8  # stage 1 → 2 threshold in ε
+_SWITCH = 0.5  # stage 2 → 3 threshold in ε
+_ETA = 1e-5  # stage 3 → 4 threshold in |ξ|
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def check_sphere(x, name: str = "x", tol: float = SPHERE_TOL) -> np.ndarray:
+    """(n, d) float64 array of unit vectors; ValueError naming ``name`` otherwise."""
+    if x is None or isinstance(x, str | bytes):
+        raise TypeError(f"{name} must be an array of shape (n, d), got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (n_points, n_features), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    norms = np.sqrt(np.sum(arr * arr, axis=1))
+    bad = np.abs(norms - 1) > tol
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} must lie on the unit sphere (‖x‖ = 1 within {tol:g}); row {i} has norm "
+            f"{norms[i]:.6g}. Normalise with x / ‖x‖ (or pass normalize=True to a classifier)"
+        )
+    return arr
+
+
+def duplicate_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of rows of ``x`` that repeat an earlier row exactly."""
+    _, first = np.unique(np.ascontiguousarray(x), axis=0, return_index=True)
+    mask = np.ones(len(x), bool)
+    mask[first] = False
+    return np.nonzero(mask)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("sign",))
+def _half_sq_dist(x1, x2, sign=1.0):
+    """ε = ‖x1ᵢ − sign·x2ⱼ‖²/2. Summed from differences for d ≤ 64 (exact zeros for equal
+    points, no cancellation); otherwise from the Gram matrix, then the 16 smallest entries
+    of each row are recomputed from differences (they are the ones whose relative error
+    matters: absolute error ~1e-16·√d)."""
+    d = x1.shape[1]
+    if d <= _DIRECT_MAX_DIM:
+        acc = jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)
+        for k in range(d):
+            diff = x1[:, k : k + 1] - sign * x2[None, :, k]
+            acc = acc + diff * diff
+        return acc / 2
+    n1 = jnp.sum(x1 * x1, axis=1)[:, None]
+    n2 = jnp.sum(x2 * x2, axis=1)[None, :]
+    eps = jnp.maximum((n1 + n2) / 2 - sign * (x1 @ x2.T), 0)
+    k = min(16, x2.shape[0])
+    _, idx = jax.lax.top_k(-eps, k)
+    near = x2[idx]  # (n1, k, d)
+    exact = jnp.sum((x1[:, None, :] - sign * near) ** 2, axis=-1) / 2
+    rows = jnp.arange(x1.shape[0])[:, None]
+    return eps.at[rows, idx].set(exact)
+
+
+def half_sq_dist(x1, x2=None, sign: float = 1.0) -> jax.Array:
+    """ε = ‖x1ᵢ − x2ⱼ‖²/2 (``sign=-1``: ‖x1ᵢ + x2ⱼ‖²/2), float64; on the sphere ε = 1 − ξ."""
+    with jax.enable_x64(True):
+        a = jnp.asarray(np.asarray(x1, np.float64))
+        b = a if x2 is None else jnp.asarray(np.asarray(x2, np.float64))
+        return _half_sq_dist(a, b, float(sign))
+
+
+def _prepare(x1, x2):
+    a = check_sphere(x1, "x1")
+    b = a if x2 is None else check_sphere(x2, "x2")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"x1 and x2 must have the same number of features, got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
+        raise ValueError(f"depth must be an integer ≥ 0, got {depth!r}")
+    return int(depth)
+
+
+def _finite_or_raise(out: jax.Array, what: str) -> jax.Array:
+    if not bool(jnp.all(jnp.isfinite(out))):
+        raise FloatingPointError(f"{what}: non-finite values (float64 overflow) from finite input")
+    return out
+
+
+# ------------------------------------------------------------------ finite depth
+
+
+def _step(dual: Dual, eps, xi, near):
+    """One layer in hybrid coordinates: ε where the entry is near 1, ξ elsewhere."""
+    eps_next = dual.gap(jnp.where(near, eps, 0.0))
+    xi_next = dual(jnp.where(near, 0.0, xi))
+    near_next = near & (eps_next < _SWITCH)
+    xi_next = jnp.where(near, 1 - eps_next, xi_next)
+    return jnp.where(near, eps_next, 0.0), xi_next, near_next
+
+
+def _iterate_nngp(dual: Dual, eps, depth: int, ntk: bool):
+    xi = 1 - eps
+    near = eps < _SWITCH
+    k = xi
+
+    def body(_, state):
+        eps, xi, near, k = state
+        deriv = dual.derivative(xi) if ntk else None
+        eps, xi_new, near = _step(dual, eps, xi, near)
+        if ntk:
+            k = xi_new + k * deriv
+        return eps, xi_new, near, k
+
+    eps, xi, near, k = jax.lax.fori_loop(0, depth, body, (eps, xi, near, k))
+    return xi, k
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _depth_kernel(dual, x1, x2, depth, ntk):
+    eps = _half_sq_dist(x1, x2, 1.0)
+    same = eps == 0
+    xi, k = _iterate_nngp(dual, eps, depth, ntk)
+    if not ntk:
+        return jnp.where(same, 1.0, xi)
+    lam = dual.lam
+    diag = depth + 1.0 if abs(lam - 1) < 1e-15 else (lam ** (depth + 1) - 1) / (lam - 1)
+    return jnp.where(same, diag, k)
+
+
+def nngp_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
+    r"""Σ⁽ᴸ⁾(x1ᵢ, x2ⱼ) = φ̌^{∘L}(x1ᵢᵀx2ⱼ) for unit vectors, float64, shape (n1, n2).
+
+    Iterated in hybrid coordinates (ε = 1 − ξ near 1, through `Dual.gap`), so entries close to
+    the repelling fixed point 1 keep their digits; equal points give exactly 1. ``x2=None``
+    means x1. Values below 1e-308 underflow to 0 (use `koenigs_kernel` for the limit)."""
+    dual = as_dual(dual)
+    depth = _check_depth(depth)
+    a, b = _prepare(x1, x2)
+    with jax.enable_x64(True):
+        out = _depth_kernel(dual, jnp.asarray(a), jnp.asarray(b), depth, False)
+        return _finite_or_raise(out, "nngp_at_depth")
+
+
+def ntk_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
+    r"""NTK K⁽ᴸ⁾ with K⁽ˡ⁾ = φ̌(Σ⁽ˡ⁻¹⁾) + K⁽ˡ⁻¹⁾ φ̌'(Σ⁽ˡ⁻¹⁾), K⁽⁰⁾ = ξ; equal points get the
+    closed form Σ_{i=0}^{L} λⁱ = (λ^{L+1} − 1)/(λ − 1). float64, shape (n1, n2)."""
+    dual = as_dual(dual)
+    depth = _check_depth(depth)
+    a, b = _prepare(x1, x2)
+    with jax.enable_x64(True):
+        out = _depth_kernel(dual, jnp.asarray(a), jnp.asarray(b), depth, True)
+        return _finite_or_raise(out, "ntk_at_depth")
+
+
+# ------------------------------------------------------------------ depth ∞
+
+
+def _koenigs_constants(dual: Dual):
+    c, lam = dual.c, dual.lam
+    _, _, d2, d3 = dual.taylor0
+    b2 = d2 / (c - c * c)
+    b3 = (d3 + 2 * b2 * c * d2) / (c - c**3)
+    return c, lam, None, b2, b3
+
+
+def _descend(dual: Dual, eps, eta: float):
+    """Stages 1–3 of the module doc for ε ∈ [0, 2]: (sign, steps, ξ, zero) with
+    φ̌^{∘steps}(1 − ε) = sign·ξ (up to the stage-1 linearization) and |ξ| < η, zero = (ε = 0)."""
+    lam = dual.lam
+    log_lam = math.log(lam)
+    b1 = dual.curvature1 / (2 * lam * (lam - 1))
+    sign = jnp.ones_like(eps)
+    if dual.parity == "odd":  # Φ(ξ) = −Φ(−ξ): fold ξ < 0 onto ξ > 0
+        flip = eps > 1
+        eps = jnp.where(flip, 2 - eps, eps)
+        sign = jnp.where(flip, -1.0, 1.0)
+    zero = eps == 0
+    e = jnp.where(zero, 1.0, eps)
+
+    # stage 1: tiny ε, jump through the linearizer
+    tiny = e < _JUMP
+    log_psi = jnp.log(e) + jnp.log1p(b1 * e)
+    m = jnp.where(tiny, jnp.ceil((math.log(_JUMP) - log_psi) / log_lam), 0.0)
+    psi = jnp.exp(log_psi + m * log_lam)
+    e = jnp.where(tiny, psi - b1 * psi * psi, e)
+
+    # stage 2: ε ← g(ε) while ε < 1/2
+    def cond2(s):
+        return jnp.any(s[0] < _SWITCH)
+
+    def body2(s):
+        e, n = s
+        near = e < _SWITCH
+        e_new = dual.gap(jnp.where(near, e, 0.25))
+        return jnp.where(near, e_new, e), n + near
+
+    e, steps = jax.lax.while_loop(cond2, body2, (e, m))
+
+    # stage 3: ξ ← φ̌(ξ) while |ξ| ≥ η
+    def cond3(s):
+        return jnp.any(jnp.abs(s[0]) >= eta)
+
+    def body3(s):
+        xi, n = s
+        far = jnp.abs(xi) >= eta
+        xi_new = dual(jnp.where(far, xi, 0.0))
+        return jnp.where(far, xi_new, xi), n + far
+
+    xi, steps = jax.lax.while_loop(cond3, body3, (1 - e, steps))
+    return sign, steps, xi, zero
+
+
+def _log_koenigs_from_eps(dual: Dual, eps):
+    """(sign, log|Φ(1 − ε)|) for ε ∈ [0, 2] elementwise (stages 1–4 of the module doc)."""
+    c, _, _, b2, b3 = _koenigs_constants(dual)
+    sign, steps, xi, zero = _descend(dual, eps, _ETA)
+    phi = xi * (1 + xi * (b2 + b3 * xi))  # stage 4: Koenigs series
+    log_abs = jnp.log(jnp.abs(phi)) + steps * (-math.log(c))
+    sign = sign * jnp.sign(phi)
+    return jnp.where(zero, 1.0, sign), jnp.where(zero, jnp.inf, log_abs)
+
+
+def _bottcher_from_eps(dual: Dual, eps):
+    r"""(sign, score) for a nearest-neighbour dual (a₀ = a₁ = 0; k the lowest power with
+    wₖ > 0): φ̌^{∘n}(ξ) ≈ sign·exp(kⁿ B(ξ)) with the Böttcher coordinate
+    B(ξ) = lim k⁻ⁿ (log|φ̌^{∘n}(ξ)| + log(wₖ)/(k − 1)) < 0; score = −log(−B) (larger wins,
+    +inf at ε = 0, −inf at ξ = 0 exactly). Relative error O(1e-12) from stopping at |ξ| < 1e-12."""
+    w = dual.weights
+    k = int(np.nonzero(w)[0][0])
+    sign, steps, xi, zero = _descend(dual, eps, 1e-12)
+    inner = -jnp.log(jnp.abs(xi)) - math.log(w[k]) / (k - 1)
+    score = steps * math.log(k) - jnp.log(inner)
+    score = jnp.where(xi == 0, -jnp.inf, score)
+    return jnp.where(zero, 1.0, sign * jnp.sign(xi)), jnp.where(zero, jnp.inf, score)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _bottcher_points(dual, x1, x2):
+    eps = _half_sq_dist(x1, x2, 1.0)
+    if dual.parity == "odd":
+        eps = jnp.where(eps > 1, 2 - _half_sq_dist(x1, x2, -1.0), eps)
+    return _bottcher_from_eps(dual, eps)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _log_koenigs_points(dual, x1, x2):
+    eps = _half_sq_dist(x1, x2, 1.0)
+    if dual.parity == "odd":
+        # near ξ = −1 take ε⁻ = ‖x + z‖²/2 from differences, then 2 − ε⁻ carries it exactly
+        eps_anti = _half_sq_dist(x1, x2, -1.0)
+        eps = jnp.where(eps > 1, 2 - eps_anti, eps)
+    return _log_koenigs_from_eps(dual, eps)
+
+
+def _check_singular(dual: Dual, what: str) -> Dual:
+    dual = as_dual(dual)
+    if dual.kind != "singular":
+        raise ValueError(
+            f"dual: {what} needs a singular dual (a₀ = 0 < a₁² < 1); {dual.name} is "
+            f"{dual.kind!r}, whose depth limit is not a kernel"
+        )
+    return dual
+
+
+def log_koenigs_kernel(x1, x2, dual: Dual) -> tuple[jax.Array, jax.Array]:
+    """(sign, log|Φ|) of the depth-∞ kernel for unit vectors, float64, shape (n1, n2).
+
+    log|Φ| = +inf exactly where x1ᵢ = x2ⱼ (Φ(1) = ∞; for an odd dual, −∞ sign at x1ᵢ = −x2ⱼ);
+    elsewhere finite. Needs a singular dual."""
+    dual = _check_singular(dual, "log_koenigs_kernel")
+    a, b = _prepare(x1, x2)
+    with jax.enable_x64(True):
+        return _log_koenigs_points(dual, jnp.asarray(a), jnp.asarray(b))
+
+
+def koenigs_kernel(x1, x2, dual: Dual) -> jax.Array:
+    r"""Φ(x1ᵢᵀx2ⱼ) = lim_{L→∞} c^(−L) φ̌^{∘L}(x1ᵢᵀx2ⱼ), the infinite-depth kernel of a
+    singular dual, float64, shape (n1, n2). ±inf exactly at coincident (antipodal, for odd
+    duals) points, which is Φ's value there, not an overflow; FloatingPointError if a finite
+    entry overflows float64 (use `log_koenigs_kernel`)."""
+    sign, log_abs = log_koenigs_kernel(x1, x2, dual)
+    with jax.enable_x64(True):
+        out = sign * jnp.exp(log_abs)
+        if bool(jnp.any(jnp.isinf(out) & jnp.isfinite(log_abs))):
+            raise FloatingPointError(
+                "koenigs_kernel: an entry exceeds float64 (log|Φ| > 709); use log_koenigs_kernel"
+            )
+        return out
+
+
+def koenigs_from_correlation(xi, dual: Dual) -> jax.Array:
+    """Φ(ξ) for correlations ξ ∈ [−1, 1] given directly (1 − ξ taken as ε: digits of ε
+    below 1e-16 are lost; for points use `koenigs_kernel`)."""
+    dual = _check_singular(dual, "koenigs_from_correlation")
+    with jax.enable_x64(True):
+        xi = jnp.asarray(np.asarray(xi, np.float64))
+        if not bool(jnp.all((xi >= -1) & (xi <= 1))):
+            raise ValueError("xi must lie in [−1, 1]")
+        sign, log_abs = jax.jit(_log_koenigs_from_eps, static_argnums=0)(dual, 1 - xi)
+        return sign * jnp.exp(log_abs)
+
+
+def koenigs_from_gap(eps, dual: Dual) -> tuple[jax.Array, jax.Array]:
+    """(sign, log|Φ(1 − ε)|) for ε = ‖x − z‖²/2 ∈ [0, 2] given directly (any ε > 0, e.g. 1e-300)."""
+    dual = _check_singular(dual, "koenigs_from_gap")
+    with jax.enable_x64(True):
+        eps = jnp.asarray(np.asarray(eps, np.float64))
+        if not bool(jnp.all((eps >= 0) & (eps <= 2))):
+            raise ValueError("eps must lie in [0, 2]")
+        return jax.jit(_log_koenigs_from_eps, static_argnums=0)(dual, eps)
