@@ -52,7 +52,7 @@ KINDS = ("majority_vote", "nearest_neighbor", "singular", "linear")
 
 # |a₀|² or a₁² below this count as zero when classifying a dual (coefficients from
 # quadrature carry ~1e-15 absolute error).
-_ZERO = 1e-13
+_ZERO = 0.0
 
 
 class Dual:
@@ -83,8 +83,11 @@ class Dual:
         curvature1: float | None,
         parity: str | None,
         weights: np.ndarray | None = None,
+        key: tuple | None = None,
     ):
         self.name = name
+        # equal keys ⇔ equal duals: caches (Koenigs tables, compiled kernels) are shared
+        self.key = key if key is not None else (name, id(self))
         self._fn, self._derivative, self._gap, self._activation = fn, derivative, gap, activation
         self.a0sq, self.c, self.lam = float(a0sq), float(c), float(lam)
         # φ̌(ξ) = d₀ + d₁ξ + d₂ξ² + d₃ξ³ + O(ξ⁴) near 0 (Koenigs series), φ̌''(1) (linearizer at 1)
@@ -95,6 +98,12 @@ class Dual:
         for attr in ("a0sq", "c", "lam"):
             if not math.isfinite(getattr(self, attr)):
                 raise ValueError(f"dual {name!r}: {attr} is not finite")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Dual) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     # ---------------------------------------------------------------- evaluation
     def __call__(self, xi):
@@ -185,6 +194,7 @@ def _power_series_dual(name: str, weights: np.ndarray, activation: Callable) -> 
         curvature1=curv1,
         parity=parity,
         weights=w,
+        key=("power series", tuple(w.tolist())),
     )
 
 
@@ -290,6 +300,7 @@ def relu_dual() -> Dual:
         taylor0=(1 / math.pi, 0.5, 1 / (2 * math.pi), 0.0),
         curvature1=None,
         parity=None,
+        key=("relu",),
     )
 
 
@@ -327,6 +338,7 @@ def erf_dual() -> Dual:
         taylor0=(0.0, (2 / 3) / s, 0.0, (2 / 3) ** 3 / 6 / s),
         curvature1=(2 / 3) * (4 / 9) * (5 / 9) ** -1.5 / s,
         parity="odd",
+        key=("erf",),
     )
 
 
@@ -368,6 +380,7 @@ def sine_dual(a: float) -> Dual:
         taylor0=(0.0, a / sh, 0.0, a**3 / 6 / sh),
         curvature1=a * a,
         parity="odd",
+        key=("sine", a),
     )
 
 
