@@ -446,13 +446,14 @@ def hermite_coefficients(fn: Callable, degree: int, nodes: int = 200) -> tuple[n
     ≥ 0 (Parseval), the part of φ the truncation misses. For unit-variance inputs the dual is
     then k(ρ, 1, 1) = Σ aᵢ² ρⁱ (Mehler's formula).
     """
-    from numpy.polynomial import hermite_e
-
     if not isinstance(degree, int | np.integer) or degree < 0:
         raise ValueError(f"degree must be an integer ≥ 0, got {degree!r}")
     if not isinstance(nodes, int | np.integer) or nodes <= degree:
         raise ValueError(f"nodes must be an integer > degree = {degree}, got {nodes!r}")
-    x, w = hermite_e.hermegauss(int(nodes))
+    import scipy.special
+
+    # scipy's nodes stay finite for thousands of nodes (numpy's hermegauss overflows at ~150)
+    x, w = scipy.special.roots_hermitenorm(int(nodes))
     w = w / math.sqrt(2 * math.pi)
     f = np.asarray(fn(x), dtype=np.float64)
     if f.shape != x.shape or not np.all(np.isfinite(f)):
@@ -464,4 +465,6 @@ def hermite_coefficients(fn: Callable, degree: int, nodes: int = 200) -> tuple[n
         a[i] = np.sum(w * f * h)
         h_prev, h = h, (x * h - math.sqrt(i) * h_prev) / math.sqrt(i + 1)
     energy = float(np.sum(w * f * f))
+    if not (np.all(np.isfinite(a)) and math.isfinite(energy)):
+        raise FloatingPointError("hermite_coefficients: non-finite result; lower degree/nodes")
     return a, max(energy - float(np.sum(a * a)), 0.0)
