@@ -31,9 +31,24 @@ def _on_sphere(p):
 # --------------------------------------------------------------------------- exact 2-D risks
 
 
+def _task(dim, prior=0.4):
+    """The paper's parameters with class 0 = first vector (these tests were written in that
+    orientation; `DirichletTask.paper` itself puts the first vector in class 1, see below)."""
+    first, second = DIRICHLET_PARAMS[dim]
+    return DirichletTask(alpha0=first, alpha1=second, prior=prior)
+
+
+def test_paper_orientation_follows_the_authors_code():
+    """uhlerlab/inf_depth_ntks gives prior 0.4 to the first parameter vector (label +1)."""
+    for dim, (first, second) in DIRICHLET_PARAMS.items():
+        task = DirichletTask.paper(dim)
+        assert task.alpha1 == tuple(first) and task.alpha0 == tuple(second)
+        assert task.prior == 0.4
+
+
 def test_bayes_risk_2d_is_024():
     # f0 = 2(1 - t), f1 = 2t, prior 0.4: crossing at 0.6, R* = 0.4*0.36 + 0.6*0.16 = 0.24.
-    task = DirichletTask.paper(2)
+    task = _task(2)
     r = task.bayes_risk()
     assert isinstance(r, Risk)
     assert r.stderr == 0.0
@@ -70,7 +85,7 @@ def test_bayes_risk_2d_matches_quad(alpha0, alpha1, prior):
 
 
 def test_risk_of_bayes_rule_and_constant_rules_2d():
-    task = DirichletTask.paper(2)
+    task = _task(2)
     exact = task.bayes_risk().value
     r = task.risk(task.bayes_predict)
     # one label change on the grid: bound ~ max density (2) * grid step (5e-6) plus end cells
@@ -88,7 +103,7 @@ def test_risk_of_bayes_rule_and_constant_rules_2d():
 def test_risk_of_threshold_rule_2d():
     # predict 1 iff t = p[0] > 0.3: risk = w1 P1(t <= .3) + w0 P0(t > .3)
     #   = 0.4 * 0.3**2 + 0.6 * 0.7**2 = 0.33; larger than the Bayes risk.
-    task = DirichletTask.paper(2)
+    task = _task(2)
 
     def rule(x):
         p = x / x.sum(axis=1, keepdims=True)
@@ -105,7 +120,7 @@ def test_risk_bound_on_a_coarse_grid_by_hand():
     # are taken whole): 0.33. Mixture CDF G(t) = 0.6 (1 - (1 - t)^2) + 0.4 t^2; the bound is
     # G(.35) - G(.25) = 0.108 around the change plus end half-cells G(.05) + 1 - G(.95) =
     # 0.0595 + 0.0405: 0.208. The true risk 0.4 * 0.33^2 + 0.6 * 0.67^2 = 0.3129 lies within.
-    task = DirichletTask.paper(2)
+    task = _task(2)
 
     def rule(x):
         p = x / x.sum(axis=1, keepdims=True)
@@ -120,7 +135,7 @@ def test_risk_bound_on_a_coarse_grid_by_hand():
 def test_risk_rejects_dim_above_2_and_bad_predictions():
     with pytest.raises(NotImplementedError, match="monte_carlo_risk"):
         DirichletTask.paper(3).risk(lambda x: np.zeros(len(x)))
-    task = DirichletTask.paper(2)
+    task = _task(2)
     with pytest.raises(ValueError, match="predict"):
         task.risk(lambda x: np.full(len(x), 0.5), n_grid=101)
     with pytest.raises(ValueError, match="predict"):
@@ -138,7 +153,7 @@ def test_monte_carlo_bayes_risk(dim):
     # error of the Bayes rule on an independent sample (seed 1) has binomial stderr
     # sqrt(R(1-R)/n). Both estimate R*, independently, so their difference has standard
     # deviation sqrt(se1^2 + se2^2): we allow 4 of those.
-    task = DirichletTask.paper(dim)
+    task = _task(dim)
     n = 200_000
     r_star = task.bayes_risk(n=n, seed=0)
     emp = task.monte_carlo_risk(task.bayes_predict, n=n, seed=1)
@@ -148,7 +163,7 @@ def test_monte_carlo_bayes_risk(dim):
 
 
 def test_monte_carlo_risk_2d_matches_exact():
-    task = DirichletTask.paper(2)
+    task = _task(2)
     emp = task.monte_carlo_risk(task.bayes_predict, n=200_000, seed=7)
     assert emp.stderr == pytest.approx(math.sqrt(0.24 * 0.76 / 200_000), rel=0.01)
     assert abs(emp.value - 0.24) <= 4 * emp.stderr
@@ -157,7 +172,7 @@ def test_monte_carlo_risk_2d_matches_exact():
 def test_bayes_rule_beats_perturbed_rules_3d():
     # Shifting the decision threshold of the log-odds away from 0 can only increase the risk;
     # on one common sample, an increase this large (> 4 binomial sd) must show.
-    task = DirichletTask.paper(3)
+    task = _task(3)
     x, y = task.sample(100_000, seed=3)
     odds = task.log_posterior_odds(x)
     err = {s: np.mean((odds > s).astype(int) != y) for s in (-2.0, 0.0, 2.0)}
@@ -171,7 +186,7 @@ def test_bayes_rule_beats_perturbed_rules_3d():
 
 @pytest.mark.parametrize("dim", DIMS)
 def test_samples(dim):
-    task = DirichletTask.paper(dim)
+    task = _task(dim)
     n = 100_000
     x, y = task.sample(n, seed=11)
     assert x.shape == (n, dim) and x.dtype == np.float64
@@ -196,7 +211,7 @@ def test_samples(dim):
 
 
 def test_to_simplex_inverts_the_sphere_map():
-    task = DirichletTask.paper(5)
+    task = _task(5)
     p = np.random.default_rng(0).dirichlet(np.ones(5), size=50)
     np.testing.assert_allclose(task.to_simplex(_on_sphere(p)), p, rtol=1e-13, atol=1e-15)
 
@@ -212,7 +227,7 @@ def _hand_log_density(p, alpha):
 
 @pytest.mark.parametrize("dim", DIMS)
 def test_log_posterior_odds_by_hand(dim):
-    task = DirichletTask.paper(dim)
+    task = _task(dim)
     rng = np.random.default_rng(dim)
     ps = rng.dirichlet(np.ones(dim), size=4)
     ps = np.vstack([ps, np.full(dim, 1.0 / dim)])
@@ -232,7 +247,7 @@ def test_log_posterior_odds_by_hand(dim):
 
 def test_log_posterior_odds_2d_closed_form():
     # f1/f0 = t/(1 - t): log odds = log(0.4/0.6) + log t - log(1 - t); zero at t = 0.6
-    task = DirichletTask.paper(2)
+    task = _task(2)
     t = np.array([0.1, 0.5, 0.6, 0.9])
     got = task.log_posterior_odds(_on_sphere(np.stack([t, 1 - t], 1)))
     np.testing.assert_allclose(got, np.log(0.4 / 0.6) + np.log(t) - np.log1p(-t), atol=1e-12)
@@ -242,7 +257,7 @@ def test_log_posterior_odds_on_the_boundary():
     # dim 3: c = alpha1 - alpha0 = (2, -0.4, -2). Vertices and an edge point:
     #   e0: zero set {1, 2}, s = -2.4 -> +inf;  e2: zero set {0, 1}, s = 1.6 -> -inf;
     #   e1: zero set {0, 2}, s = 0 -> finite; (3/7, 0, 4/7): s = -0.4 -> +inf.
-    task = DirichletTask.paper(3)
+    task = _task(3)
     pts = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0], [0.6, 0, 0.8]])
     got = task.log_posterior_odds(pts)
     assert not np.any(np.isnan(got))
@@ -265,7 +280,7 @@ def test_log_posterior_odds_on_the_boundary():
 
 def test_2d_boundary_points():
     # t = 1: f1 = 2, f0 = 0 -> +inf; t = 0: -inf
-    task = DirichletTask.paper(2)
+    task = _task(2)
     got = task.log_posterior_odds(np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert got[0] == np.inf and got[1] == -np.inf
 
@@ -340,14 +355,14 @@ def test_bad_dim_lists_valid_ones():
     ],
 )
 def test_bad_points(x, match):
-    task = DirichletTask.paper(3)
+    task = _task(3)
     for fn in (task.to_simplex, task.log_posterior_odds, task.bayes_predict):
         with pytest.raises(ValueError, match=f"x .*{match}|x must have {match}"):
             fn(np.array(x))
 
 
 def test_bad_sample_arguments_and_noisy_parameters():
-    task = DirichletTask.paper(2)
+    task = _task(2)
     with pytest.raises(ValueError, match="n must"):
         task.sample(0, seed=0)
     with pytest.raises(ValueError, match="seed"):
@@ -356,3 +371,25 @@ def test_bad_sample_arguments_and_noisy_parameters():
         noisy_labels_task(3, 0.6)
     with pytest.raises(ValueError, match="dim"):
         noisy_labels_task(1, 0.1)
+
+
+def test_risk_with_extra_points_refines_the_bound():
+    """A rule that flips label every 1/1000 in t (like an interpolating classifier on noisy
+    data): on a 1001-cell grid its bound is large; evaluation points added around each flip
+    shrink the bound, and both values agree within their bounds."""
+    task = _task(2)
+
+    def flips(x):
+        t = x[:, 0] / x.sum(axis=1)
+        return (np.floor(t * 1000) % 2).astype(int)
+
+    coarse = task.risk(flips, n_grid=1001)
+    jumps = np.arange(1, 1000) / 1000
+    extra = np.concatenate([jumps - 1e-7, jumps + 1e-7])
+    fine = task.risk(flips, n_grid=1001, extra_points=extra)
+    assert fine.stderr < 1e-5 < 0.1 < coarse.stderr
+    assert abs(fine.value - coarse.value) <= coarse.stderr + fine.stderr
+    # the rule is a coin flip in t: its risk is ≈ ½ (each class loses half its mass)
+    assert fine.value == pytest.approx(0.5, abs=2e-3)
+    with pytest.raises(ValueError, match="extra_points"):
+        task.risk(flips, extra_points=[0.5, 1.5])

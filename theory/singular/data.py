@@ -55,7 +55,9 @@ __all__ = [
     "cover_hart_bound",
 ]
 
-#: Dirichlet parameters (class 0, class 1) of the paper's tasks, keyed by the dimension d.
+#: Dirichlet parameters of the paper's tasks, keyed by the dimension d, in the paper's order
+#: (α₁, α₂): in the authors' code (uhlerlab/inf_depth_ntks) α₁ is the class labelled +1 with
+#: prior 0.4, so `DirichletTask.paper` makes α₁ our class 1 (prior 0.4) and α₂ class 0.
 DIRICHLET_PARAMS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
     2: ((1.0, 2.0), (2.0, 1.0)),
     3: ((0.5, 0.5, 2.5), (2.5, 0.1, 0.5)),
@@ -181,11 +183,13 @@ class DirichletTask:
 
     @classmethod
     def paper(cls, dim: int, prior: float = 0.4) -> DirichletTask:
-        """The task of dimension ``dim`` from `DIRICHLET_PARAMS` (d ∈ {2, 3, 5, 9})."""
+        """The task of dimension ``dim`` from `DIRICHLET_PARAMS` (d ∈ {2, 3, 5, 9}): class 1
+        (prior ``prior``) is the paper's first parameter vector, class 0 the second. The
+        authors draw exactly ⌊0.4 n⌋ points of class 1; here labels are i.i.d. Bernoulli."""
         if isinstance(dim, bool) or dim not in DIRICHLET_PARAMS:
             raise ValueError(f"dim must be one of {sorted(DIRICHLET_PARAMS)}, got {dim!r}")
-        alpha0, alpha1 = DIRICHLET_PARAMS[dim]
-        return cls(alpha0, alpha1, prior)
+        first, second = DIRICHLET_PARAMS[dim]
+        return cls(alpha0=second, alpha1=first, prior=prior)
 
     @property
     def dim(self) -> int:
@@ -347,7 +351,7 @@ class DirichletTask:
         cond = special.expit(-np.abs(self.log_posterior_odds(x)))
         return Risk(float(cond.mean()), float(cond.std(ddof=1) / math.sqrt(n)))
 
-    def risk(self, predict: Classifier, n_grid: int = 200_001) -> Risk:
+    def risk(self, predict: Classifier, n_grid: int = 200_001, extra_points=None) -> Risk:
         """Risk P(predict(x) ≠ y) of a classifier, by quadrature on the d = 2 task.
 
         The segment t = p[0] ∈ [0, 1] is cut into ``n_grid`` cells of width 1/n_grid; predict
@@ -362,6 +366,11 @@ class DirichletTask:
         intervals) (w₀P₀ + w₁P₁ of them); each change costs at most max density × 1/n_grid.
         For a classifier with no label change on the grid, ``value`` is exact up to rounding
         and ``bound`` is just the end half-cells' mass.
+
+        ``extra_points`` (values of t in [0, 1]) are evaluated as well; the cells are then the
+        Voronoi cells of all evaluation points. Put them where the classifier may change label
+        more than once per grid cell, e.g. between consecutive training points of an
+        interpolating classifier: the bound is then small even when the labels flip often.
 
         For d > 2 there is no exact quadrature of a black-box classifier over the simplex:
         use `monte_carlo_risk`.
@@ -379,6 +388,13 @@ class DirichletTask:
         w0, w1 = self._weights
         edges = np.linspace(0.0, 1.0, n_grid + 1)
         mids = 0.5 * (edges[:-1] + edges[1:])
+        if extra_points is not None:
+            extra = np.asarray(extra_points, np.float64).ravel()
+            if not np.all((extra > 0) & (extra < 1)):
+                raise ValueError("extra_points must lie in the open interval (0, 1)")
+            mids = np.unique(np.concatenate([mids, extra]))
+            edges = np.concatenate([[0.0], 0.5 * (mids[1:] + mids[:-1]), [1.0]])
+            n_grid = len(mids)
         pts = np.stack([mids, 1.0 - mids], axis=1)
         x = pts / np.linalg.norm(pts, axis=1, keepdims=True)
         pred = _check_labels(predict(x), n_grid)
