@@ -385,7 +385,7 @@ def test_risk_with_extra_points_refines_the_bound():
 
     coarse = task.risk(flips, n_grid=1001)
     jumps = np.arange(1, 1000) / 1000
-    extra = np.concatenate([jumps - 1e-7, jumps + 1e-7, [1e-9, 1 - 1e-9]])  # ends too
+    extra = np.concatenate([jumps - 1e-9, jumps + 1e-9, [1e-9, 1 - 1e-9]])  # ends too
     fine = task.risk(flips, n_grid=1001, extra_points=extra)
     assert fine.stderr < 1e-5 < 0.1 < coarse.stderr
     assert abs(fine.value - coarse.value) <= coarse.stderr + fine.stderr
