@@ -59,6 +59,7 @@ fig-ibc: $(STAMP)
 
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels
+	$(PY) -m benchmarks.singular
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference
