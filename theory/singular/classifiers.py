@@ -29,9 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from theory.complexity.estimators import mle_from_distances
 from theory.singular import kernels as sk
 from theory.singular.duals import Dual
 
@@ -124,12 +126,11 @@ class SingularKernelClassifier(_KernelVoteClassifier):
         self.alpha = alpha
         self.normalize = normalize
 
-    def _alpha(self) -> float:
-        return self.alpha
-
     def fit(self, X, y):
-        a = self.alpha
-        if not (isinstance(a, numbers.Real) and math.isfinite(a) and a > 0):
+        return self._fit(X, y, self.alpha)
+
+    def _fit(self, X, y, a):
+        if isinstance(a, bool) or not (isinstance(a, numbers.Real) and math.isfinite(a) and a > 0):
             raise ValueError(f"alpha must be a positive finite number, got {a!r}")
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=1)
         check_classification_targets(y)
@@ -156,8 +157,13 @@ class SingularKernelClassifier(_KernelVoteClassifier):
 class HilbertKernelClassifier(SingularKernelClassifier):
     r"""The Hilbert kernel estimate: `SingularKernelClassifier` with α = intrinsic dimension.
     ``alpha=None`` estimates it at fit time from the training inputs by the Levina–Bickel
-    MLE with k = ``k_neighbors`` (`theory.complexity.mle_intrinsic_dimension`); ``alpha_``
-    holds the value used."""
+    MLE with k = ``k_neighbors`` over the distinct training points,
+
+        1/m̂ = (1/N) Σᵢ (1/(k−1)) Σ_{j<k} ln(Tₖ(xᵢ)/Tⱼ(xᵢ))     (Levina & Bickel 2004,
+                                                         pooled as MacKay & Ghahramani 2005),
+
+    Tⱼ(x) the distance to the j-th nearest neighbour (`theory.complexity.mle_from_distances`
+    on scikit-learn's exact float64 k-NN distances); ``alpha_`` holds the value used."""
 
     def __init__(self, alpha: float | None = None, normalize: bool = False, k_neighbors: int = 10):
         self.alpha = alpha
@@ -167,25 +173,23 @@ class HilbertKernelClassifier(SingularKernelClassifier):
     def fit(self, X, y):
         if self.alpha is not None:
             return super().fit(X, y)
-        X_arr = validate_data(self, X, dtype=np.float64, ensure_min_samples=1, reset=True)
+        k = self.k_neighbors
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
+            raise ValueError(f"k_neighbors must be an integer ≥ 2, got {k!r}")
+        X_arr, y_arr = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=1)
+        check_classification_targets(y_arr)
         if self.normalize:
             X_arr = _sphere(X_arr, True, "X")
         uniq = np.unique(X_arr, axis=0)
-        k = min(self.k_neighbors, len(uniq) - 1)
+        k = min(int(k), len(uniq) - 1)
         if k < 2:
             raise ValueError(
-                "X: estimating the intrinsic dimension needs at least 3 distinct points"
+                "X: estimating the intrinsic dimension needs at least 3 distinct points, got "
+                f"{len(uniq)} (n_samples = {len(X_arr)}); pass alpha explicitly"
             )
-        from theory.complexity import mle_intrinsic_dimension
-
-        with jax.enable_x64(True):
-            m = mle_intrinsic_dimension(uniq, k=k)
-        self.alpha = m
-        try:
-            super().fit(X, y)
-        finally:
-            self.alpha = None
-        return self
+        # Levina–Bickel on float64 neighbour distances (scikit-learn's exact k-NN search)
+        dist, _ = NearestNeighbors(n_neighbors=k).fit(uniq).kneighbors()  # each without itself
+        return self._fit(X, y, mle_from_distances(dist, k))
 
 
 # ------------------------------------------------------------------ deep networks
@@ -227,7 +231,10 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
                     "depth and has no infinite-depth limit"
                 )
             return "inf"
-        return sk._check_depth(self.depth)
+        d = self.depth
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
+            raise ValueError(f"depth must be an integer ≥ 0 or 'inf', got {d!r}")
+        return int(d)
 
     def fit(self, X, y):
         depth = self._check_params()
@@ -239,9 +246,14 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
             return self
         dup = sk.duplicate_rows(X)
         if dup.size:
+            hint = (
+                " (n_features = 1: the sphere S⁰ has only the two points ±1)"
+                if X.shape[1] == 1
+                else ""
+            )
             raise ValueError(
-                f"X has {dup.size} duplicate rows (first: row {dup[0]}): the depth-{depth} "
-                "kernel matrix is singular; remove them or use depth='inf'"
+                f"X has {dup.size} duplicate rows (first: row {dup[0]}){hint}: the "
+                f"depth-{depth} kernel matrix is singular; remove them or use depth='inf'"
             )
         fn = sk.ntk_at_depth if self.kernel == "ntk" else sk.nngp_at_depth
         K = np.asarray(fn(X, None, self.dual, depth))
@@ -279,4 +291,8 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
                 best = jnp.max(score, axis=1, keepdims=True)
                 winner = jnp.where(jnp.isposinf(score), jnp.inf, 0.0)
                 log_abs = jnp.where(score == best, winner, -jnp.inf)
+            if self.dual.parity == "odd":
+                # φ̌^{∘L}(−1) = −1 at every depth: an exact antipode votes against its class.
+                # Set here because the kernels' Φ(x, −x) carries sign +1 (not −1 as documented).
+                sign = jnp.where(sk._half_sq_dist(a, b, -1.0) == 0, -1.0, sign)
             return np.asarray(_vote(sign, log_abs, jnp.asarray(self.onehot_)))
