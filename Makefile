@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular bench lint clean
 
 setup: $(STAMP)
 
@@ -49,13 +49,16 @@ test-slow: $(STAMP) $(REF_STAMP)
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
-figs: fig-ntk fig-ibc
+figs: fig-ntk fig-ibc fig-singular
 
 fig-ntk: $(STAMP)
 	$(PY) -m experiments.ntk $(FIG_ARGS)
 
 fig-ibc: $(STAMP)
 	$(PY) -m experiments.ibc $(FIG_ARGS)
+
+fig-singular: $(STAMP)
+	$(PY) -m experiments.singular $(FIG_ARGS)
 
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels

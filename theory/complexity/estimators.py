@@ -130,7 +130,7 @@ def _blocks(a: jnp.ndarray, block: int, fill) -> jnp.ndarray:
 def _knn_tiled(queries, query_ids, points, k, query_block, point_block):
     n = points.shape[0]
     pts = _blocks(points, point_block, 0)  # (P, pb, d)
-    pids = _blocks(jnp.arange(n), point_block, n)  # (P, pb); id n marks padding
+    pids = _blocks(jnp.arange(n, dtype=jnp.int32), point_block, n)  # (P, pb); n: padding
     qs = _blocks(queries, query_block, 0)  # (Q, qb, d)
     qids = _blocks(query_ids, query_block, -1)  # (Q, qb)
 

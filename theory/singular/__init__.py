@@ -32,6 +32,7 @@ from theory.singular.duals import (
     sine_dual,
 )
 from theory.singular.kernels import (
+    kernels_at_depths,
     koenigs_from_correlation,
     koenigs_from_gap,
     koenigs_kernel,
@@ -51,6 +52,7 @@ __all__ = [
     "hermite_dual",
     "koenigs_from_correlation",
     "koenigs_from_gap",
+    "kernels_at_depths",
     "koenigs_kernel",
     "log_koenigs_kernel",
     "monomial_dual",

@@ -99,6 +99,12 @@ class Dual:
             if not math.isfinite(getattr(self, attr)):
                 raise ValueError(f"dual {name!r}: {attr} is not finite")
 
+    def __reduce__(self):
+        # rebuilt by its factory (the closures inside do not pickle)
+        if getattr(self, "_origin", None) is None:
+            raise TypeError(f"dual {self.name!r} was not made by a factory and cannot be pickled")
+        return self._origin
+
     def __eq__(self, other) -> bool:
         return isinstance(other, Dual) and self.key == other.key
 
@@ -229,6 +235,7 @@ def hermite_dual(coeffs: Sequence[float], normalize: bool = False) -> Dual:
     # the signs of the aᵢ matter for φ, not for φ̌
     d._activation = lambda x: jnp.asarray(hermite_e.hermeval(np.asarray(x, np.float64), poly))
     d.name = "hermite" + d.name[4:]
+    d._origin = (hermite_dual, (tuple(a.tolist()), False))
     return d
 
 
@@ -246,7 +253,9 @@ def polynomial_dual(weights: Sequence[float]) -> Dual:
         return jnp.asarray(hermite_e.hermeval(np.asarray(x, np.float64), poly))
 
     terms = " + ".join(f"{v:.4g}ξ^{i}" for i, v in enumerate(w) if v != 0)
-    return _power_series_dual(f"dual[{terms}]", w, activation)
+    d = _power_series_dual(f"dual[{terms}]", w, activation)
+    d._origin = (polynomial_dual, (tuple(w.tolist()),))
+    return d
 
 
 def monomial_dual(k: int) -> Dual:
@@ -263,6 +272,7 @@ def monomial_dual(k: int) -> Dual:
         a[m] *= math.sqrt(math.factorial(m))
     d = hermite_dual(a, normalize=True)
     d.name = f"monomial[{k}]"
+    d._origin = (monomial_dual, (k,))
     return d
 
 
@@ -290,7 +300,7 @@ def relu_dual() -> Dual:
     def activation(x):
         return math.sqrt(2) * jnp.maximum(x, 0)
 
-    return Dual(
+    d = Dual(
         "relu",
         fn,
         derivative,
@@ -304,6 +314,8 @@ def relu_dual() -> Dual:
         parity=None,
         key=("relu",),
     )
+    d._origin = (relu_dual, ())
+    return d
 
 
 def erf_dual() -> Dual:
@@ -328,7 +340,7 @@ def erf_dual() -> Dual:
     def activation(x):
         return jax.scipy.special.erf(x) / math.sqrt(2 / math.pi * s)
 
-    return Dual(
+    d = Dual(
         "erf",
         fn,
         derivative,
@@ -342,6 +354,8 @@ def erf_dual() -> Dual:
         parity="odd",
         key=("erf",),
     )
+    d._origin = (erf_dual, ())
+    return d
 
 
 def sine_dual(a: float) -> Dual:
@@ -370,7 +384,7 @@ def sine_dual(a: float) -> Dual:
     def activation(x):
         return jnp.sin(math.sqrt(a) * x) / math.sqrt(math.exp(-a) * sh)
 
-    return Dual(
+    d = Dual(
         f"sine[a={a:.6g}]",
         fn,
         derivative,
@@ -384,6 +398,8 @@ def sine_dual(a: float) -> Dual:
         parity="odd",
         key=("sine", a),
     )
+    d._origin = (sine_dual, (a,))
+    return d
 
 
 # -------------------------------------------------------------------- from an activation

@@ -201,6 +201,54 @@ def ntk_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
         return _finite_or_raise(out, "ntk_at_depth")
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _advance(dual, state, steps, ntk):
+    def body(_, st):
+        eps, xi, near, k = st
+        deriv = dual.derivative(xi) if ntk else None
+        eps, xi_new, near = _step(dual, eps, xi, near)
+        if ntk:
+            k = xi_new + k * deriv
+        return eps, xi_new, near, k
+
+    return jax.lax.fori_loop(0, steps, body, state)
+
+
+def kernels_at_depths(x1, x2, dual: Dual, depths, kernel: str = "nngp") -> np.ndarray:
+    """The NNGP (``kernel='nngp'``) or NTK of `nngp_at_depth` / `ntk_at_depth` at every depth in
+    ``depths`` (increasing), from one pass of the recursion: shape (len(depths), n1, n2),
+    float64 numpy. Depth 10⁵ on 100 × 400 points takes seconds, not 10⁵ separate calls."""
+    dual = as_dual(dual)
+    if kernel not in ("nngp", "ntk"):
+        raise ValueError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
+    depths = [
+        _check_depth(int(d)) if isinstance(d, np.integer) else _check_depth(d) for d in depths
+    ]
+    if not depths or any(b <= a for a, b in zip(depths, depths[1:])):
+        raise ValueError(f"depths must be a non-empty increasing sequence, got {depths}")
+    a, b = _prepare(x1, x2)
+    ntk = kernel == "ntk"
+    out = np.empty((len(depths), a.shape[0], b.shape[0]))
+    with jax.enable_x64(True):
+        eps = _half_sq_dist(jnp.asarray(a), jnp.asarray(b), 1.0)
+        same = np.asarray(eps == 0)
+        state = (eps, 1 - eps, eps < _SWITCH, 1 - eps)
+        done = 0
+        for i, depth in enumerate(depths):
+            state = _advance(dual, state, depth - done, ntk)
+            done = depth
+            k = np.asarray(state[3] if ntk else state[1])
+            if ntk:
+                lam = dual.lam
+                diag = depth + 1.0 if abs(lam - 1) < 1e-15 else (lam ** (depth + 1) - 1) / (lam - 1)
+            else:
+                diag = 1.0
+            out[i] = np.where(same, diag, k)
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("kernels_at_depths: non-finite values (float64 overflow)")
+    return out
+
+
 # ------------------------------------------------------------------ depth ∞
 
 
@@ -266,11 +314,11 @@ def _descend(dual: Dual, eps, eta: float):
 def _log_koenigs_from_eps(dual: Dual, eps):
     """(sign, log|Φ(1 − ε)|) for ε ∈ [0, 2] elementwise (stages 1–4 of the module doc)."""
     c, _, _, b2, b3 = _koenigs_constants(dual)
-    sign, steps, xi, zero = _descend(dual, eps, _ETA)
+    fold, steps, xi, zero = _descend(dual, eps, _ETA)
     phi = xi * (1 + xi * (b2 + b3 * xi))  # stage 4: Koenigs series
     log_abs = jnp.log(jnp.abs(phi)) + steps * (-math.log(c))
-    sign = sign * jnp.sign(phi)
-    return jnp.where(zero, 1.0, sign), jnp.where(zero, jnp.inf, log_abs)
+    # at ε = 0 (or ε⁻ = 0 for an odd dual) Φ = ±∞ with the fold's sign
+    return jnp.where(zero, fold, fold * jnp.sign(phi)), jnp.where(zero, jnp.inf, log_abs)
 
 
 def _bottcher_from_eps(dual: Dual, eps):
@@ -280,11 +328,11 @@ def _bottcher_from_eps(dual: Dual, eps):
     +inf at ε = 0, −inf at ξ = 0 exactly). Relative error O(1e-12) from stopping at |ξ| < 1e-12."""
     w = dual.weights
     k = int(np.nonzero(w)[0][0])
-    sign, steps, xi, zero = _descend(dual, eps, 1e-12)
+    fold, steps, xi, zero = _descend(dual, eps, 1e-12)
     inner = -jnp.log(jnp.abs(xi)) - math.log(w[k]) / (k - 1)
     score = steps * math.log(k) - jnp.log(inner)
     score = jnp.where(xi == 0, -jnp.inf, score)
-    return jnp.where(zero, 1.0, sign * jnp.sign(xi)), jnp.where(zero, jnp.inf, score)
+    return jnp.where(zero, fold, fold * jnp.sign(xi)), jnp.where(zero, jnp.inf, score)
 
 
 def _antipodal_refined(dual: Dual, x1, x2, eps):
@@ -416,8 +464,8 @@ def _log_koenigs_tabulated(dual: Dual, eps, tables):
     )
     log_near = val - dual.alpha / 2 * u - m * math.log(c)
     log_abs = jnp.where(near, log_near, jnp.log(jnp.abs(val)))
-    sign = jnp.where(near, sign, sign * jnp.sign(val))
-    return jnp.where(zero, 1.0, sign), jnp.where(zero, jnp.inf, log_abs)
+    sign = jnp.where(near | zero, sign, sign * jnp.sign(val))
+    return sign, jnp.where(zero, jnp.inf, log_abs)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
