@@ -393,3 +393,27 @@ def test_risk_with_extra_points_refines_the_bound():
     assert fine.value == pytest.approx(0.5, abs=2e-3)
     with pytest.raises(ValueError, match="extra_points"):
         task.risk(flips, extra_points=[0.5, 1.5])
+
+
+def test_arc_bump_task_exact_quantities():
+    """Bayes risk in closed form; risk() of the Bayes rule equals it within its bound (the
+    rule changes label twice, at the arc's ends); risk of 'always 0' is P(y = 1) exactly;
+    Monte Carlo agrees within 4 binomial s.e. (n = 100,000)."""
+    from theory.singular.data import ArcBumpTask
+
+    task = ArcBumpTask()
+    w = 0.15
+    want = (w * 0.1 + (math.pi / 2 - w) * 0.1) / (math.pi / 2)
+    assert task.bayes_risk().value == pytest.approx(want, abs=1e-15)
+    r = task.risk(task.bayes_predict, n_grid=100_001)
+    assert abs(r.value - want) <= r.stderr + 1e-12 and r.stderr < 1e-4
+    p1 = (w * 0.9 + (math.pi / 2 - w) * 0.1) / (math.pi / 2)
+    r0 = task.risk(lambda x: np.zeros(len(x), int), n_grid=1001)
+    assert r0.value == pytest.approx(p1, abs=1e-12)
+    x, y = task.sample(100_000, 3)
+    err = np.mean(task.bayes_predict(x) != y)
+    assert abs(err - want) < 4 * math.sqrt(want * (1 - want) / 100_000)
+    with pytest.raises(ValueError, match="start"):
+        ArcBumpTask(start=1.0, stop=0.5)
+    with pytest.raises(ValueError, match="low"):
+        ArcBumpTask(low=0.6)

@@ -257,6 +257,11 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
             )
         fn = sk.ntk_at_depth if self.kernel == "ntk" else sk.nngp_at_depth
         K = np.asarray(fn(X, None, self.dual, depth))
+        # The NTK's diagonal grows like λ^L while test entries shrink like c^L: K(x, X)K⁻¹Y
+        # underflows (1e-170 · 1e-170) long before either factor does. Solve with K/max diag
+        # and scale each test row by its own maximum: the argmax (and the normalised scores)
+        # do not change under positive per-row factors.
+        K = K / np.max(np.diag(K))
         try:
             self.coef_ = scipy.linalg.solve(K, self.onehot_, assume_a="pos")
         except (np.linalg.LinAlgError, ValueError):
@@ -275,7 +280,7 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
                     f"the depth-{depth} kernel underflows to 0 for some test points (c^L below "
                     "1e-308): use a smaller depth or depth='inf'"
                 )
-            return k @ self.coef_
+            return (k / np.max(np.abs(k), axis=1, keepdims=True)) @ self.coef_
         if self.kind_ == "majority_vote":
             # f_L interpolates at every depth, so a training point keeps its label in the limit
             with jax.enable_x64(True):

@@ -51,6 +51,7 @@ __all__ = [
     "Risk",
     "DirichletTask",
     "NoisyLabelsTask",
+    "ArcBumpTask",
     "noisy_labels_task",
     "cover_hart_bound",
 ]
@@ -474,6 +475,86 @@ class NoisyLabelsTask:
         """Fraction of errors of ``predict`` on a fresh ``sample(n, seed)``, with its binomial
         standard error √(r̂(1 − r̂)/n)."""
         return _monte_carlo_risk(self, predict, n, seed)
+
+
+@dataclass(frozen=True)
+class ArcBumpTask:
+    """A 2-D task on which a singular kernel with α < m = 1 visibly fails.
+
+    x = (cos θ, sin θ) with θ uniform on [0, π/2] (the positive quarter of S¹, m = 1);
+    η(θ) = P(y = 1 | θ) = ``high`` on the arc [``start``, ``stop``] and ``low`` elsewhere. The
+    Bayes rule is 1{θ ∈ [start, stop]} and the Bayes risk is exactly
+    R* = (w·(1 − high) + (π/2 − w)·low)/(π/2), w = stop − start. A kernel rule whose kernel is
+    integrable at 0 (‖x − z‖^(−α), α < m) keeps averaging over the whole quarter circle as
+    n grows, so a short arc is outvoted and its excess risk stays near w·(2·high − 1)/(π/2).
+    """
+
+    start: float = 0.6
+    stop: float = 0.75
+    high: float = 0.9
+    low: float = 0.1
+
+    def __post_init__(self):
+        for name in ("start", "stop", "high", "low"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not 0.0 <= self.start < self.stop <= math.pi / 2:
+            raise ValueError(f"need 0 <= start < stop <= π/2, got {self.start}, {self.stop}")
+        if not (0.0 <= self.low < 0.5 < self.high <= 1.0):
+            raise ValueError(f"need 0 <= low < 1/2 < high <= 1, got {self.low}, {self.high}")
+
+    dim = 2
+    intrinsic_dim = 1
+
+    def _theta(self, x) -> np.ndarray:
+        x = _check_points(x, 2)
+        return np.arctan2(x[:, 1], x[:, 0])
+
+    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        n = _check_count(n, "n")
+        rng = np.random.default_rng(_check_seed(seed))
+        theta = rng.uniform(0.0, math.pi / 2, n)
+        inside = (theta >= self.start) & (theta <= self.stop)
+        y = (rng.random(n) < np.where(inside, self.high, self.low)).astype(np.int64)
+        return np.stack([np.cos(theta), np.sin(theta)], 1), y
+
+    def bayes_predict(self, x) -> np.ndarray:
+        t = self._theta(x)
+        return ((t >= self.start) & (t <= self.stop)).astype(np.int64)
+
+    def bayes_risk(self) -> Risk:
+        w = self.stop - self.start
+        return Risk((w * (1 - self.high) + (math.pi / 2 - w) * self.low) / (math.pi / 2), 0.0)
+
+    def risk(self, predict: Classifier, n_grid: int = 200_001, extra_points=None) -> Risk:
+        """Exact risk up to the cells where the prediction changes, as `DirichletTask.risk`:
+        ``predict`` on the midpoints of ``n_grid`` equal θ-cells (plus ``extra_points``, angles
+        in (0, π/2)), each cell's mass of y = 1 and y = 0 exact; bound = mass of the
+        intervals between evaluation points around each label change and of the end cells."""
+        n_grid = _check_count(n_grid, "n_grid")
+        half = math.pi / 2
+        mids = (np.arange(n_grid) + 0.5) * half / n_grid
+        if extra_points is not None:
+            extra = np.asarray(extra_points, np.float64).ravel()
+            if not np.all((extra > 0) & (extra < half)):
+                raise ValueError("extra_points must be angles in the open interval (0, π/2)")
+            mids = np.unique(np.concatenate([mids, extra]))
+        edges = np.concatenate([[0.0], 0.5 * (mids[1:] + mids[:-1]), [half]])
+        pred = _check_labels(predict(np.stack([np.cos(mids), np.sin(mids)], 1)), len(mids))
+
+        def eta_mass(a, b):  # ∫ η dθ/(π/2) over [a, b], piecewise constant η
+            inside = np.clip(np.minimum(b, self.stop) - np.maximum(a, self.start), 0, None)
+            return (self.high * inside + self.low * (b - a - inside)) / half
+
+        a, b = edges[:-1], edges[1:]
+        m1 = eta_mass(a, b)
+        m0 = (b - a) / half - m1
+        value = float(np.sum(np.where(pred == 0, m1, m0)))
+        nodes = np.concatenate([[0.0], mids, [half]])
+        mix = np.diff(nodes) / half
+        changes = np.flatnonzero(pred[1:] != pred[:-1]) + 1
+        return Risk(value, float(mix[0] + mix[-1] + mix[changes].sum()))
 
 
 def noisy_labels_task(dim: int, flip: float) -> NoisyLabelsTask:
