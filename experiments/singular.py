@@ -90,7 +90,7 @@ class Consistency(ConfigBase):
     cons_alphas: Annotated[tuple[float, ...], Positive] = (0.5, 1.0, 2.0)
     """α of the deep classifiers (polynomial duals); m = 1 here"""
     cons_grid: Annotated[int, Interval(ge=101)] = 10_001
-    """uniform quadrature cells, plus 2 points in each gap between training points"""
+    """uniform quadrature cells, plus points close to each training point"""
 
 
 @dataclass(frozen=True)
@@ -258,8 +258,8 @@ def _cons_task(name: str):
 
 def _consistency(task_name: str, n: int, draw: int, cfg: Config) -> dict[str, np.ndarray]:
     """Exact risks of the deep classifiers (α of cons_alphas) and 1-NN on one training set.
-    Quadrature: cons_grid uniform cells plus 2 points in every gap between consecutive
-    training points (where an interpolating rule may flip), so the bound stays small."""
+    Quadrature: cons_grid uniform cells plus `interpolation_points` around every training
+    point (where an interpolating rule flips), so the bound stays small."""
     c = cfg.consistency
     task = _cons_task(task_name)
     x, y = task.sample(n, 10_000 + 97 * draw + n + (0 if task_name == "dirichlet" else 7))
@@ -269,17 +269,15 @@ def _consistency(task_name: str, n: int, draw: int, cfg: Config) -> dict[str, np
     else:
         t = np.sort(np.arctan2(x[:, 1], x[:, 0]))  # coordinate of ArcBumpTask.risk
         hi = math.pi / 2
-    gaps = (t[:-1, None] + (t[1:] - t[:-1])[:, None] * np.array([1 / 3, 2 / 3])).ravel()
-    extra = np.concatenate([gaps, t[:1] / 2, (hi + t[-1:]) / 2])
-    extra = extra[(extra > 0) & (extra < hi)]
+    extra = tsd.interpolation_points(t, hi)
     risks, bounds = [], []
     for alpha in c.cons_alphas:
         clf = ts.InfiniteDepthClassifier(ts.consistent_dual(alpha, "polynomial")).fit(x, y)
-        r = task.risk(clf.predict, n_grid=c.cons_grid, extra_points=extra)
+        r = task.risk(clf.predict, n_grid=c.cons_grid, extra_points=extra, refine=30)
         risks.append(r.value)
         bounds.append(r.stderr)
     nn = KNeighborsClassifier(1).fit(x, y)
-    r = task.risk(nn.predict, n_grid=c.cons_grid, extra_points=extra)
+    r = task.risk(nn.predict, n_grid=c.cons_grid, extra_points=extra, refine=30)
     risks.append(r.value)
     bounds.append(r.stderr)
     return {"risk": np.array(risks), "bound": np.array(bounds)}

@@ -52,6 +52,7 @@ __all__ = [
     "DirichletTask",
     "NoisyLabelsTask",
     "ArcBumpTask",
+    "interpolation_points",
     "noisy_labels_task",
     "cover_hart_bound",
 ]
@@ -135,6 +136,36 @@ def _monte_carlo_risk(task, predict: Classifier, n: int, seed: int) -> Risk:
 
 
 # --------------------------------------------------------------------------- Dirichlet tasks
+
+
+def _quadrature_risk(predict, point_of, mass, hi: float, mids: np.ndarray, refine: int) -> Risk:
+    """Risk of ``predict`` on a 1-D task with coordinate t ∈ [0, hi].
+
+    ``predict`` is evaluated at the sorted points ``mids``; every pair of neighbours with
+    different labels brackets a change, which is then located by ``refine`` bisection steps
+    (all brackets at once). The prediction is taken as constant between the located changes
+    (each placed at its bracket's middle), and ``mass(a, b) -> (m0, m1)`` gives the exact
+    probability of (y = 0, t ∈ [a, b]) and (y = 1, t ∈ [a, b]). Returns Risk(value, bound),
+    bound = the mass of the final brackets and of the two end cells [0, mids₀], [mids₋₁, hi]:
+    exact when predict changes at most once between neighbouring evaluation points.
+    """
+    pred = _check_labels(predict(point_of(mids)), len(mids))
+    change = np.flatnonzero(pred[1:] != pred[:-1])
+    lo, up = mids[change].copy(), mids[change + 1].copy()
+    left = pred[change]
+    for _ in range(int(refine)):
+        if lo.size == 0:
+            break
+        mid = 0.5 * (lo + up)
+        same = _check_labels(predict(point_of(mid)), len(mid)) == left
+        lo, up = np.where(same, mid, lo), np.where(same, up, mid)
+    cuts = np.concatenate([[0.0], 0.5 * (lo + up), [hi]])
+    labels = np.concatenate([pred[:1], pred[change + 1]])
+    m0, m1 = mass(cuts[:-1], cuts[1:])
+    value = float(np.sum(np.where(labels == 0, m1, m0)))
+    b0, b1 = mass(lo, up)
+    e0, e1 = mass(np.array([0.0, mids[-1]]), np.array([mids[0], hi]))
+    return Risk(value, float(np.sum(b0 + b1) + np.sum(e0 + e1)))
 
 
 @dataclass(frozen=True)
@@ -352,7 +383,9 @@ class DirichletTask:
         cond = special.expit(-np.abs(self.log_posterior_odds(x)))
         return Risk(float(cond.mean()), float(cond.std(ddof=1) / math.sqrt(n)))
 
-    def risk(self, predict: Classifier, n_grid: int = 200_001, extra_points=None) -> Risk:
+    def risk(
+        self, predict: Classifier, n_grid: int = 200_001, extra_points=None, refine: int = 0
+    ) -> Risk:
         """Risk P(predict(x) ≠ y) of a classifier, by quadrature on the d = 2 task.
 
         The segment t = p[0] ∈ [0, 1] is cut into ``n_grid`` cells of width 1/n_grid; predict
@@ -373,6 +406,9 @@ class DirichletTask:
         more than once per grid cell, e.g. between consecutive training points of an
         interpolating classifier: the bound is then small even when the labels flip often.
 
+        ``refine`` > 0 locates every label change by that many bisection steps, which divides
+        the bound by about 2^refine (`_quadrature_risk`); refine = 0 is the cell rule above.
+
         For d > 2 there is no exact quadrature of a black-box classifier over the simplex:
         use `monte_carlo_risk`.
         """
@@ -387,27 +423,21 @@ class DirichletTask:
             raise ValueError(f"n_grid must be at least 2, got {n_grid}")
         law0, law1 = self._beta_laws()
         w0, w1 = self._weights
-        edges = np.linspace(0.0, 1.0, n_grid + 1)
-        mids = 0.5 * (edges[:-1] + edges[1:])
+        mids = (np.arange(n_grid) + 0.5) / n_grid
         if extra_points is not None:
             extra = np.asarray(extra_points, np.float64).ravel()
             if not np.all((extra > 0) & (extra < 1)):
                 raise ValueError("extra_points must lie in the open interval (0, 1)")
             mids = np.unique(np.concatenate([mids, extra]))
-            edges = np.concatenate([[0.0], 0.5 * (mids[1:] + mids[:-1]), [1.0]])
-            n_grid = len(mids)
-        pts = np.stack([mids, 1.0 - mids], axis=1)
-        x = pts / np.linalg.norm(pts, axis=1, keepdims=True)
-        pred = _check_labels(predict(x), n_grid)
-        m0 = w0 * np.diff(law0.cdf(edges))  # (n_grid,): P(y = 0, t in cell j)
-        m1 = w1 * np.diff(law1.cdf(edges))
-        value = float(np.sum(np.where(pred == 0, m1, m0)))
-        # mixture mass of [t_j, t_{j+1}] around each label change, and of the end half-cells
-        nodes = np.concatenate([[0.0], mids, [1.0]])
-        mix = w0 * np.diff(law0.cdf(nodes)) + w1 * np.diff(law1.cdf(nodes))  # (n_grid + 1,)
-        changes = np.flatnonzero(pred[1:] != pred[:-1]) + 1
-        bound = float(mix[0] + mix[-1] + mix[changes].sum())
-        return Risk(value, bound)
+
+        def point_of(t):
+            pts = np.stack([t, 1.0 - t], axis=1)
+            return pts / np.linalg.norm(pts, axis=1, keepdims=True)
+
+        def mass(a, b):
+            return w0 * (law0.cdf(b) - law0.cdf(a)), w1 * (law1.cdf(b) - law1.cdf(a))
+
+        return _quadrature_risk(predict, point_of, mass, 1.0, mids, refine)
 
     def monte_carlo_risk(self, predict: Classifier, n: int, seed: int) -> Risk:
         """Fraction of errors of ``predict`` on a fresh ``sample(n, seed)``, with its binomial
@@ -527,11 +557,12 @@ class ArcBumpTask:
         w = self.stop - self.start
         return Risk((w * (1 - self.high) + (math.pi / 2 - w) * self.low) / (math.pi / 2), 0.0)
 
-    def risk(self, predict: Classifier, n_grid: int = 200_001, extra_points=None) -> Risk:
-        """Exact risk up to the cells where the prediction changes, as `DirichletTask.risk`:
-        ``predict`` on the midpoints of ``n_grid`` equal θ-cells (plus ``extra_points``, angles
-        in (0, π/2)), each cell's mass of y = 1 and y = 0 exact; bound = mass of the
-        intervals between evaluation points around each label change and of the end cells."""
+    def risk(
+        self, predict: Classifier, n_grid: int = 200_001, extra_points=None, refine: int = 0
+    ) -> Risk:
+        """Exact risk up to the located label changes, as `DirichletTask.risk`: ``predict`` on
+        the midpoints of ``n_grid`` equal θ-cells (plus ``extra_points``, angles in (0, π/2)),
+        changes located by ``refine`` bisection steps, exact masses of y = 1 and y = 0."""
         n_grid = _check_count(n_grid, "n_grid")
         half = math.pi / 2
         mids = (np.arange(n_grid) + 0.5) * half / n_grid
@@ -540,21 +571,29 @@ class ArcBumpTask:
             if not np.all((extra > 0) & (extra < half)):
                 raise ValueError("extra_points must be angles in the open interval (0, π/2)")
             mids = np.unique(np.concatenate([mids, extra]))
-        edges = np.concatenate([[0.0], 0.5 * (mids[1:] + mids[:-1]), [half]])
-        pred = _check_labels(predict(np.stack([np.cos(mids), np.sin(mids)], 1)), len(mids))
 
-        def eta_mass(a, b):  # ∫ η dθ/(π/2) over [a, b], piecewise constant η
+        def point_of(theta):
+            return np.stack([np.cos(theta), np.sin(theta)], 1)
+
+        def mass(a, b):  # θ uniform on [0, π/2], η piecewise constant
             inside = np.clip(np.minimum(b, self.stop) - np.maximum(a, self.start), 0, None)
-            return (self.high * inside + self.low * (b - a - inside)) / half
+            m1 = (self.high * inside + self.low * (b - a - inside)) / half
+            return (b - a) / half - m1, m1
 
-        a, b = edges[:-1], edges[1:]
-        m1 = eta_mass(a, b)
-        m0 = (b - a) / half - m1
-        value = float(np.sum(np.where(pred == 0, m1, m0)))
-        nodes = np.concatenate([[0.0], mids, [half]])
-        mix = np.diff(nodes) / half
-        changes = np.flatnonzero(pred[1:] != pred[:-1]) + 1
-        return Risk(value, float(mix[0] + mix[-1] + mix[changes].sum()))
+        return _quadrature_risk(predict, point_of, mass, half, mids, refine)
+
+
+def interpolation_points(t, hi: float) -> np.ndarray:
+    """Extra evaluation points for the ``risk`` of a classifier that interpolates training
+    data at coordinates ``t`` (in (0, ``hi``)): the training coordinates themselves and the
+    midpoints between them. An interpolating rule predicts yⱼ at tⱼ, so an island it makes
+    around a mislabelled point (two label changes, possibly far closer together than any
+    grid cell) contains an evaluation point and its two changes are then bracketed and found
+    by the bisection of ``risk(..., refine=k)``."""
+    t = np.sort(np.asarray(t, np.float64).ravel())
+    if t.size == 0 or not np.all((t > 0) & (t < hi)):
+        raise ValueError(f"t must be non-empty and lie in (0, {hi})")
+    return np.unique(np.concatenate([t, 0.5 * (t[1:] + t[:-1])]))
 
 
 def noisy_labels_task(dim: int, flip: float) -> NoisyLabelsTask:
