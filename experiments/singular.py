@@ -194,6 +194,7 @@ def _taxonomy_curve(name: str, cfg: Config, seed: int) -> dict[str, np.ndarray]:
         f"sine α={m}, NTK → NW(α={m})": (sine, "ntk", "nw"),
         "erf → NW(α=0.89)": (ts.erf_dual(), "nngp", "nw"),
         "ReLU NTK → majority vote": (ts.relu_dual(), "ntk", "majority"),
+        "erf → NW with Φ (depth ∞)": (ts.erf_dual(), "nngp", "inf"),
     }
     dual, kernel, rule = reps[name]
     relu = name.startswith("ReLU")
@@ -206,6 +207,8 @@ def _taxonomy_curve(name: str, cfg: Config, seed: int) -> dict[str, np.ndarray]:
     onehot = np.eye(2)[y]
     if rule == "majority":
         target = np.full(n_test, np.argmax(np.bincount(y, minlength=2)))
+    elif rule == "inf":  # the exact limit: Nadaraya–Watson with the Koenigs kernel Φ
+        target = ts.InfiniteDepthClassifier(dual).fit(x_train, y).predict(x_test)
     elif rule == "1nn":
         target = KNeighborsClassifier(1).fit(x_train, y).predict(x_test)
     else:
@@ -363,6 +366,7 @@ TAX_REPS = (
     "sine α={m}, NTK → NW(α={m})",
     "erf → NW(α=0.89)",
     "ReLU NTK → majority vote",
+    "erf → NW with Φ (depth ∞)",
 )
 
 
