@@ -276,11 +276,11 @@ def _consistency(task_name: str, n: int, draw: int, cfg: Config) -> dict[str, np
     risks, bounds = [], []
     for alpha in c.cons_alphas:
         clf = ts.InfiniteDepthClassifier(ts.consistent_dual(alpha, "polynomial")).fit(x, y)
-        r = task.risk(clf.predict, n_grid=c.cons_grid, extra_points=extra, refine=30)
+        r = task.risk(clf.predict, n_grid=c.cons_grid, extra_points=extra, refine=14)
         risks.append(r.value)
         bounds.append(r.stderr)
     nn = KNeighborsClassifier(1).fit(x, y)
-    r = task.risk(nn.predict, n_grid=c.cons_grid, extra_points=extra, refine=30)
+    r = task.risk(nn.predict, n_grid=c.cons_grid, extra_points=extra, refine=14)
     risks.append(r.value)
     bounds.append(r.stderr)
     return {"risk": np.array(risks), "bound": np.array(bounds)}
