@@ -147,33 +147,38 @@ def _step(dual: Dual, eps, xi, near):
     return jnp.where(near_next, eps_next, 0.0), xi_next, near_next
 
 
-def _iterate_nngp(dual: Dual, eps, depth: int, ntk: bool):
-    xi = 1 - eps
-    near = eps < _SWITCH
-    k = xi
+def _run_layers(dual: Dual, state, steps: int, ntk: bool):
+    """``steps`` layers from state (ε, ξ, near, K): the NNGP by `_step`, and for the NTK
+    K ← φ̌(Σ) + K φ̌'(Σ)."""
 
-    def body(_, state):
-        eps, xi, near, k = state
+    def body(_, st):
+        eps, xi, near, k = st
         deriv = dual.derivative(xi) if ntk else None
         eps, xi_new, near = _step(dual, eps, xi, near)
         if ntk:
             k = xi_new + k * deriv
         return eps, xi_new, near, k
 
-    eps, xi, near, k = jax.lax.fori_loop(0, depth, body, (eps, xi, near, k))
-    return xi, k
+    return jax.lax.fori_loop(0, steps, body, state)
+
+
+def _initial_state(eps):
+    return eps, 1 - eps, eps < _SWITCH, 1 - eps
+
+
+def _ntk_diagonal(lam: float, depth: int) -> float:
+    """K⁽ᴸ⁾ on the diagonal (Σ = 1): Σ_{i=0}^{L} λⁱ."""
+    return depth + 1.0 if abs(lam - 1) < 1e-15 else (lam ** (depth + 1) - 1) / (lam - 1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _depth_kernel(dual, x1, x2, depth, ntk):
     eps = _half_sq_dist(x1, x2, 1.0)
     same = eps == 0
-    xi, k = _iterate_nngp(dual, eps, depth, ntk)
+    _, xi, _, k = _run_layers(dual, _initial_state(eps), depth, ntk)
     if not ntk:
         return jnp.where(same, 1.0, xi)
-    lam = dual.lam
-    diag = depth + 1.0 if abs(lam - 1) < 1e-15 else (lam ** (depth + 1) - 1) / (lam - 1)
-    return jnp.where(same, diag, k)
+    return jnp.where(same, _ntk_diagonal(dual.lam, depth), k)
 
 
 def nngp_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
@@ -201,17 +206,7 @@ def ntk_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
         return _finite_or_raise(out, "ntk_at_depth")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _advance(dual, state, steps, ntk):
-    def body(_, st):
-        eps, xi, near, k = st
-        deriv = dual.derivative(xi) if ntk else None
-        eps, xi_new, near = _step(dual, eps, xi, near)
-        if ntk:
-            k = xi_new + k * deriv
-        return eps, xi_new, near, k
-
-    return jax.lax.fori_loop(0, steps, body, state)
+_advance = jax.jit(_run_layers, static_argnums=(0, 2, 3))
 
 
 def kernels_at_depths(x1, x2, dual: Dual, depths, kernel: str = "nngp") -> np.ndarray:
@@ -232,18 +227,13 @@ def kernels_at_depths(x1, x2, dual: Dual, depths, kernel: str = "nngp") -> np.nd
     with jax.enable_x64(True):
         eps = _half_sq_dist(jnp.asarray(a), jnp.asarray(b), 1.0)
         same = np.asarray(eps == 0)
-        state = (eps, 1 - eps, eps < _SWITCH, 1 - eps)
+        state = _initial_state(eps)
         done = 0
         for i, depth in enumerate(depths):
             state = _advance(dual, state, depth - done, ntk)
             done = depth
             k = np.asarray(state[3] if ntk else state[1])
-            if ntk:
-                lam = dual.lam
-                diag = depth + 1.0 if abs(lam - 1) < 1e-15 else (lam ** (depth + 1) - 1) / (lam - 1)
-            else:
-                diag = 1.0
-            out[i] = np.where(same, diag, k)
+            out[i] = np.where(same, _ntk_diagonal(dual.lam, depth) if ntk else 1.0, k)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("kernels_at_depths: non-finite values (float64 overflow)")
     return out
