@@ -453,3 +453,16 @@ def test_depth_underflow_raises(dual, depth, small):
         clf.predict(x_new)
     # the limit itself is fine
     assert set(InfiniteDepthClassifier(dual).fit(x, y).predict(x_new)) <= {0, 1}
+
+
+def test_ill_conditioned_training_kernel_warns_naming_the_cause():
+    """Two training points 1e-9 apart make the depth-5 kernel singular to float64: the fit
+    says so (a LinAlgWarning naming X and near-duplicates), not scipy's bare rcond."""
+    import scipy.linalg
+
+    from theory.singular import InfiniteDepthClassifier, sine_dual
+
+    x = np.array([[1.0, 0.0, 0.0], [1.0, 1e-9, 0.0], [0.0, 1.0, 0.0]])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with pytest.warns(scipy.linalg.LinAlgWarning, match="X: the depth-5 training kernel"):
+        InfiniteDepthClassifier(sine_dual(3.0), depth=5).fit(x, [0, 1, 0])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -264,10 +265,20 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
         # and scale each test row by its own maximum: the argmax (and the normalised scores)
         # do not change under positive per-row factors.
         K = K / np.max(np.diag(K))
-        try:
-            self.coef_ = scipy.linalg.solve(K, self.onehot_, assume_a="pos")
-        except (np.linalg.LinAlgError, ValueError):
-            self.coef_ = scipy.linalg.solve(K, self.onehot_)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
+            try:
+                self.coef_ = scipy.linalg.solve(K, self.onehot_, assume_a="pos")
+            except (np.linalg.LinAlgError, ValueError):
+                self.coef_ = scipy.linalg.solve(K, self.onehot_)
+        if any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught):
+            warnings.warn(
+                f"X: the depth-{depth} training kernel is ill-conditioned (near-duplicate "
+                "points, or a depth at which distinct points' kernel rows coincide): the "
+                "interpolating coefficients are inaccurate; depth='inf' has no solve",
+                scipy.linalg.LinAlgWarning,
+                stacklevel=2,
+            )
         if not np.all(np.isfinite(self.coef_)):
             raise FloatingPointError("the training kernel could not be inverted (non-finite)")
         return self
