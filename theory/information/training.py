@@ -1,0 +1,216 @@
+r"""Training the information-plane network, many seeds at once, recording every layer.
+
+Shwartz-Ziv & Tishby (2017), §3: a fully connected 12-10-7-5-4-3-2 network with a softmax
+output, trained with cross-entropy on the 4096-input Tishby data set; the hidden activation is
+tanh in the original, ReLU in Saxe et al. (2018), and others in Chelombiev, Houghton & O'Donnell
+(2019). The layers' activations on **all 4096 inputs** are what the information plane needs,
+at log-spaced epochs (storing every epoch of 10⁴ would take gigabytes): `train` runs the
+epochs between two recording points as one `lax.scan`, calls ``record(epoch, layers)`` (e.g.
+the MI estimators of `theory.information`) on the layers at each recording point, and keeps
+only what ``record`` returns. Seeds run together under `jax.vmap`.
+
+Optimiser: optax's Adam (learning rate 4e-4 in the original), L2 by
+`optax.add_decayed_weights` on the weights only (λ‖W‖²/2 added to the loss ⇔ gradient + λW).
+Initialisation: W ~ truncated normal with standard deviation 1/√fan_in, b = 0 (the original
+code's `tf.truncated_normal(stddev=1/sqrt(fan_in))`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+LAYERS = (12, 10, 7, 5, 4, 3, 2)
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "elu": jax.nn.elu,
+    "softsign": jax.nn.soft_sign,
+    "softplus": jax.nn.softplus,
+    "centred_softplus": lambda z: jax.nn.softplus(z) - math.log(2.0),
+    "linear": lambda z: z,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the original study's defaults).
+
+    activation: hidden activation, a key of `ACTIVATIONS`; learning_rate: Adam's; batch_size:
+    minibatch size, or None for full batch; train_fraction: share of the 4096 inputs used for
+    training; split: 'random' (a fresh permutation per seed) or 'original' (the first rows,
+    unshuffled, as the original code does: train p(y = 1) ≈ 0.44, test ≈ 0.84); l2: weight of
+    λ‖W‖²/2 (0: none); layers: widths from input to output.
+    """
+
+    activation: str = "tanh"
+    learning_rate: float = 4e-4
+    batch_size: int | None = 256
+    train_fraction: float = 0.8
+    split: str = "random"
+    l2: float = 0.0
+    layers: tuple[int, ...] = LAYERS
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be a positive integer or None, got {self.batch_size!r}"
+            )
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must lie in (0, 1], got {self.train_fraction!r}")
+        if self.split not in ("random", "original"):
+            raise ValueError(f"split must be 'random' or 'original', got {self.split!r}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be a non-negative number, got {self.l2!r}")
+        if len(self.layers) < 2 or any(int(w) < 1 for w in self.layers):
+            raise ValueError(f"layers must be ≥ 2 positive widths, got {self.layers!r}")
+
+
+def init_params(key, layers: Sequence[int]) -> list[tuple[jax.Array, jax.Array]]:
+    """[(W, b)] with W ~ truncated normal (±2 s.d.) of s.d. 1/√fan_in, b = 0."""
+    params = []
+    for k, (fan_in, fan_out) in zip(
+        jax.random.split(key, len(layers) - 1), zip(layers, layers[1:])
+    ):
+        w = jax.random.truncated_normal(k, -2.0, 2.0, (fan_in, fan_out)) / math.sqrt(fan_in)
+        params.append((w, jnp.zeros((fan_out,))))
+    return params
+
+
+def forward(params, x, activation: str) -> list[jax.Array]:
+    """Every layer's output for inputs x: the hidden activations, then the softmax output."""
+    act = ACTIVATIONS[activation]
+    outs, h = [], x
+    for i, (w, b) in enumerate(params):
+        z = h @ w + b
+        h = jax.nn.softmax(z) if i == len(params) - 1 else act(z)
+        outs.append(h)
+    return outs
+
+
+def _loss(params, x, y, activation):
+    logits_in = x
+    for i, (w, b) in enumerate(params):
+        z = logits_in @ w + b
+        logits_in = z if i == len(params) - 1 else ACTIVATIONS[activation](z)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_in, y).mean()
+
+
+def split_indices(n: int, cfg: TrainConfig, key) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices: the first ⌊f n⌋ rows ('original') or a random permutation."""
+    n_train = int(round(cfg.train_fraction * n))
+    order = np.arange(n) if cfg.split == "original" else np.asarray(jax.random.permutation(key, n))
+    return order[:n_train], order[n_train:]
+
+
+def train(
+    cfg: TrainConfig,
+    x,
+    y,
+    seeds: Sequence[int],
+    record_epochs: Sequence[int],
+    record: Callable | None = None,
+) -> dict[str, np.ndarray]:
+    """Train one network per seed (vmapped) and record at the given epochs.
+
+    ``record(layers)`` gets the list of every layer's outputs on all inputs, each of shape
+    (n, width), for one seed, and returns a dict of arrays (default: the layers themselves,
+    ``layer0`` …); it is vmapped over seeds. Returns, for each recorded key, an array of shape
+    (len(seeds), len(record_epochs), ...), plus ``train_loss``/``train_acc``/``test_acc`` of
+    shape (seeds, epochs recorded). Epoch 0 is the initialisation.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"x must be (n, d) and y (n,), got {x.shape} and {y.shape}")
+    epochs = [int(e) for e in record_epochs]
+    if not epochs or epochs[0] < 0 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ValueError(f"record_epochs must be increasing non-negative integers, got {epochs}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must be non-empty")
+    if record is None:
+
+        def record(layers):
+            return {f"layer{i}": h for i, h in enumerate(layers)}
+
+    n = x.shape[0]
+    keys = [jax.random.PRNGKey(s) for s in seeds]
+    splits = [split_indices(n, cfg, jax.random.fold_in(k, 1)) for k in keys]
+    n_train = len(splits[0][0])
+    train_idx = jnp.asarray(np.stack([s[0] for s in splits]))
+    test_idx = jnp.asarray(np.stack([s[1] for s in splits]))
+    batch = n_train if cfg.batch_size is None else min(cfg.batch_size, n_train)
+    n_batches = n_train // batch  # the last partial batch is dropped, as with a fixed shape
+    opt = optax.adam(cfg.learning_rate)
+    if cfg.l2 > 0:
+        mask = [(True, False)] * (len(cfg.layers) - 1)
+        opt = optax.chain(optax.add_decayed_weights(cfg.l2, mask=mask), opt)
+
+    def one_epoch(state, key, tr):
+        params, opt_state = state
+        perm = tr[jax.random.permutation(key, n_train)][: n_batches * batch].reshape(
+            n_batches, batch
+        )
+
+        def step(carry, idx):
+            params, opt_state = carry
+            grads = jax.grad(_loss)(params, x[idx], y[idx], cfg.activation)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), perm)
+        return params, opt_state
+
+    def observe(params, tr, te):
+        layers = forward(params, x, cfg.activation)
+        pred = jnp.argmax(layers[-1], axis=1)
+        out = dict(record(layers))
+        out["train_loss"] = _loss(params, x[tr], y[tr], cfg.activation)
+        out["train_acc"] = jnp.mean(pred[tr] == y[tr])
+        out["test_acc"] = jnp.mean(pred[te] == y[te]) if te.shape[0] else jnp.nan
+        return out
+
+    @jax.jit
+    def run_segment(states, seg_keys, start, stop):
+        # epochs start … stop − 1 for every seed; a dynamic trip count: one compilation
+        def one(state, key, tr):
+            def body(epoch, carry):
+                return one_epoch(carry, jax.random.fold_in(key, epoch), tr)
+
+            return jax.lax.fori_loop(start, stop, body, state)
+
+        return jax.vmap(one)(states, seg_keys, train_idx)
+
+    def init(key):
+        params = init_params(jax.random.fold_in(key, 0), cfg.layers)
+        return params, opt.init(params)
+
+    states = jax.vmap(init)(jnp.stack(keys))
+    epoch_keys = jnp.stack([jax.random.fold_in(k, 2) for k in keys])
+    observe_v = jax.jit(jax.vmap(observe))
+    results: list[dict] = []
+    done = 0
+    for epoch in epochs:
+        if epoch > done:
+            states = run_segment(states, epoch_keys, done, epoch)
+            done = epoch
+        results.append(jax.device_get(observe_v(states[0], train_idx, test_idx)))
+    return {k: np.stack([r[k] for r in results], axis=1) for k in results[0]}
