@@ -2,6 +2,8 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -251,6 +253,19 @@ def test_epochs_axis_equals_per_epoch_results(data):
         assert batched.shape == (4, 3)
         for e in range(3):
             np.testing.assert_array_equal(batched[:, e], np.asarray(fn(small[e])))
+
+
+def test_estimators_run_inside_jit(data):
+    x, y = data
+    t = np.tanh(3 * x[:, :6] - 1.5 + 0.1 * x[:, 6:]).astype(np.float32)
+    for fn in (
+        lambda a: binned_mi(a, y, tishby_edges()),
+        lambda a: adaptive_binned_mi(a, y),
+        lambda a: kde_mi(a[:512], y[:512], 0.1),
+    ):
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(fn)(jnp.asarray(t))), np.asarray(fn(t)), rtol=0, atol=1e-9
+        )
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -24,7 +24,10 @@ has shape (N,) of non-negative integer labels.
   (Chelombiev et al. 2019).
 
 The results are float64 (computed inside ``jax.enable_x64``); counts are exact integers, so the
-binned entropies are exact to float64 rounding.
+binned entropies are exact to float64 rounding. The estimators can be called inside ``jax.jit``
+(e.g. in a training loop) with a traced ``t``; ``y`` and the settings (edges, ``n_bins``,
+``noise_var``, ``scale``) must then be concrete, and the NaN check on ``t`` is skipped because
+a traced value cannot be inspected.
 """
 
 import math
