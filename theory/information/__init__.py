@@ -9,7 +9,12 @@ how the layer clusters the inputs at the estimator's scale (binning width, KDE n
 - `data`: `tishby_dataset` (4096 12-bit inputs, icosahedron labels), `ANTIPODES`, `NEIGHBOURS`;
 - `estimators`: `binned_mi` with edge helpers `tishby_edges`, `fixed_width_edges`,
   `range_edges`; `adaptive_binned_mi` (EBAB); `kde_mi` (Kolchinsky–Tracey upper and
-  Bhattacharyya lower bounds, a `KDEMI`); `adaptive_kde_mi`.
+  Bhattacharyya lower bounds, a `KDEMI`); `adaptive_kde_mi`;
+- `training`: the 12-10-7-5-4-3-2 network trained with optax's Adam, seeds vmapped, every
+  layer on all 4096 inputs handed to a ``record`` hook (e.g. the estimators) at chosen epochs.
+
+Not yet built (issue 10, in progress): the information-plane experiment (`make
+fig-infoplane`) and its benchmark.
 """
 
 from theory.information.data import ANTIPODES, NEIGHBOURS, icosahedron_edges, tishby_dataset
@@ -23,11 +28,15 @@ from theory.information.estimators import (
     range_edges,
     tishby_edges,
 )
+from theory.information.training import ACTIVATIONS, LAYERS, TrainConfig, train
 
 __all__ = [
+    "ACTIVATIONS",
     "ANTIPODES",
     "KDEMI",
+    "LAYERS",
     "NEIGHBOURS",
+    "TrainConfig",
     "adaptive_binned_mi",
     "adaptive_kde_mi",
     "binned_mi",
@@ -37,4 +46,5 @@ __all__ = [
     "range_edges",
     "tishby_dataset",
     "tishby_edges",
+    "train",
 ]
