@@ -26,6 +26,7 @@ for the rest; each choice is stated in its config field.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -309,7 +310,7 @@ def _koenigs_profiles() -> dict[str, np.ndarray]:
     x2 = np.stack([np.cos(theta), np.sin(theta)], 1)
     ks = tsk.kernels_at_depths(x1, x2, dual, list(depths))[:, 0, :]
     eps_pts = np.asarray(tsk.half_sq_dist(x1, x2))[0]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # Σ ≤ 0 beyond ξ = 0: not drawn
         logk = np.log(ks) - depths[:, None] * math.log(dual.c)
     finite[:, sel] = logk + dual.alpha * np.log(np.sqrt(2 * eps_pts))[None, :]
     return {
@@ -430,13 +431,16 @@ def plot(results, cfg: Config) -> dict:
     names = [str(n) for n in results["tax_names"]]
     for i, name in enumerate(names):
         depths, agree = results[f"tax{i}_depths"], results[f"tax{i}_agree"]
-        mean = np.nanmean(np.where(np.isnan(agree), np.nan, agree), axis=0)
-        ok = ~np.all(np.isnan(agree), axis=0)
+        ok = ~np.all(np.isnan(agree), axis=0)  # depths past the float64 cut-off are NaN
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: not drawn
+            mean = np.nanmean(agree, axis=0)
+            low, high = np.nanmin(agree, 0), np.nanmax(agree, 0)
         line = ax.plot(depths[ok], mean[ok], marker="o", ms=2.5, label=name)[0]
         ax.fill_between(
             depths[ok],
-            np.nanmin(agree, 0)[ok],
-            np.nanmax(agree, 0)[ok],
+            low[ok],
+            high[ok],
             color=line.get_color(),
             alpha=0.15,
         )
@@ -627,7 +631,9 @@ def summary(results, cfg: Config) -> dict:
     out = {}
     for i, name in enumerate(results["tax_names"]):
         agree, depths = results[f"tax{i}_agree"], results[f"tax{i}_depths"]
-        mean = np.nanmean(agree, 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns past the cut-off
+            mean = np.nanmean(agree, 0)
         ok = np.flatnonzero(mean >= 0.99)
         out[f"taxonomy {name}: first depth with mean agreement ≥ 0.99"] = (
             int(depths[ok[0]]) if ok.size else None
