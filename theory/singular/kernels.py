@@ -181,29 +181,28 @@ def _depth_kernel(dual, x1, x2, depth, ntk):
     return jnp.where(same, _ntk_diagonal(dual.lam, depth), k)
 
 
+def _checked_depth_kernel(x1, x2, dual, depth, ntk: bool) -> jax.Array:
+    dual = as_dual(dual)
+    depth = _check_depth(depth)
+    a, b = _prepare(x1, x2)
+    with jax.enable_x64(True):
+        out = _depth_kernel(dual, jnp.asarray(a), jnp.asarray(b), depth, ntk)
+        return _finite_or_raise(out, "ntk_at_depth" if ntk else "nngp_at_depth")
+
+
 def nngp_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
     r"""Σ⁽ᴸ⁾(x1ᵢ, x2ⱼ) = φ̌^{∘L}(x1ᵢᵀx2ⱼ) for unit vectors, float64, shape (n1, n2).
 
     Iterated in hybrid coordinates (ε = 1 − ξ near 1, through `Dual.gap`), so entries close to
     the repelling fixed point 1 keep their digits; equal points give exactly 1. ``x2=None``
     means x1. Values below 1e-308 underflow to 0 (use `koenigs_kernel` for the limit)."""
-    dual = as_dual(dual)
-    depth = _check_depth(depth)
-    a, b = _prepare(x1, x2)
-    with jax.enable_x64(True):
-        out = _depth_kernel(dual, jnp.asarray(a), jnp.asarray(b), depth, False)
-        return _finite_or_raise(out, "nngp_at_depth")
+    return _checked_depth_kernel(x1, x2, dual, depth, ntk=False)
 
 
 def ntk_at_depth(x1, x2, dual: Dual, depth: int) -> jax.Array:
     r"""NTK K⁽ᴸ⁾ with K⁽ˡ⁾ = φ̌(Σ⁽ˡ⁻¹⁾) + K⁽ˡ⁻¹⁾ φ̌'(Σ⁽ˡ⁻¹⁾), K⁽⁰⁾ = ξ; equal points get the
     closed form Σ_{i=0}^{L} λⁱ = (λ^{L+1} − 1)/(λ − 1). float64, shape (n1, n2)."""
-    dual = as_dual(dual)
-    depth = _check_depth(depth)
-    a, b = _prepare(x1, x2)
-    with jax.enable_x64(True):
-        out = _depth_kernel(dual, jnp.asarray(a), jnp.asarray(b), depth, True)
-        return _finite_or_raise(out, "ntk_at_depth")
+    return _checked_depth_kernel(x1, x2, dual, depth, ntk=True)
 
 
 _advance = jax.jit(_run_layers, static_argnums=(0, 2, 3))
