@@ -65,6 +65,7 @@ fig-singular: $(STAMP)
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels
 	$(PY) -m benchmarks.singular
+	$(PY) -m benchmarks.information
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference
