@@ -249,26 +249,36 @@ def _koenigs_constants(dual: Dual):
     return c, lam, None, b2, b3
 
 
-def _descend(dual: Dual, eps, eta: float):
-    """Stages 1–3 of the module doc for ε ∈ [0, 2]: (sign, steps, ξ, zero) with
-    φ̌^{∘steps}(1 − ε) = sign·ξ (up to the stage-1 linearization) and |ξ| < η, zero = (ε = 0)."""
+def _fold_and_jump(dual: Dual, eps):
+    """The start shared by both Koenigs routes: fold ξ < 0 onto ξ > 0 for an odd dual
+    (Φ(ξ) = −Φ(−ξ)), mark ε = 0, and stage 1 of the module doc. Returns (sign, zero, e, m,
+    ln e'): e the folded ε (1 where ε = 0), m ≥ 0 the steps jumped, and ln e' the logarithm of
+    the ε after the jump (ln e when m = 0), where ψ(e') = λ^m ψ(e), ψ(ε) = ε + bε² + O(ε³),
+    b = φ̌''(1)/(2λ(λ − 1)), so e' = ψ' − bψ'² and ln e' = ln ψ' + log1p(−bψ')."""
     lam = dual.lam
     log_lam = math.log(lam)
     b1 = dual.curvature1 / (2 * lam * (lam - 1))
     sign = jnp.ones_like(eps)
-    if dual.parity == "odd":  # Φ(ξ) = −Φ(−ξ): fold ξ < 0 onto ξ > 0
+    if dual.parity == "odd":
         flip = eps > 1
         eps = jnp.where(flip, 2 - eps, eps)
         sign = jnp.where(flip, -1.0, 1.0)
     zero = eps == 0
     e = jnp.where(zero, 1.0, eps)
-
-    # stage 1: tiny ε, jump through the linearizer
+    log_e = jnp.log(e)
     tiny = e < _JUMP
-    log_psi = jnp.log(e) + jnp.log1p(b1 * e)
+    log_psi = log_e + jnp.log1p(b1 * e)
     m = jnp.where(tiny, jnp.ceil((math.log(_JUMP) - log_psi) / log_lam), 0.0)
-    psi = jnp.exp(log_psi + m * log_lam)
-    e = jnp.where(tiny, psi - b1 * psi * psi, e)
+    log_psi = log_psi + m * log_lam
+    log_jumped = log_psi + jnp.log1p(-b1 * jnp.exp(log_psi))
+    return sign, zero, e, m, jnp.where(tiny, log_jumped, log_e)
+
+
+def _descend(dual: Dual, eps, eta: float):
+    """Stages 1–3 of the module doc for ε ∈ [0, 2]: (sign, steps, ξ, zero) with
+    φ̌^{∘steps}(1 − ε) = sign·ξ (up to the stage-1 linearization) and |ξ| < η, zero = (ε = 0)."""
+    sign, zero, e, m, log_e = _fold_and_jump(dual, eps)
+    e = jnp.where(m > 0, jnp.exp(log_e), e)
 
     # stage 2: ε ← g(ε) while ε < 1/2. The step that leaves takes ξ = φ̌(1 − ε) from the last
     # ε < 1/2 (relative error ~1e-16·λ), not 1 − g(ε): that difference loses the digits of
@@ -352,13 +362,19 @@ def _lagrange4(table, start, step, x):
     n = table.shape[0]
     pos = (x - start) / step
     i0 = np.clip(np.floor(pos).astype(np.int64) - 1, 0, n - 4)
-    s = pos - i0  # position within the stencil, nodes at 0, 1, 2, 3
+    return _stencil(table, i0, pos - i0)
+
+
+def _stencil(table, i0, s):
+    """Σₖ wₖ(s) table[i0 + k], k = 0…3: the Lagrange weights of nodes 0, 1, 2, 3 at position s
+    (numpy or JAX arrays alike)."""
     f0, f1, f2, f3 = (table[i0 + k] for k in range(4))
-    w0 = -(s - 1) * (s - 2) * (s - 3) / 6
-    w1 = s * (s - 2) * (s - 3) / 2
-    w2 = -s * (s - 1) * (s - 3) / 2
-    w3 = s * (s - 1) * (s - 2) / 6
-    return w0 * f0 + w1 * f1 + w2 * f2 + w3 * f3
+    return (
+        -(s - 1) * (s - 2) * (s - 3) / 6 * f0
+        + s * (s - 2) * (s - 3) / 2 * f1
+        - s * (s - 1) * (s - 3) / 2 * f2
+        + s * (s - 1) * (s - 2) / 6 * f3
+    )
 
 
 def _refined_table(f, lo: float, hi: float, n: int, tol: float, n_max: int, pad_lo: int = 3):
@@ -421,37 +437,13 @@ def _log_koenigs_tabulated(dual: Dual, eps, tables):
     (ua, hu, H), (lo, hx, P) = tables
     n_a, n_b = H.shape[0], P.shape[0]
     table = jnp.concatenate([H, P])
-    c, lam = dual.c, dual.lam
-    log_lam = math.log(lam)
-    b1 = dual.curvature1 / (2 * lam * (lam - 1))
-    sign = jnp.ones_like(eps)
-    if dual.parity == "odd":
-        flip = eps > 1
-        eps = jnp.where(flip, 2 - eps, eps)
-        sign = jnp.where(flip, -1.0, 1.0)
-    zero = eps == 0
-    e = jnp.where(zero, 1.0, eps)
-    u = jnp.log(e)
-    # stage 1 for ε < 1e-8: ln ψ = u + bε (+O(1e-16)), m steps, then u' = ln ψ' − bψ'
-    tiny = e < _JUMP
-    log_psi = u + b1 * e
-    m = jnp.where(tiny, jnp.ceil((math.log(_JUMP) - log_psi) / log_lam), 0.0)
-    log_psi = log_psi + m * log_lam
-    u = jnp.where(tiny, log_psi - b1 * jnp.exp(log_psi), u)
+    sign, zero, e, m, u = _fold_and_jump(dual, eps)
     near = e < _SWITCH
     pos = jnp.where(near, (u - ua) / hu, (1 - e - lo) / hx)
     i0 = jnp.floor(pos).astype(jnp.int32) - 1
     i0 = jnp.where(near, jnp.clip(i0, 0, n_a - 4), jnp.clip(i0, 0, n_b - 4))
-    s = pos - i0
-    i0 = i0 + jnp.where(near, 0, n_a)
-    f0, f1, f2, f3 = (table[i0 + k] for k in range(4))
-    val = (
-        -(s - 1) * (s - 2) * (s - 3) / 6 * f0
-        + s * (s - 2) * (s - 3) / 2 * f1
-        - s * (s - 1) * (s - 3) / 2 * f2
-        + s * (s - 1) * (s - 2) / 6 * f3
-    )
-    log_near = val - dual.alpha / 2 * u - m * math.log(c)
+    val = _stencil(table, i0 + jnp.where(near, 0, n_a), pos - i0)
+    log_near = val - dual.alpha / 2 * u - m * math.log(dual.c)
     log_abs = jnp.where(near, log_near, jnp.log(jnp.abs(val)))
     sign = jnp.where(near | zero, sign, sign * jnp.sign(val))
     return sign, jnp.where(zero, jnp.inf, log_abs)
