@@ -76,22 +76,22 @@ def _proba(scores: np.ndarray) -> np.ndarray:
 class _KernelVoteClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict plumbing: subclasses implement ``_scores(X) -> (n, n_classes)``."""
 
-    _on_sphere = True
+    _on_sphere = True  # False: any points of ℝᵈ, on the sphere only when normalize=True
+
+    def _points(self, X):
+        return _sphere(X, self.normalize, "X") if self._on_sphere or self.normalize else X
 
     def _validate_train(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=1)
         check_classification_targets(y)
         self.classes_, yi = np.unique(y, return_inverse=True)
-        if self._on_sphere:
-            X = _sphere(X, self.normalize, "X")
-        self.X_fit_ = X
+        self.X_fit_ = X = self._points(X)
         self.onehot_ = np.eye(len(self.classes_))[yi]
         return X
 
     def _validate_test(self, X):
         check_is_fitted(self, "X_fit_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return _sphere(X, self.normalize, "X") if self._on_sphere else X
+        return self._points(validate_data(self, X, dtype=np.float64, reset=False))
 
     def decision_function_scores(self, X) -> np.ndarray:
         """The (n, n_classes) class scores whose argmax is the prediction."""
@@ -135,20 +135,9 @@ class SingularKernelClassifier(_KernelVoteClassifier):
     def _fit(self, X, y, a):
         if isinstance(a, bool) or not (isinstance(a, numbers.Real) and math.isfinite(a) and a > 0):
             raise ValueError(f"alpha must be a positive finite number, got {a!r}")
-        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=1)
-        check_classification_targets(y)
-        self.classes_, yi = np.unique(y, return_inverse=True)
-        if self.normalize:
-            X = _sphere(X, True, "X")
-        self.X_fit_ = X
-        self.onehot_ = np.eye(len(self.classes_))[yi]
+        self._validate_train(X, y)
         self.alpha_ = float(a)
         return self
-
-    def _validate_test(self, X):
-        check_is_fitted(self, "X_fit_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return _sphere(X, True, "X") if self.normalize else X
 
     def _scores(self, X):
         with jax.enable_x64(True):
