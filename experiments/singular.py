@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 from sklearn.dummy import DummyClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -38,6 +39,7 @@ from experiments._common import ConfigBase, Interval, Positive, progress, pyplot
 from theory import singular as ts
 from theory.singular import data as tsd
 from theory.singular import kernels as tsk
+from theory.singular.classifiers import interpolation_coefficients, interpolation_scores
 
 NAME = "singular"
 
@@ -162,20 +164,15 @@ def _paper_duals() -> dict[str, ts.Dual]:
 
 
 def _kernel_regression(k_all: np.ndarray, n_train: int, onehot: np.ndarray) -> np.ndarray | None:
-    """argmax of K(test, X) K(X, X)⁻¹ Y; None when a test row underflowed to all zeros."""
-    k_train = k_all[:n_train]
-    k_test = k_all[n_train:]
-    if np.any(np.all(k_test == 0, axis=1)):
-        return None
-    # scaled as in InfiniteDepthClassifier: K/max diag, each test row by its maximum (the
-    # NTK's λ^L diagonal against c^L test entries would underflow the product)
+    """argmax of K(test, X) K(X, X)⁻¹ Y, solved and scaled as `InfiniteDepthClassifier` does;
+    None when the kernel has left float64 (a test row underflowed to zeros, or K singular)."""
     try:
-        coef = np.linalg.solve(k_train / np.max(np.diag(k_train)), onehot)
-    except np.linalg.LinAlgError:
+        with warnings.catch_warnings():  # ill-conditioning at large depth: the curve shows it
+            warnings.simplefilter("ignore", LinAlgWarning)
+            coef = interpolation_coefficients(k_all[:n_train], onehot, "L")
+        return np.argmax(interpolation_scores(k_all[n_train:], coef, "L"), axis=1)
+    except (FloatingPointError, np.linalg.LinAlgError):
         return None
-    if not np.all(np.isfinite(coef)):
-        return None
-    return np.argmax((k_test / np.max(np.abs(k_test), axis=1, keepdims=True)) @ coef, axis=1)
 
 
 def _nw_power(x_test, x_train, onehot, alpha):

@@ -73,6 +73,45 @@ def _proba(scores: np.ndarray) -> np.ndarray:
     return np.where(total > 0, pos / np.where(total > 0, total, 1), 1.0 / k)
 
 
+def interpolation_coefficients(K: np.ndarray, onehot: np.ndarray, depth) -> np.ndarray:
+    """A = (K/max diag K)⁻¹ Y for the interpolating kernel regression f(x) = K(x, X)K⁻¹Y.
+
+    The NTK's diagonal grows like λ^L while test entries shrink like c^L: K(x, X)K⁻¹Y
+    underflows (1e-170 · 1e-170) long before either factor does. So the solve uses K/max diag
+    and `interpolation_scores` scales each test row by its own maximum: the argmax (and the
+    normalised scores) do not change under positive per-row factors. An ill-conditioned K
+    warns naming the cause; a non-finite A raises FloatingPointError."""
+    K = K / np.max(np.diag(K))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
+        try:
+            coef = scipy.linalg.solve(K, onehot, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):
+            coef = scipy.linalg.solve(K, onehot)
+    if any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught):
+        warnings.warn(
+            f"X: the depth-{depth} training kernel is ill-conditioned (near-duplicate "
+            "points, or a depth at which distinct points' kernel rows coincide): the "
+            "interpolating coefficients are inaccurate; depth='inf' has no solve",
+            scipy.linalg.LinAlgWarning,
+            stacklevel=3,
+        )
+    if not np.all(np.isfinite(coef)):
+        raise FloatingPointError("the training kernel could not be inverted (non-finite)")
+    return coef
+
+
+def interpolation_scores(k: np.ndarray, coef: np.ndarray, depth) -> np.ndarray:
+    """Class scores (k/rowmax|k|) A of test rows k = K(x, X), with A from
+    `interpolation_coefficients`; FloatingPointError if a row underflowed to all zeros."""
+    if np.any(np.all(k == 0, axis=1)):
+        raise FloatingPointError(
+            f"the depth-{depth} kernel underflows to 0 for some test points (c^L below "
+            "1e-308): use a smaller depth or depth='inf'"
+        )
+    return (k / np.max(np.abs(k), axis=1, keepdims=True)) @ coef
+
+
 class _KernelVoteClassifier(ClassifierMixin, BaseEstimator):
     """Shared fit/predict plumbing: subclasses implement ``_scores(X) -> (n, n_classes)``."""
 
@@ -248,28 +287,9 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
                 f"depth-{depth} kernel matrix is singular; remove them or use depth='inf'"
             )
         fn = sk.ntk_at_depth if self.kernel == "ntk" else sk.nngp_at_depth
-        K = np.asarray(fn(X, None, self.dual, depth))
-        # The NTK's diagonal grows like λ^L while test entries shrink like c^L: K(x, X)K⁻¹Y
-        # underflows (1e-170 · 1e-170) long before either factor does. Solve with K/max diag
-        # and scale each test row by its own maximum: the argmax (and the normalised scores)
-        # do not change under positive per-row factors.
-        K = K / np.max(np.diag(K))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-            try:
-                self.coef_ = scipy.linalg.solve(K, self.onehot_, assume_a="pos")
-            except (np.linalg.LinAlgError, ValueError):
-                self.coef_ = scipy.linalg.solve(K, self.onehot_)
-        if any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught):
-            warnings.warn(
-                f"X: the depth-{depth} training kernel is ill-conditioned (near-duplicate "
-                "points, or a depth at which distinct points' kernel rows coincide): the "
-                "interpolating coefficients are inaccurate; depth='inf' has no solve",
-                scipy.linalg.LinAlgWarning,
-                stacklevel=2,
-            )
-        if not np.all(np.isfinite(self.coef_)):
-            raise FloatingPointError("the training kernel could not be inverted (non-finite)")
+        self.coef_ = interpolation_coefficients(
+            np.asarray(fn(X, None, self.dual, depth)), self.onehot_, depth
+        )
         return self
 
     def _scores(self, X):
@@ -277,12 +297,7 @@ class InfiniteDepthClassifier(_KernelVoteClassifier):
         if depth != "inf":
             fn = sk.ntk_at_depth if self.kernel == "ntk" else sk.nngp_at_depth
             k = np.asarray(fn(X, self.X_fit_, self.dual, depth))
-            if np.any(np.all(k == 0, axis=1)):
-                raise FloatingPointError(
-                    f"the depth-{depth} kernel underflows to 0 for some test points (c^L below "
-                    "1e-308): use a smaller depth or depth='inf'"
-                )
-            return (k / np.max(np.abs(k), axis=1, keepdims=True)) @ self.coef_
+            return interpolation_scores(k, self.coef_, depth)
         if self.kind_ == "majority_vote":
             # f_L interpolates at every depth, so a training point keeps its label in the limit
             with jax.enable_x64(True):
