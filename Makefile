@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane bench lint clean
 
 setup: $(STAMP)
 
@@ -51,7 +51,7 @@ test-slow: $(STAMP) $(REF_STAMP)
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
-figs: fig-ntk fig-ibc fig-singular
+figs: fig-ntk fig-ibc fig-singular fig-infoplane
 
 fig-ntk: $(STAMP)
 	$(PY) -m experiments.ntk $(FIG_ARGS)
@@ -61,6 +61,9 @@ fig-ibc: $(STAMP)
 
 fig-singular: $(STAMP)
 	$(PY) -m experiments.singular $(FIG_ARGS)
+
+fig-infoplane: $(STAMP)
+	$(PY) -m experiments.infoplane $(FIG_ARGS)
 
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels

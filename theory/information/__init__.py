@@ -13,8 +13,8 @@ how the layer clusters the inputs at the estimator's scale (binning width, KDE n
 - `training`: the 12-10-7-5-4-3-2 network trained with optax's Adam, seeds vmapped, every
   layer on all 4096 inputs handed to a ``record`` hook (e.g. the estimators) at chosen epochs.
 
-Not yet built (issue 10, in progress): the information-plane experiment (`make
-fig-infoplane`) and its benchmark.
+The experiment `experiments.infoplane` (``make fig-infoplane``) reproduces the three papers'
+figures with these pieces; `benchmarks.information` (in ``make bench``) times the estimators.
 """
 
 from theory.information.data import ANTIPODES, NEIGHBOURS, icosahedron_edges, tishby_dataset
