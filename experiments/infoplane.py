@@ -7,28 +7,31 @@ only the estimates are kept. Figures (paper_figs/infoplane_*.png/.pdf):
 
 - infoplane_tishby: tanh, 30 bin edges on [−1, 1] (the original binning): the information
   plane averaged over seeds, points coloured by epoch, same-epoch points of the six layers
-  joined; beside it I(X;T) and I(T;Y) of each layer against epoch — the fitting phase (both
-  rise) and the compression phase (I(X;T) falls) of Shwartz-Ziv & Tishby's figure 3;
+  joined; every network at three epochs (the paper's figure 2); I(X;T) and I(T;Y) of each
+  layer against epoch, where the fitting phase (both rise) and the compression phase (I(X;T)
+  of the last layers falls) can be read off;
 - infoplane_saxe: tanh against ReLU, with fixed-width binning (0.07, unbounded: Saxe et al.'s
-  code) and with the KDE upper bound (noise variance 0.1): the ReLU layers do not compress;
-- infoplane_chelombiev: EBAB (30 adaptive bins) and adaptive KDE (σ² = 0.1·max|T|²) for six
-  activations, averaged over seeds;
+  code) and with the KDE upper bound (noise variance 0.1, the issue's value);
+- infoplane_chelombiev: EBAB (30 adaptive bins) and adaptive KDE (σ² = 0.1·max|T|², our
+  choice of constant: the paper's was not available) for six activations;
 - infoplane_compression: the compression of every layer (peak I(X;T) minus final, EBAB) for
-  every network, by activation, without and with L2; the compression of the last layers
-  against the generalisation gap (train minus test accuracy), and its rank correlation for
-  every layer.
+  every network, by activation, without and with L2; the compression of the output layer
+  against test accuracy, and the rank correlation of every layer's compression with test
+  accuracy and with minus the generalisation gap (train − test accuracy).
 
-The caveat every caption repeats: a deterministic layer of a network fed 4096 distinct inputs is
-almost surely injective, so the true I(X;T) is 12 bits and I(T;Y) = H(Y) ≈ 0.999 bits at every
-epoch. What the estimators measure is how the layer clusters the inputs at the estimator's
-scale (the bin width, the KDE noise): geometric compression, not a change of information.
+The caveat every figure repeats: a deterministic layer fed 4096 distinct inputs is almost surely
+injective, so the true I(X;T) is 12 bits and I(T;Y) = H(Y) ≈ 0.999 bits at every epoch. What the
+estimators measure is how the layer clusters the inputs at the estimator's scale (the bin width,
+the KDE noise): geometric compression, not a change of information.
 
 Settings (each in its config field): Adam with learning rate 4e-4 (all three codes), minibatches
 of 256 (Saxe et al.'s and Chelombiev et al.'s code; the original code's is 512), 8000 epochs (the
 original code's and Chelombiev et al.'s; Saxe et al.'s 10,000), a random 80 % training split per
 seed (the original code's split, the first 80 % of the rows unshuffled, is `--split original`),
-weights ~ truncated normal with s.d. 1/√fan_in. The papers average 50 networks; the default here
-is 8 per configuration (the seeds' spread is drawn).
+weights ~ truncated normal with s.d. 1/√fan_in (the original code's, for every activation).
+Shwartz-Ziv & Tishby and Saxe et al. average 50 networks; the default here is 8 per
+configuration (the spread over seeds is drawn). Networks that stay at chance are left out of
+means and correlations (`FIT_ACCURACY`), and the titles count them.
 
     python -m experiments.infoplane [--quick] [--flags]   (--help lists them)
 """
@@ -307,8 +310,8 @@ def _correlations(results, cfg: Config):
 # ------------------------------------------------------------------------ plots
 
 CAVEAT = (
-    "A deterministic layer fed 4096 distinct inputs is injective: the true I(X;T) is 12 bits at "
-    "every epoch; the estimates measure clustering at the estimator's scale."
+    "A deterministic layer fed 4096 distinct inputs is almost surely injective: the true I(X;T) "
+    "is then 12 bits at every epoch; the estimates measure clustering at the estimator's scale."
 )
 
 
@@ -404,14 +407,20 @@ def plot(results, cfg: Config) -> dict:
     _snapshots(axes[0, 1], mi, epochs, show)
     axes[0, 1].set_title("every network at three epochs (colour: layer)")
     _vs_epoch(axes[1, 0], mi, epochs, 0, "I(X;T) (bits)")
-    peak = epochs[np.argmax(mi.mean(0)[:, :, 0], axis=0)]
-    axes[1, 0].set_title("I(X;T) rises (fitting), then the last layers' falls (compression)")
+    mean = mi.mean(0)[:, :, 0]
+    moving = [j for j in range(mean.shape[1]) if np.ptp(mean[:, j]) > 0.5]
+    peak = epochs[np.argmax(mean, axis=0)]
+    drop = mean.max(0) - mean[-1]
+    axes[1, 0].set_title("I(X;T) of each layer (line: mean; band: range over networks)")
     axes[1, 0].legend(fontsize=7, ncol=2)
     _vs_epoch(axes[1, 1], mi, epochs, 1, "I(T;Y) (bits)")
     axes[1, 1].set_title("I(T;Y) (line: mean; band: range over networks)")
     fig.suptitle(
-        "Shwartz-Ziv & Tishby's information plane; mean I(X;T) peaks at epoch "
-        + ", ".join(f"{n}: {p}" for n, p in zip(LAYER_NAMES, peak))
+        "Shwartz-Ziv & Tishby's information plane. Layers whose mean I(X;T) moves by > 0.5 bit: "
+        + ", ".join(
+            f"{LAYER_NAMES[j]} peaks at epoch {peak[j]}, then falls {drop[j]:.1f} bits"
+            for j in moving
+        )
         + "\n"
         + CAVEAT,
         fontsize=9,
@@ -433,26 +442,42 @@ def plot(results, cfg: Config) -> dict:
                 title=f"{ACT_LABEL[act]}: {label} ({_count(results, act, est)})",
             )
     _colorbar(fig, sc, axes)
+    hidden = slice(0, len(LAYER_NAMES) - 1)
+    most = {
+        (act, est): compression(select(results, act, est))[:, hidden].mean(0).max()
+        for act in ("tanh", "relu")
+        for est in ("fixed", "kde")
+    }
     fig.suptitle(
-        "Saxe et al.: the tanh layers compress, the ReLU layers do not (the softmax output "
-        "Ŷ saturates in both)\n" + CAVEAT,
+        "Saxe et al.: largest mean compression of a hidden layer (peak − final I(X;T)): tanh "
+        f"{most['tanh', 'fixed']:.1f} bits (bins), {most['tanh', 'kde']:.1f} (KDE); ReLU "
+        f"{most['relu', 'fixed']:.1f} (bins), {most['relu', 'kde']:.1f} (KDE)\n" + CAVEAT,
         fontsize=9,
     )
     figs["infoplane_saxe"] = fig
 
     # --- Chelombiev et al.: planes
     acts = cfg.comparison.activations
+    n_cols = min(3, len(acts))
+    n_rows = -(-len(acts) // n_cols)
     fig, axes = plt.subplots(
-        2, len(acts), figsize=(3.3 * len(acts) + 1, 6.8), layout="constrained", squeeze=False
+        2 * n_rows,
+        n_cols,
+        figsize=(4.3 * n_cols + 1, 3.9 * 2 * n_rows),
+        layout="constrained",
+        squeeze=False,
     )
     for j, act in enumerate(acts):
         for i, (est, label) in enumerate((("ebab", "EBAB"), ("akde", "adaptive KDE"))):
             sc = _plane(
-                axes[i, j],
+                axes[i * n_rows + j // n_cols, j % n_cols],
                 select(results, act, est),
                 epochs,
                 title=f"{ACT_LABEL[act]}: {label}\n({_count(results, act, est)})",
             )
+    for k in range(len(acts), n_rows * n_cols):  # unused cells of an incomplete last row
+        for i in range(2):
+            axes[i * n_rows + k // n_cols, k % n_cols].set_visible(False)
     _colorbar(fig, sc, axes)
     fig.suptitle(
         f"Chelombiev et al.: adaptive estimators ({cfg.estimators.ebab_bins} EBAB bins; "
@@ -531,7 +556,8 @@ def plot(results, cfg: Config) -> dict:
     ax.set_title(f"all {len(acc)} networks that fit; *: p < 0.05")
     fig.suptitle(
         "Chelombiev et al.: compression by activation, with and without L2, over "
-        "initialisations; compression against the generalisation gap\n" + CAVEAT,
+        "initialisations; compression against generalisation (test accuracy, and minus the "
+        "train − test gap), pooled over activations and L2\n" + CAVEAT,
         fontsize=9,
     )
     figs["infoplane_compression"] = fig
