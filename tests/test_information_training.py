@@ -90,3 +90,11 @@ def test_bad_settings_name_the_argument():
         train(TrainConfig(), X, Y, seeds=[0], record_epochs=[5, 3])
     with pytest.raises(ValueError, match="y"):
         train(TrainConfig(), X, Y[:10], seeds=[0], record_epochs=[1])
+
+
+def test_divergence_is_an_error_not_a_nan():
+    """Finite inputs of 3e38 overflow float32 in the first layer (±inf, then inf − inf = NaN
+    further on): the non-finite loss is a clear error, not NaNs in the results."""
+    cfg = TrainConfig(activation="linear", batch_size=None)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train(cfg, X * np.float32(3e38), Y, seeds=[0], record_epochs=[0, 1])

@@ -209,7 +209,7 @@ def train(
     every epoch's minibatch order from numpy's ``default_rng([s, 1])`` and ``default_rng([s,
     2])`` (one fresh permutation of the training rows per epoch; the last partial batch is
     dropped). A run is the same whatever ``record_epochs`` and whichever other seeds run
-    beside it.
+    beside it. A non-finite training loss at a recording point raises FloatingPointError.
     """
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
@@ -250,5 +250,12 @@ def train(
             count = min(CHUNK, epoch - done)
             states = run_chunk(states, x, y, orders(count), count)
             done += count
-        results.append(jax.device_get(observe(states[0], x, y, jnp.asarray(train_idx), test_idx)))
+        out = jax.device_get(observe(states[0], x, y, jnp.asarray(train_idx), test_idx))
+        bad = ~np.isfinite(out["train_loss"])
+        if bad.any():
+            raise FloatingPointError(
+                f"training diverged: non-finite loss at epoch {epoch} for seeds "
+                f"{[s for s, b in zip(seeds, bad) if b]} (lower learning_rate?)"
+            )
+        results.append(out)
     return {k: np.stack([r[k] for r in results], axis=1) for k in results[0]}
