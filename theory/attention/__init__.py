@@ -1,0 +1,49 @@
+"""Attention: exact softmax and tensor attention and their fast approximations.
+
+Alman & Song (ICLR 2024, "How to capture higher-order correlations? Generalizing matrix softmax
+attention to Kronecker computation") define tensor attention D⁻¹ exp(Q (K1 ⊘ K2)ᵀ/d) (V1 ⊘ V2)
+and show an n^(1+o(1)) algorithm (the polynomial method) when every entry is bounded by
+B = o((log n)^(1/3)), while for B = Ω((log n)^(1/3)) nothing beats n^(3−o(1)) under SETH.
+
+- `exact`: `softmax_attention`, `tensor_attention` (naive, or blocked with an online softmax:
+  memory O(block² · n), never the n × n² matrix; differentiable);
+- `poly`: `poly_attention`, `poly_tensor_attention`, `poly_multi_attention` (order t) by
+  explicit monomial feature maps of rank C(d + g, g); `degree_for(B, ε)` from a certified
+  bound; `exp_polynomial`, `monomial_features`, `rank`, `roundoff_floor`; `multi_attention`
+  (exact order t, naive).
+
+Scale: s = 1/d by default everywhere (the paper's exp(QKᵀ/d)); `jax.nn.dot_product_attention`
+defaults to 1/√d.
+"""
+
+from theory.attention.exact import softmax_attention, tensor_attention, tensor_attention_flops
+from theory.attention.poly import (
+    ExpPoly,
+    PolyInfo,
+    degree_for,
+    exp_polynomial,
+    monomial_features,
+    multi_attention,
+    poly_attention,
+    poly_multi_attention,
+    poly_tensor_attention,
+    rank,
+    roundoff_floor,
+)
+
+__all__ = [
+    "ExpPoly",
+    "PolyInfo",
+    "degree_for",
+    "exp_polynomial",
+    "monomial_features",
+    "multi_attention",
+    "poly_attention",
+    "poly_multi_attention",
+    "poly_tensor_attention",
+    "rank",
+    "roundoff_floor",
+    "softmax_attention",
+    "tensor_attention",
+    "tensor_attention_flops",
+]

@@ -1,0 +1,262 @@
+r"""Exact softmax and tensor attention, naive and blocked (streaming, online softmax).
+
+Matrix (softmax) attention, with scale s (default 1/d, the convention of Alman & Song):
+
+    Att(Q, K, V) = D⁻¹ A V,    A = exp(s Q Kᵀ) ∈ R^(n × m),   D = diag(A 1).
+
+Tensor attention (Alman & Song, "How to capture higher-order correlations? Generalizing matrix
+softmax attention to Kronecker computation", ICLR 2024): with the column-wise Kronecker
+(Khatri–Rao) product ⊘, row j1 + m·j2 of K1 ⊘ K2 being K1[j1] ∘ K2[j2],
+
+    Att(Q, K1, K2, V1, V2) = D⁻¹ A (V1 ⊘ V2),   A = exp(s Q (K1 ⊘ K2)ᵀ) ∈ R^(n × m²),
+
+i.e. out[i] = Σ_{j1,j2} exp(s Σ_l q_il k1_j1l k2_j2l) v1[j1] ∘ v2[j2] / Σ_{j1,j2} exp(…).
+The straightforward algorithm costs n·m²·d; this module never forms more than a block.
+
+Naive versions materialise the scores (n × m, or n × m × m); the blocked versions stream over
+key blocks with an online softmax (running max, running normaliser, running numerator:
+Milakov & Gimelshein 2018; FlashAttention), so memory is O(block_q · block_k · m) for the tensor
+case (the full second key set per block) and O(block_q · block_k) for the matrix case. Every
+function is differentiable with `jax.grad`; the blocked ones recompute each block in the
+backward pass (`jax.checkpoint`), keeping that memory bound. ``block=None`` picks the naive
+version at small sizes and the blocked one above.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+# Above these sizes block=None streams: n·m scores (matrix), n·m² scores (tensor).
+NAIVE_MAX_SCORES = 1 << 22
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _as_float(name: str, a) -> jax.Array:
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (tokens, features), got shape {a.shape}")
+    if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
+        raise ValueError(f"{name} contains non-finite values")
+    return a
+
+
+def _scale(scale, d: int) -> float:
+    if scale is None:
+        return 1.0 / d
+    s = float(scale)
+    if not math.isfinite(s):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    return s
+
+
+def _check_block(block) -> int | None:
+    if block is None:
+        return None
+    if isinstance(block, bool) or int(block) != block or block < 1:
+        raise ValueError(f"block must be a positive integer or None, got {block!r}")
+    return int(block)
+
+
+def check_matrix(q, k, v):
+    """Validated (q, k, v): q (n, d), k (m, d), v (m, d_v), finite, one float dtype."""
+    q, k, v = _as_float("q", q), _as_float("k", k), _as_float("v", v)
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"q and k must have the same width d, got {q.shape} and {k.shape}")
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(f"k and v must have the same length m, got {k.shape} and {v.shape}")
+    if k.shape[0] < 1:
+        raise ValueError("k must hold at least one key")
+    dtype = jnp.result_type(q, k, v)
+    return q.astype(dtype), k.astype(dtype), v.astype(dtype)
+
+
+def check_tensor(q, k1, k2, v1, v2):
+    """Validated (q, k1, k2, v1, v2): widths d equal, k1/v1 and k2/v2 of equal lengths."""
+    q, k1, k2 = _as_float("q", q), _as_float("k1", k1), _as_float("k2", k2)
+    v1, v2 = _as_float("v1", v1), _as_float("v2", v2)
+    for name, a in (("k1", k1), ("k2", k2)):
+        if a.shape[1] != q.shape[1]:
+            raise ValueError(f"q and {name} must have the same width d, got {q.shape}, {a.shape}")
+    if v1.shape[0] != k1.shape[0] or v2.shape[0] != k2.shape[0]:
+        raise ValueError(
+            f"k1/v1 and k2/v2 must have equal lengths, got {k1.shape}/{v1.shape} and "
+            f"{k2.shape}/{v2.shape}"
+        )
+    if v1.shape[1] != v2.shape[1]:
+        raise ValueError(f"v1 and v2 must have the same width, got {v1.shape} and {v2.shape}")
+    if k1.shape[0] < 1 or k2.shape[0] < 1:
+        raise ValueError("k1 and k2 must hold at least one key each")
+    dtype = jnp.result_type(q, k1, k2, v1, v2)
+    return tuple(a.astype(dtype) for a in (q, k1, k2, v1, v2))
+
+
+def _finite_or_raise(out: jax.Array, what: str) -> jax.Array:
+    if not isinstance(out, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(out))):
+        raise FloatingPointError(f"{what}: non-finite output from finite inputs")
+    return out
+
+
+# ---------------------------------------------------------------------------- matrix
+
+
+@jax.jit
+def _softmax_naive(q, k, v, scale):
+    s = scale * (q @ k.T)
+    p = jnp.exp(s - jnp.max(s, axis=1, keepdims=True))
+    return (p @ v) / jnp.sum(p, axis=1, keepdims=True)
+
+
+def _pad_rows(a, multiple: int):
+    n = a.shape[0]
+    pad = (-n) % multiple
+    return jnp.pad(a, ((0, pad), (0, 0))), n
+
+
+@jax.jit(static_argnames=("block",))
+def _softmax_blocked(q, k, v, scale, block: int):
+    m = k.shape[0]
+    qp, n = _pad_rows(q, block)
+    kp, _ = _pad_rows(k, block)
+    vp, _ = _pad_rows(v, block)
+    n_kb = kp.shape[0] // block
+    kb = kp.reshape(n_kb, block, -1)
+    vb = vp.reshape(n_kb, block, -1)
+    valid = (jnp.arange(n_kb * block) < m).reshape(n_kb, block)
+
+    def one_query_block(qb):
+        @jax.checkpoint
+        def step(carry, blk):
+            mx, den, num = carry
+            kk, vv, ok = blk
+            s = jnp.where(ok[None, :], scale * (qb @ kk.T), -jnp.inf)
+            new = jnp.maximum(mx, jnp.max(s, axis=1))
+            p = jnp.exp(s - new[:, None])
+            corr = jnp.exp(mx - new)
+            return (new, den * corr + jnp.sum(p, axis=1), num * corr[:, None] + p @ vv), None
+
+        init = (
+            jnp.full((block,), -jnp.inf, q.dtype),
+            jnp.zeros((block,), q.dtype),
+            jnp.zeros((block, v.shape[1]), q.dtype),
+        )
+        (_, den, num), _ = jax.lax.scan(step, init, (kb, vb, valid))
+        return num / den[:, None]
+
+    out = jax.lax.map(one_query_block, qp.reshape(-1, block, q.shape[1]))
+    return out.reshape(-1, v.shape[1])[:n]
+
+
+def softmax_attention(q, k, v, scale=None, block: int | None = None) -> jax.Array:
+    """Exact softmax attention D⁻¹ exp(s Q Kᵀ) V, s = ``scale`` (default 1/d).
+
+    Args:
+        q: (n, d) queries; k: (m, d) keys; v: (m, d_v) values; finite floats.
+        scale: s; None gives 1/d (Alman & Song's convention; `jax.nn.dot_product_attention`
+            uses 1/√d by default: pass ``scale=d**-0.5`` to match it).
+        block: None (naive if n·m ≤ 2²², else blocked with 128), or the block size of the
+            streaming version (query and key blocks; memory O(block²)).
+
+    Returns (n, d_v) in the inputs' float dtype. Differentiable with `jax.grad`.
+    """
+    q, k, v = check_matrix(q, k, v)
+    s = _scale(scale, q.shape[1])
+    block = _check_block(block)
+    if block is None and q.shape[0] * k.shape[0] <= NAIVE_MAX_SCORES:
+        out = _softmax_naive(q, k, v, jnp.asarray(s, q.dtype))
+    else:
+        out = _softmax_blocked(q, k, v, jnp.asarray(s, q.dtype), block=block or 128)
+    return _finite_or_raise(out, "softmax_attention")
+
+
+# ---------------------------------------------------------------------------- tensor
+
+
+@jax.jit
+def _tensor_naive(q, k1, k2, v1, v2, scale):
+    s = scale * jnp.einsum("il,al,bl->iab", q, k1, k2)
+    s = s - jnp.max(s, axis=(1, 2), keepdims=True)
+    p = jnp.exp(s)
+    den = jnp.sum(p, axis=(1, 2))
+    num = jnp.einsum("iab,ae,be->ie", p, v1, v2)
+    return num / den[:, None]
+
+
+@jax.jit(static_argnames=("block",))
+def _tensor_blocked(q, k1, k2, v1, v2, scale, block: int):
+    m1 = k1.shape[0]
+    qp, n = _pad_rows(q, block)
+    k1p, _ = _pad_rows(k1, block)
+    v1p, _ = _pad_rows(v1, block)
+    n_kb = k1p.shape[0] // block
+    kb = k1p.reshape(n_kb, block, -1)
+    vb = v1p.reshape(n_kb, block, -1)
+    valid = (jnp.arange(n_kb * block) < m1).reshape(n_kb, block)
+    d_v = v1.shape[1]
+
+    def one_query_block(qb):
+        @jax.checkpoint
+        def step(carry, blk):
+            mx, den, num = carry
+            kk, vv, ok = blk
+            # scores (bq, bk, m2): row (i, j1) of (q_i ∘ k1_j1) against every k2_j2
+            qk = (qb[:, None, :] * kk[None, :, :]).reshape(-1, qb.shape[1])
+            s = (scale * (qk @ k2.T)).reshape(qb.shape[0], kk.shape[0], -1)
+            s = jnp.where(ok[None, :, None], s, -jnp.inf)
+            new = jnp.maximum(mx, jnp.max(s, axis=(1, 2)))
+            p = jnp.exp(s - new[:, None, None])
+            corr = jnp.exp(mx - new)
+            pv2 = (p.reshape(-1, p.shape[2]) @ v2).reshape(p.shape[0], p.shape[1], d_v)
+            add = jnp.einsum("ije,je->ie", pv2, vv)
+            return (new, den * corr + jnp.sum(p, axis=(1, 2)), num * corr[:, None] + add), None
+
+        init = (
+            jnp.full((block,), -jnp.inf, q.dtype),
+            jnp.zeros((block,), q.dtype),
+            jnp.zeros((block, d_v), q.dtype),
+        )
+        (_, den, num), _ = jax.lax.scan(step, init, (kb, vb, valid))
+        return num / den[:, None]
+
+    out = jax.lax.map(one_query_block, qp.reshape(-1, block, q.shape[1]))
+    return out.reshape(-1, d_v)[:n]
+
+
+def tensor_attention(q, k1, k2, v1, v2, scale=None, block: int | None = None) -> jax.Array:
+    """Exact tensor attention D⁻¹ exp(s Q (K1 ⊘ K2)ᵀ) (V1 ⊘ V2), s = ``scale`` (default 1/d).
+
+    out[i] = Σ_{j1,j2} a_{i,j1,j2} v1_j1 ∘ v2_j2 / Σ_{j1,j2} a_{i,j1,j2},
+    a_{i,j1,j2} = exp(s ⟨q_i, k1_j1 ∘ k2_j2⟩).
+
+    Args:
+        q: (n, d); k1: (m1, d), v1: (m1, d_v); k2: (m2, d), v2: (m2, d_v); finite floats.
+        scale: s; None gives 1/d (the paper's).
+        block: None (naive if n·m1·m2 ≤ 2²², else blocked with 32), or the query/key-1 block
+            of the streaming version: memory O(block² · m2); it never forms the n × m1·m2
+            matrix. Cost n·m1·m2·(4d + 1) flops plus n·m1·m2 exponentials.
+
+    Returns (n, d_v). Symmetric under swapping (k1, v1) with (k2, v2); with k2 = v2 = ones it
+    is softmax attention. Differentiable with `jax.grad`.
+    """
+    q, k1, k2, v1, v2 = check_tensor(q, k1, k2, v1, v2)
+    s = _scale(scale, q.shape[1])
+    block = _check_block(block)
+    size = q.shape[0] * k1.shape[0] * k2.shape[0]
+    sc = jnp.asarray(s, q.dtype)
+    if block is None and size <= NAIVE_MAX_SCORES:
+        out = _tensor_naive(q, k1, k2, v1, v2, sc)
+    else:
+        out = _tensor_blocked(q, k1, k2, v1, v2, sc, block=block or 32)
+    return _finite_or_raise(out, "tensor_attention")
+
+
+def tensor_attention_flops(n: int, m1: int, m2: int, d: int, d_v: int) -> float:
+    """Multiply-adds ×2 of the blocked tensor attention: the q∘k1 products (n m1 d), the scores
+    (2 n m1 m2 d), the value contraction with v2 (2 n m1 m2 d_v) and with v1 (2 n m1 d_v)."""
+    return float(n * m1 * d + 2 * n * m1 * m2 * d + 2 * n * m1 * m2 * d_v + 2 * n * m1 * d_v)
