@@ -37,7 +37,8 @@ def _brute_tensor(q, k1, k2, v1, v2, scale):
     m1, m2 = len(k1), len(k2)
     kk = np.stack([k1[j1] * k2[j2] for j2 in range(m2) for j1 in range(m1)])  # row j1 + m1 j2
     vv = np.stack([v1[j1] * v2[j2] for j2 in range(m2) for j1 in range(m1)])
-    a = np.exp(scale * q @ kk.T)
+    x = scale * q @ kk.T
+    a = np.exp(x - x.max(1, keepdims=True))  # the softmax is shift-invariant per row
     return (a @ vv) / a.sum(1, keepdims=True)
 
 
@@ -68,6 +69,20 @@ def test_exact_equals_brute_force_in_float64():
                 _brute_tensor(q, k1, k2, v1, v2, 0.7),
                 rtol=1e-12,
             )
+
+
+def test_both_blocked_paths_equal_brute_force():
+    """Concrete bounded inputs take the fixed-shift path; under jit (traced) or with large
+    scores the online-softmax path runs: both equal the definition."""
+    with jax.enable_x64(True):
+        q, k1, k2, v1, v2 = _draw(21, 4, b=1.0, seed=12)
+        ref = _brute_tensor(q, k1, k2, v1, v2, 1 / 4)
+        np.testing.assert_allclose(tensor_attention(q, k1, k2, v1, v2, block=5), ref, rtol=1e-12)
+        jitted = jax.jit(lambda *a: tensor_attention(*a, block=5))
+        np.testing.assert_allclose(jitted(q, k1, k2, v1, v2), ref, rtol=1e-12)
+        q, k1, k2, v1, v2 = _draw(11, 2, b=12.0, seed=13)  # 2 max M ≈ 1700 > 1400: online
+        ref = _brute_tensor(q, k1, k2, v1, v2, 1 / 2)
+        np.testing.assert_allclose(tensor_attention(q, k1, k2, v1, v2, block=4), ref, rtol=1e-10)
 
 
 def test_blocked_gradients_equal_naive():
