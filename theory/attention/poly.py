@@ -102,14 +102,26 @@ def _check_degree(degree) -> int:
 
 def _coeffs(degree: int, center: float) -> tuple[float, ...]:
     """Coefficients in x of Σ_{m≤g} (x − c)^m / m! (c = center): the Taylor polynomial of
-    e^(x − c) at x = c, i.e. e^(−c) times one of eˣ."""
-    c = -float(center)  # (x + R)^m for center −R
-    out = []
-    for j in range(degree + 1):
-        out.append(
-            sum(math.comb(m, j) * c ** (m - j) / math.factorial(m) for m in range(j, degree + 1))
-        )
-    return tuple(out)
+    e^(x − c) at x = c, i.e. e^(−c) times one of eˣ: c_j = (1/j!) Σ_{k ≤ g−j} (−c)^k / k!."""
+    a = -float(center)
+    tail, term = [], 1.0
+    for k in range(degree + 1):  # partial sums of e^a
+        tail.append(term if k == 0 else tail[-1] + term)
+        term *= a / (k + 1)
+    return tuple(tail[degree - j] * math.exp(-math.lgamma(j + 1)) for j in range(degree + 1))
+
+
+def certified_degree(radius: float, eps: float) -> tuple[int, float, float]:
+    """(g, centre, bound): the smallest degree whose certified relative error bound on
+    [−R, R] is ≤ eps, over the Taylor polynomials at 0 and at −R, with its centre and bound."""
+    r = _check_radius(radius)
+    e = _check_eps(eps)
+    g = 0
+    while True:
+        t, sh = taylor_error_bound(r, g), shifted_error_bound(r, g)
+        if min(t, sh) <= e:
+            return g, (0.0 if t <= sh else -r), min(t, sh)
+        g += 1
 
 
 def exp_polynomial(radius: float, degree: int | None = None, eps: float | None = None) -> ExpPoly:
@@ -125,16 +137,8 @@ def exp_polynomial(radius: float, degree: int | None = None, eps: float | None =
     if degree is not None:
         g = _check_degree(degree)
         return ExpPoly(g, 0.0, _coeffs(g, 0.0), r, taylor_error_bound(r, g))
-    e = _check_eps(eps)
-    g = 0
-    while True:
-        t, sh = taylor_error_bound(r, g), shifted_error_bound(r, g)
-        if min(t, sh) <= e:
-            center = 0.0 if t <= sh else -r
-            return ExpPoly(g, center, _coeffs(g, center), r, min(t, sh))
-        g += 1
-        if g > 10_000:  # unreachable for finite R (factorial growth); a guard
-            raise ValueError(f"no degree ≤ 10000 reaches eps={e} on radius {r}")
+    g, center, bound = certified_degree(r, eps)
+    return ExpPoly(g, center, _coeffs(g, center), r, bound)
 
 
 def degree_for(bound: float, eps: float, order: int = 3) -> int:
@@ -149,7 +153,7 @@ def degree_for(bound: float, eps: float, order: int = 3) -> int:
     t = int(order)
     if t < 2 or t != order:
         raise ValueError(f"order must be an integer ≥ 2, got {order!r}")
-    return exp_polynomial(b**t, eps=eps).degree
+    return certified_degree(b**t, eps)[0]
 
 
 def rank(d: int, degree: int) -> int:
