@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention bench lint clean
 
 setup: $(STAMP)
 
@@ -51,7 +51,7 @@ test-slow: $(STAMP) $(REF_STAMP)
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
-figs: fig-ntk fig-ibc fig-singular fig-infoplane
+figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention
 
 fig-ntk: $(STAMP)
 	$(PY) -m experiments.ntk $(FIG_ARGS)
@@ -65,10 +65,14 @@ fig-singular: $(STAMP)
 fig-infoplane: $(STAMP)
 	$(PY) -m experiments.infoplane $(FIG_ARGS)
 
+fig-attention: $(STAMP)
+	$(PY) -m experiments.attention $(FIG_ARGS)
+
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels
 	$(PY) -m benchmarks.singular
 	$(PY) -m benchmarks.information
+	$(PY) -m benchmarks.attention
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference

@@ -10,13 +10,23 @@ B = o((log n)^(1/3)), while for B = Ω((log n)^(1/3)) nothing beats n^(3−o(1))
 - `poly`: `poly_attention`, `poly_tensor_attention`, `poly_multi_attention` (order t) by
   explicit monomial feature maps of rank C(d + g, g); `degree_for(B, ε)` from a certified
   bound; `exp_polynomial`, `monomial_features`, `rank`, `roundoff_floor`; `multi_attention`
-  (exact order t, naive).
+  (exact order t, naive);
+- `random_features`: `performer_attention` (FAVOR+ positive random features, Choromanski et
+  al. 2021), `performer_features`, `random_feature_matrix`;
+- `fft`: `rpe_kernelized_attention` (kernelized attention with a relative-position Toeplitz
+  bias by FFT in O(n log n), Luo et al. 2021) and its O(n²) reference
+  `rpe_kernelized_attention_direct`.
 
 Scale: s = 1/d by default everywhere (the paper's exp(QKᵀ/d)); `jax.nn.dot_product_attention`
 defaults to 1/√d.
 """
 
 from theory.attention.exact import softmax_attention, tensor_attention, tensor_attention_flops
+from theory.attention.fft import (
+    fft_length,
+    rpe_kernelized_attention,
+    rpe_kernelized_attention_direct,
+)
 from theory.attention.poly import (
     ExpPoly,
     PolyInfo,
@@ -30,19 +40,30 @@ from theory.attention.poly import (
     rank,
     roundoff_floor,
 )
+from theory.attention.random_features import (
+    performer_attention,
+    performer_features,
+    random_feature_matrix,
+)
 
 __all__ = [
     "ExpPoly",
     "PolyInfo",
     "degree_for",
     "exp_polynomial",
+    "fft_length",
     "monomial_features",
     "multi_attention",
+    "performer_attention",
+    "performer_features",
     "poly_attention",
     "poly_multi_attention",
     "poly_tensor_attention",
+    "random_feature_matrix",
     "rank",
     "roundoff_floor",
+    "rpe_kernelized_attention",
+    "rpe_kernelized_attention_direct",
     "softmax_attention",
     "tensor_attention",
     "tensor_attention_flops",
