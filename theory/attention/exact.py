@@ -267,6 +267,21 @@ def _tensor_blocked_static(q, k1, k2, v1, v2, scale, shift, bq: int, bk: int):
     return out.reshape(-1, d_v)[:n]
 
 
+def static_blocks(m2: int) -> tuple[int, int]:
+    """Query and key-1 block sizes (bq, bk) of the one-pass kernel for m2 second keys.
+
+    Each step holds bq · bk · m2 scores. Measured on 2 CPU cores (d = 8), the rate is best with
+    bk · m2 ≈ 2¹⁴ and bq · bk · m2 ≈ 2²⁰: bk = 2^⌊log₂(2¹⁴/m2)⌋ clipped to [2, 16],
+    bq = 2^⌊log₂(2²⁰/(bk m2))⌋ clipped to [16, 64] (n = 2048: 64 × 8, 40 GFLOP/s against 19 for
+    64 × 16; n = 16384: 32 × 2, 37 against 12).
+    """
+    m2 = max(int(m2), 1)
+    bk = 2 ** int(math.floor(math.log2(max(1.0, 2**14 / m2))))
+    bk = min(max(bk, 2), 16)
+    bq = 2 ** int(math.floor(math.log2(max(1.0, 2**20 / (bk * m2)))))
+    return min(max(bq, 16), 64), bk
+
+
 def score_bound(q, keys, scale) -> jax.Array:
     """Per query, M_i = |s| Σ_l |q_il| Π_j max_r |kj_rl| ≥ |s ⟨q_i, k1 ∘ ⋯⟩| for every key tuple."""
     m = jnp.ones((q.shape[1],), q.dtype)
@@ -289,7 +304,7 @@ def tensor_attention(q, k1, k2, v1, v2, scale=None, block: int | None = None) ->
             Cost n·m1·m2·(4d + 1) flops plus n·m1·m2 exponentials. When the bound
             M_i = |s| Σ_l |q_il| max|k1_l| max|k2_l| on every score satisfies 2 max M ≤ 80
             (float32; 1400 in float64), each block takes exp(x − M_i) in one pass (no running
-            max; 64 × 16 blocks by default); otherwise, and under tracing (jit, grad), the
+            max; cache-sized blocks, `static_blocks`); otherwise, and under tracing (jit, grad), the
             online softmax (32 × 32).
 
     Returns (n, d_v). Symmetric under swapping (k1, v1) with (k2, v2); with k2 = v2 = ones it
@@ -308,8 +323,7 @@ def tensor_attention(q, k1, k2, v1, v2, scale=None, block: int | None = None) ->
     if not traced and limit is not None:
         shift = score_bound(q, (k1, k2), sc)
         if 2 * float(jnp.max(shift)) <= limit:
-            bq = block or 64
-            bk = block or 16
+            bq, bk = (block, block) if block else static_blocks(k2.shape[0])
             out = _tensor_blocked_static(q, k1, k2, v1, v2, sc, shift, bq=bq, bk=bk)
             return _finite_or_raise(out, "tensor_attention")
     out = _tensor_blocked(q, k1, k2, v1, v2, sc, block=block or 32)
