@@ -272,3 +272,14 @@ def test_negative_polynomial_warns():
         q, k1, k2 = -3 * np.ones((8, 2)), 3 * np.ones((8, 2)), 3 * np.ones((8, 2))  # x = −27
         with pytest.warns(RuntimeWarning, match="denominator"):
             poly_tensor_attention(q, k1, k2, v1, v2, degree=1)
+
+
+def test_critical_bound():
+    """(ln n)^(1/t): at B = (ln n)^(1/3) the tensor scores reach ln n; 1/t shrinks with t."""
+    from theory.attention import critical_bound
+
+    n = 10**6
+    assert critical_bound(n, 3) ** 3 == pytest.approx(math.log(n))
+    assert critical_bound(n, 2) > critical_bound(n, 3) > critical_bound(n, 4) > 1
+    with pytest.raises(ValueError, match="order"):
+        critical_bound(n, 1)

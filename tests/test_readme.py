@@ -46,7 +46,13 @@ def promised_shapes(block: str) -> list[tuple[str, tuple[str, ...], tuple[int, .
 def test_readme_has_one_example_per_module_and_promises_output():
     assert len(BLOCKS) >= 2
     text = "\n".join(BLOCKS)
-    for module in ("theory.kernels", "theory.singular", "theory.complexity", "theory.information"):
+    for module in (
+        "theory.kernels",
+        "theory.singular",
+        "theory.complexity",
+        "theory.information",
+        "theory.attention",
+    ):
         assert f"from {module}" in text, module
     # The checks below must have something to check.
     assert sum(len(printed_numbers(b)) for b in BLOCKS) >= 1

@@ -9,8 +9,9 @@ B = o((log n)^(1/3)), while for B = Ω((log n)^(1/3)) nothing beats n^(3−o(1))
   memory O(block² · n), never the n × n² matrix; differentiable);
 - `poly`: `poly_attention`, `poly_tensor_attention`, `poly_multi_attention` (order t) by
   explicit monomial feature maps of rank C(d + g, g); `degree_for(B, ε)` from a certified
-  bound; `exp_polynomial`, `monomial_features`, `rank`, `roundoff_floor`; `multi_attention`
-  (exact order t, naive);
+  bound; `critical_bound(n, t)` = (ln n)^(1/t), the entry bound between the regimes;
+  `exp_polynomial`, `monomial_features`, `rank`, `roundoff_floor`; `multi_attention` (exact
+  order t, naive);
 - `random_features`: `performer_attention` (FAVOR+ positive random features, Choromanski et
   al. 2021), `performer_features`, `random_feature_matrix`;
 - `fft`: `rpe_kernelized_attention` (kernelized attention with a relative-position Toeplitz
@@ -30,6 +31,7 @@ from theory.attention.fft import (
 from theory.attention.poly import (
     ExpPoly,
     PolyInfo,
+    critical_bound,
     degree_for,
     exp_polynomial,
     monomial_features,
@@ -49,6 +51,7 @@ from theory.attention.random_features import (
 __all__ = [
     "ExpPoly",
     "PolyInfo",
+    "critical_bound",
     "degree_for",
     "exp_polynomial",
     "fft_length",

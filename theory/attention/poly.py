@@ -64,20 +64,28 @@ class ExpPoly(NamedTuple):
     error_bound: float
 
 
+def _log_taylor_bound(r: float, g: int) -> float:
+    return -math.inf if r == 0 else (g + 1) * math.log(r) + r - math.lgamma(g + 2)
+
+
+def _log_shifted_bound(r: float, g: int) -> float:
+    return -math.inf if r == 0 else (g + 1) * math.log(2 * r) - math.lgamma(g + 2)
+
+
+def _exp_or_inf(x: float) -> float:
+    return math.inf if x > 709.0 else math.exp(x)
+
+
 def taylor_error_bound(radius: float, degree: int) -> float:
-    """R^(g+1) e^R / (g+1)!: relative error bound of the Taylor polynomial of eˣ at 0 on [−R, R]."""
-    r, g = float(radius), int(degree)
-    if r == 0:
-        return 0.0
-    return math.exp((g + 1) * math.log(r) + r - math.lgamma(g + 2))
+    """R^(g+1) e^R / (g+1)!: relative error bound of the Taylor polynomial of eˣ at 0 on [−R, R]
+    (inf beyond float64)."""
+    return _exp_or_inf(_log_taylor_bound(float(radius), int(degree)))
 
 
 def shifted_error_bound(radius: float, degree: int) -> float:
-    """(2R)^(g+1) / (g+1)!: relative error bound of the Taylor polynomial of e^(x+R) at x = −R."""
-    r, g = float(radius), int(degree)
-    if r == 0:
-        return 0.0
-    return math.exp((g + 1) * math.log(2 * r) - math.lgamma(g + 2))
+    """(2R)^(g+1) / (g+1)!: relative error bound of the Taylor polynomial of e^(x+R) at x = −R
+    (inf beyond float64)."""
+    return _exp_or_inf(_log_shifted_bound(float(radius), int(degree)))
 
 
 def _check_radius(radius) -> float:
@@ -115,12 +123,12 @@ def certified_degree(radius: float, eps: float) -> tuple[int, float, float]:
     """(g, centre, bound): the smallest degree whose certified relative error bound on
     [−R, R] is ≤ eps, over the Taylor polynomials at 0 and at −R, with its centre and bound."""
     r = _check_radius(radius)
-    e = _check_eps(eps)
+    log_e = math.log(_check_eps(eps))
     g = 0
     while True:
-        t, sh = taylor_error_bound(r, g), shifted_error_bound(r, g)
-        if min(t, sh) <= e:
-            return g, (0.0 if t <= sh else -r), min(t, sh)
+        t, sh = _log_taylor_bound(r, g), _log_shifted_bound(r, g)
+        if min(t, sh) <= log_e:
+            return g, (0.0 if t <= sh else -r), math.exp(min(t, sh))
         g += 1
 
 
@@ -154,6 +162,21 @@ def degree_for(bound: float, eps: float, order: int = 3) -> int:
     if t < 2 or t != order:
         raise ValueError(f"order must be an integer ≥ 2, got {order!r}")
     return certified_degree(b**t, eps)[0]
+
+
+def critical_bound(n: int, order: int = 3) -> float:
+    """(ln n)^(1/t): the entry bound that separates the two regimes of order-t attention.
+
+    Entries bounded by B = o((ln n)^(1/t)) keep the scores in [−B^t, B^t] = o(ln n) (scale
+    1/d) and the polynomial method runs in n^(1+o(1)) (Alman & Song: t = 2 in their NeurIPS
+    2023 paper, t = 3 in the ICLR 2024 one); for B = Ω((ln n)^(1/t)) no algorithm beats the
+    naive n^(t−o(1)) under SETH (shown there for t = 2 and 3).
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer ≥ 2, got {n!r}")
+    if int(order) != order or order < 2:
+        raise ValueError(f"order must be an integer ≥ 2, got {order!r}")
+    return math.log(n) ** (1 / order)
 
 
 def rank(d: int, degree: int) -> int:
