@@ -325,10 +325,21 @@ def fitted_slope(ns, ts, last: int = 3) -> float:
 
 
 def crossover(r) -> float:
-    """The n where the fitted power laws of exact and poly tensor attention cross."""
-    pe = np.polyfit(np.log(r["rt_exact_n"][-3:]), np.log(r["rt_exact_s"][-3:]), 1)
-    pp = np.polyfit(np.log(r["rt_poly_n"][-3:]), np.log(r["rt_poly_s"][-3:]), 1)
-    return float(np.exp((pp[1] - pe[1]) / (pe[0] - pp[0])))
+    """The measured n from which the polynomial method is faster than exact tensor attention:
+    the last crossing of the two measured curves (log-log interpolation between the sizes
+    timed for both); nan if it never becomes faster."""
+    ns = np.intersect1d(r["rt_exact_n"], r["rt_poly_n"])
+    te = np.interp(ns, r["rt_exact_n"], r["rt_exact_s"])
+    tp = np.interp(ns, r["rt_poly_n"], r["rt_poly_s"])
+    diff = np.log(tp) - np.log(te)  # < 0: poly faster
+    if diff[-1] >= 0:
+        return math.nan
+    slower = np.nonzero(diff >= 0)[0]
+    if not len(slower):
+        return float(ns[0])
+    i = slower[-1]
+    t = diff[i] / (diff[i] - diff[i + 1])
+    return float(np.exp(np.log(ns[i]) + t * (np.log(ns[i + 1]) - np.log(ns[i]))))
 
 
 def match3_threshold(r, cfg: Config) -> float:
@@ -394,6 +405,15 @@ def plot(r, cfg: Config) -> dict:
         ax.semilogy(r["err_b"], r["err_max"][i], color=color, label=f"degree {g}: measured")
         ax.semilogy(r["err_b"], r["err_bound"][i], color=color, ls="--", lw=0.8)
     ax.set_ylim(1e-17, 1e3)
+    bc = ta.critical_bound(cfg.error.err_n, 3)
+    ax.axvline(bc, color="0.4", ls=":")
+    ax.annotate(
+        f"(ln n)^(1/3) = {bc:.2f}",
+        (bc, 1e-16),
+        fontsize=8,
+        xytext=(3, 0),
+        textcoords="offset points",
+    )
     ax.set_xlabel("entry bound B (Q, K1, K2, V1, V2 ~ U[−B, B])")
     ax.set_ylabel("max |poly − exact| (float64)")
     ax.set_title(
@@ -426,7 +446,7 @@ def plot(r, cfg: Config) -> dict:
     )
     nc = crossover(r)
     ax.axvline(nc, color="0.5", ls=":")
-    ax.annotate(f"crossover n ≈ {nc:.0f}", (nc, ax.get_ylim()[1]), fontsize=8, va="top")
+    ax.annotate(f"poly faster from n ≈ {nc:.0f}", (nc, ax.get_ylim()[1]), fontsize=8, va="top")
     ax.set_xlabel("n")
     ax.set_ylabel("seconds (2 CPU cores)")
     ax.set_title(f"B = 1, d = {cfg.runtime.rt_d}, ε = {cfg.runtime.rt_eps:g}", fontsize=9)
@@ -445,15 +465,23 @@ def plot(r, cfg: Config) -> dict:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     b = r["m3_b"]
-    ax.plot(b, r["m3_exact"].mean(0), color="k", lw=2, label="exact tensor attention")
     for i, g in enumerate(cfg.match3.m3_degrees):
         m = r["m3_poly"][i].mean(0)
-        ax.plot(b, m, color=f"C{i}", label=f"polynomial, degree {g}")
+        ax.plot(b, m, color=f"C{i}", lw=2.5, label=f"polynomial, degree {g}")
+    ax.plot(
+        b,
+        r["m3_exact"].mean(0),
+        color="k",
+        lw=1.2,
+        ls="--",
+        label="exact tensor attention",
+        zorder=5,
+    )
     n = cfg.match3.m3_n
     bt = match3_threshold(r, cfg)
     ax.axvline(bt, color="0.5", ls=":")
     ax.annotate("B³/4 = ln(n²/matches)", (bt, 0.02), fontsize=8)
-    ax.set_ylim(-0.2, 1.1)
+    ax.set_ylim(0, 1.05)
     ax.set_xlabel("entry bound B")
     ax.set_ylabel("attention mass on the planted pair(s)")
     ax.set_title(

@@ -283,3 +283,50 @@ def test_critical_bound():
     assert critical_bound(n, 2) > critical_bound(n, 3) > critical_bound(n, 4) > 1
     with pytest.raises(ValueError, match="order"):
         critical_bound(n, 1)
+
+
+def test_small_values_do_not_underflow_in_the_one_pass_kernel():
+    """Scores ±39 (2M = 78) and values 1e-3: weights ≥ e^(−78) times 1e-6 would be below
+    float32's smallest normal; the kernel normalises the values first. The exact answer:
+    every pair has v1 ∘ v2 = 1e-6."""
+    q = np.ones((4, 1), np.float32)
+    k1 = np.full((4, 1), math.sqrt(39), np.float32)
+    k2 = np.full((4, 1), -math.sqrt(39), np.float32)
+    v = np.full((4, 1), 1e-3, np.float32)
+    out = tensor_attention(q, k1, k2, v, v, block=2)
+    np.testing.assert_allclose(out, 1e-6, rtol=1e-5)
+
+
+def test_poly_under_jit_and_grad_needs_a_degree():
+    with jax.enable_x64(True):
+        q, k1, k2, v1, v2 = (jnp.asarray(a) for a in _draw(6, 2, b=0.5, seed=14))
+        eager = poly_tensor_attention(q, k1, k2, v1, v2, degree=5)
+        jitted = jax.jit(lambda *a: poly_tensor_attention(*a, degree=5))(q, k1, k2, v1, v2)
+        np.testing.assert_allclose(jitted, eager, rtol=1e-12)
+        # the gradient of the polynomial method approaches the exact one (degree 12, B = 0.5)
+        g_poly = jax.grad(lambda q: jnp.sum(poly_tensor_attention(q, k1, k2, v1, v2, degree=12)))(q)
+        g_exact = jax.grad(lambda q: jnp.sum(tensor_attention(q, k1, k2, v1, v2)))(q)
+        np.testing.assert_allclose(g_poly, g_exact, atol=1e-10)
+        with pytest.raises(ValueError, match="degree"):
+            jax.jit(lambda *a: poly_tensor_attention(*a, eps=1e-3))(q, k1, k2, v1, v2)
+
+
+def test_float32_breakdown_follows_the_roundoff_estimate():
+    """Degree 40 makes truncation negligible (≤ 1e-12 for R ≤ 8): what is left in float32 is
+    the roundoff of summing monomials of size up to e^R into values near e^(−R), ~u e^(2R).
+    All scores near −R (q = −B, k1 = B, k2 ∈ [0.75B, B], d = 2: x ∈ [−B³, −0.75B³]): below
+    1e-5 relative at B = 0.6 (R = 0.22), above 1e-3 at B = 2 (R = 8, u e^(2R) ≈ 0.5)."""
+    rng = np.random.default_rng(15)
+    errs = {}
+    for b in (0.6, 2.0):
+        q, k1 = -b * np.ones((6, 2)), b * np.ones((8, 2))
+        k2 = rng.uniform(0.75 * b, b, size=(8, 2))
+        v1, v2 = rng.normal(size=(8, 2)), rng.normal(size=(8, 2))
+        with jax.enable_x64(True):
+            exact = np.asarray(tensor_attention(q, k1, k2, v1, v2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            f32 = [a.astype(np.float32) for a in (q, k1, k2, v1, v2)]
+            out = np.asarray(poly_tensor_attention(*f32, degree=40))
+        errs[b] = np.max(np.abs(out - exact)) / np.max(np.abs(exact))
+    assert errs[0.6] < 1e-5 < 1e-3 < errs[2.0]

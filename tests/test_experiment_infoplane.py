@@ -70,7 +70,7 @@ def test_stacked_padded_estimates_equal_per_layer_calls():
     rng = np.random.default_rng(0)
     layers = [
         np.maximum(0.7 * rng.normal(size=(2, 1, 4096, w)), 0).astype(np.float32)
-        for w in (10, 7, 5, 4, 3, 2)
+        for w in (10, 3)  # the widest layer and a padded one (each width compiles anew)
     ]
     est = infoplane.Estimators()
     out = infoplane._estimate(layers, y, est, 1, kde=True, akde=True)

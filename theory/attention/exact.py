@@ -229,8 +229,11 @@ def _tensor_blocked(q, k1, k2, v1, v2, scale, block: int):
 
 
 # exp(x − M) with M ≥ max x never overflows; the largest term is ≥ exp(−2M), which must stay
-# far from underflow: 2M below these (float32 underflows at e^−87, float64 at e^−708).
-_STATIC_SHIFT_LIMIT = {jnp.dtype(jnp.float32): 80.0, jnp.dtype(jnp.float64): 1400.0}
+# far from underflow (float32 underflows at e^−87, float64 at e^−708).
+# The values are normalised to max |v| = 1 first, so a weight ≥ e^(−2M) times a value of
+# relative size ≥ 1e-8 stays normal: 2M ≤ 60 in float32 (e^−60 · 1e-8 ≈ 1e-34 > 1.2e-38),
+# 2M ≤ 1200 in float64.
+_STATIC_SHIFT_LIMIT = {jnp.dtype(jnp.float32): 60.0, jnp.dtype(jnp.float64): 1200.0}
 
 
 @jax.jit(static_argnames=("bq", "bk"))
@@ -302,8 +305,8 @@ def tensor_attention(q, k1, k2, v1, v2, scale=None, block: int | None = None) ->
         block: None (naive if n·m1·m2 ≤ 2²², else blocked), or the query/key-1 block of the
             streaming version: memory O(block² · m2); it never forms the n × m1·m2 matrix.
             Cost n·m1·m2·(4d + 1) flops plus n·m1·m2 exponentials. When the bound
-            M_i = |s| Σ_l |q_il| max|k1_l| max|k2_l| on every score satisfies 2 max M ≤ 80
-            (float32; 1400 in float64), each block takes exp(x − M_i) in one pass (no running
+            M_i = |s| Σ_l |q_il| max|k1_l| max|k2_l| on every score satisfies 2 max M ≤ 60
+            (float32; 1200 in float64), each block takes exp(x − M_i) in one pass (no running
             max; cache-sized blocks, `static_blocks`); otherwise, and under tracing (jit, grad), the
             online softmax (32 × 32).
 
@@ -324,7 +327,12 @@ def tensor_attention(q, k1, k2, v1, v2, scale=None, block: int | None = None) ->
         shift = score_bound(q, (k1, k2), sc)
         if 2 * float(jnp.max(shift)) <= limit:
             bq, bk = (block, block) if block else static_blocks(k2.shape[0])
-            out = _tensor_blocked_static(q, k1, k2, v1, v2, sc, shift, bq=bq, bk=bk)
+            # values scaled to max |v| = 1 (undone after): weights × values cannot underflow
+            a1 = jnp.max(jnp.abs(v1))
+            a2 = jnp.max(jnp.abs(v2))
+            a1, a2 = jnp.where(a1 > 0, a1, 1), jnp.where(a2 > 0, a2, 1)
+            out = _tensor_blocked_static(q, k1, k2, v1 / a1, v2 / a2, sc, shift, bq=bq, bk=bk)
+            out = out * (a1 * a2)
             return _finite_or_raise(out, "tensor_attention")
     out = _tensor_blocked(q, k1, k2, v1, v2, sc, block=block or 32)
     return _finite_or_raise(out, "tensor_attention")

@@ -316,10 +316,28 @@ def poly_multi_attention(
     Raises ValueError when eps is below the dtype's roundoff floor 10 u e^(2R); warns when a
     given degree is used where u e^(2R) > 1e-3, or when a denominator is not positive (the
     polynomial is negative somewhere: entries beyond the bounded regime for this degree).
+    Under `jax.jit`/`jax.grad` only ``degree`` works (picking a degree from ``eps`` needs the
+    inputs' values) and those checks are skipped. The guarantee 2ε/(1 − ε) (not 2ε) is the
+    provable one: the numerator and denominator errors are each ≤ ε relative.
     """
     q, keys, values = _check_multi(q, keys, values)
     d = q.shape[1]
     s = _scale(scale, d)
+    traced = any(isinstance(a, jax.core.Tracer) for a in (q, *keys, *values))
+    if traced:
+        # Under jit/grad the inputs' values are unknown: the degree must be given, and the
+        # radius-dependent checks (roundoff, certificate) are skipped.
+        if eps is None and degree is not None:
+            g = _check_degree(degree)
+            poly = ExpPoly(g, 0.0, _coeffs(g, 0.0), math.nan, math.nan)
+            w = jnp.asarray(feature_weights(d, poly, s), q.dtype)
+            num, den = _poly_apply(q, tuple(keys), tuple(values), w, g)
+            if return_info:
+                raise ValueError("return_info needs concrete inputs (not under jit/grad)")
+            return num / den[:, None]
+        raise ValueError(
+            "under jax.jit/grad give degree= (eps needs the inputs' values to pick a degree)"
+        )
     radius = _score_radius(q, keys, s)
     poly = exp_polynomial(radius, degree=degree, eps=eps)
     floor = roundoff_floor(radius, q.dtype)
@@ -337,22 +355,18 @@ def poly_multi_attention(
             stacklevel=2,
         )
     w = jnp.asarray(feature_weights(d, poly, s), q.dtype)
-    out = _poly_apply(q, tuple(keys), tuple(values), w, poly.degree)
-    if not isinstance(out, jax.core.Tracer):
-        num, den = out
-        if not bool(jnp.all(jnp.isfinite(num))) or not bool(jnp.all(jnp.isfinite(den))):
-            raise FloatingPointError("poly attention: non-finite sums from finite inputs")
-        if not bool(jnp.all(den > 0)):
-            warnings.warn(
-                "poly attention: a denominator Σ P(scores) ≤ 0 — the polynomial is negative "
-                f"at these scores (R={radius:.3g}, degree {poly.degree}); the output is "
-                "meaningless there: raise the degree or bound the entries",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        result = num / den[:, None]
-    else:
-        result = out[0] / out[1][:, None]
+    num, den = _poly_apply(q, tuple(keys), tuple(values), w, poly.degree)
+    if not bool(jnp.all(jnp.isfinite(num))) or not bool(jnp.all(jnp.isfinite(den))):
+        raise FloatingPointError("poly attention: non-finite sums from finite inputs")
+    if not bool(jnp.all(den > 0)):
+        warnings.warn(
+            "poly attention: a denominator Σ P(scores) ≤ 0 — the polynomial is negative "
+            f"at these scores (R={radius:.3g}, degree {poly.degree}); the output is "
+            "meaningless there: raise the degree or bound the entries",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    result = num / den[:, None]
     if not return_info:
         return result
     vmax = math.prod(float(jnp.max(jnp.abs(v))) for v in values)
