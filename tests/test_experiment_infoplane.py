@@ -26,6 +26,7 @@ def tiny(tmp_path_factory):
     return cfg, infoplane.run(cfg, store), store
 
 
+@pytest.mark.slow
 def test_run_records_every_estimator_and_layer(tiny):
     cfg, r, store = tiny
     epochs = r["epochs"]
@@ -63,6 +64,7 @@ def test_run_records_every_estimator_and_layer(tiny):
     np.testing.assert_array_equal(again["relu/kde"], r["relu/kde"])
 
 
+@pytest.mark.slow
 def test_stacked_padded_estimates_equal_per_layer_calls():
     """`_estimate` pads the layers with zero units and runs each estimator once; the result is
     each estimator called on each layer alone (float32 distances in the KDE: 1e-5 bits)."""
@@ -98,6 +100,7 @@ def test_compression_and_record_epochs():
     assert e[0] == 0 and e[1] == 1 and e[-1] == 8000 and np.all(np.diff(e) > 0)
 
 
+@pytest.mark.slow
 def test_plot_and_summary(tiny):
     cfg, r, _ = tiny
     figs = infoplane.plot(r, cfg)
