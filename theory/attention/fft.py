@@ -43,28 +43,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.attention.random_features import (
+    _as_float,
+    _check_batch_and_width,
+    _is_traced,
+    _raise_flags,
+)
+
 _HI = jax.lax.Precision.HIGHEST  # no TF32 shortcut on GPU
 
 
 # ---------------------------------------------------------------------------- validation
-
-
-def _is_traced(a) -> bool:
-    return isinstance(a, jax.core.Tracer)
-
-
-def _as_float(name: str, a, min_ndim: int = 2) -> jax.Array:
-    a = jnp.asarray(a)
-    if not jnp.issubdtype(a.dtype, jnp.floating):
-        if not (jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_):
-            raise ValueError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-        a = a.astype(jnp.result_type(float))
-    if jnp.finfo(a.dtype).bits < 32:
-        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
-    if a.ndim < min_ndim:
-        what = "(..., tokens, features)" if min_ndim == 2 else "(..., 2n - 1)"
-        raise ValueError(f"{name} must have shape {what}, got shape {a.shape}")
-    return a  # values (finite, positive, non-negative) are checked under jit: `_value_flags`
 
 
 _VALUE_MESSAGES = (
@@ -91,24 +80,10 @@ def _value_flags(q, k, v, rpe, phi_q, phi_k):
     )
 
 
-def _raise_flags(flags) -> None:
-    if _is_traced(flags):
-        return  # inside a user's jit the values are unknown
-    for ok, msg in zip(np.asarray(flags), _VALUE_MESSAGES, strict=True):
-        if not ok:
-            raise ValueError(msg)
-
-
 def _check_inputs(q, k, v, rpe, feature_map):
     """(q, k, v, c, φ(q), φ(k)) of checked shapes in one float dtype; values unchecked."""
     q, k, v = _as_float("q", q), _as_float("k", k), _as_float("v", v)
-    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        raise ValueError(
-            f"q, k and v must have the same leading (batch) axes, got shapes {q.shape}, "
-            f"{k.shape} and {v.shape}"
-        )
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"q and k must have the same width d, got {q.shape} and {k.shape}")
+    _check_batch_and_width(q, k, v)
     n = q.shape[-2]
     if k.shape[-2] != n or v.shape[-2] != n:
         raise ValueError(
@@ -239,7 +214,7 @@ def rpe_kernelized_attention(q, k, v, rpe, feature_map: Callable) -> jax.Array:
         φ(q_i)ᵀφ(k_j) zero, or c with too wide a range for the dtype) or z is not finite.
     """
     z, flags, ok = _rpe_fft(*_check_inputs(q, k, v, rpe, feature_map))
-    _raise_flags(flags)
+    _raise_flags(flags, _VALUE_MESSAGES)
     if not _is_traced(ok) and not bool(ok):
         raise FloatingPointError(
             f"rpe_kernelized_attention: a denominator Σ_j c_(i-j) φ(q_i)ᵀφ(k_j) is not above the "
@@ -275,7 +250,7 @@ def rpe_kernelized_attention_direct(q, k, v, rpe, feature_map: Callable) -> jax.
     Raises FloatingPointError if a row of A sums to zero (every φ(q_i)ᵀφ(k_j) = 0).
     """
     z, flags, ok = _rpe_direct(*_check_inputs(q, k, v, rpe, feature_map))
-    _raise_flags(flags)
+    _raise_flags(flags, _VALUE_MESSAGES)
     if not _is_traced(ok) and not bool(ok):
         raise FloatingPointError(
             "rpe_kernelized_attention_direct: a denominator Σ_j c_(i-j) φ(q_i)ᵀφ(k_j) is zero "

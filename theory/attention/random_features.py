@@ -55,10 +55,10 @@ def _is_traced(a) -> bool:
     return isinstance(a, jax.core.Tracer)
 
 
-def _as_float(name: str, a) -> jax.Array:
-    """``a`` as a float array with at least 2 axes (…, tokens, features). Finiteness is checked
-    inside the compiled computation (`_raise_flags`): one compilation per shape, not one per
-    eager check."""
+def _as_float(name: str, a, min_ndim: int = 2) -> jax.Array:
+    """``a`` as a float array with at least ``min_ndim`` axes ((…, tokens, features) for 2).
+    Finiteness is checked inside the compiled computation (`_raise_flags`): one compilation
+    per shape, not one per eager check."""
     a = jnp.asarray(a)
     if not jnp.issubdtype(a.dtype, jnp.floating):
         if not (jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_):
@@ -66,8 +66,9 @@ def _as_float(name: str, a) -> jax.Array:
         a = a.astype(jnp.result_type(float))
     if jnp.finfo(a.dtype).bits < 32:
         raise TypeError(f"{name} must be float32 or float64, got {a.dtype} (exp overflows)")
-    if a.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., tokens, features), got shape {a.shape}")
+    if a.ndim < min_ndim:
+        what = "(..., tokens, features)" if min_ndim == 2 else "(..., 2n - 1)"
+        raise ValueError(f"{name} must have shape {what}, got shape {a.shape}")
     return a
 
 
@@ -80,9 +81,8 @@ def _raise_flags(flags, messages) -> None:
             raise ValueError(msg)
 
 
-def _check_qkv(q, k, v):
-    """Validated (q, k, v): q (…, n, d), k (…, n_k, d), v (…, n_k, d_v), one float dtype."""
-    q, k, v = _as_float("q", q), _as_float("k", k), _as_float("v", v)
+def _check_batch_and_width(q, k, v) -> None:
+    """q, k, v share their leading (batch) axes, and q and k their width d."""
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(
             f"q, k and v must have the same leading (batch) axes, got shapes {q.shape}, "
@@ -90,6 +90,12 @@ def _check_qkv(q, k, v):
         )
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"q and k must have the same width d, got {q.shape} and {k.shape}")
+
+
+def _check_qkv(q, k, v):
+    """Validated (q, k, v): q (…, n, d), k (…, n_k, d), v (…, n_k, d_v), one float dtype."""
+    q, k, v = _as_float("q", q), _as_float("k", k), _as_float("v", v)
+    _check_batch_and_width(q, k, v)
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"k and v must have the same length n_k, got {k.shape} and {v.shape}")
     if k.shape[-2] < 1:
