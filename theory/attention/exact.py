@@ -119,16 +119,21 @@ def _pad_rows(a, multiple: int):
     return jnp.pad(a, ((0, pad), (0, 0))), n
 
 
-@jax.jit(static_argnames=("block",))
-def _softmax_blocked(q, k, v, scale, block: int):
+def _key_blocks(k, v, block: int):
+    """(k blocks, v blocks, valid): keys and values zero-padded to whole blocks of ``block``
+    rows, shaped (blocks, block, ·), and the mask of the real (unpadded) rows."""
     m = k.shape[0]
-    qp, n = _pad_rows(q, block)
     kp, _ = _pad_rows(k, block)
     vp, _ = _pad_rows(v, block)
     n_kb = kp.shape[0] // block
-    kb = kp.reshape(n_kb, block, -1)
-    vb = vp.reshape(n_kb, block, -1)
     valid = (jnp.arange(n_kb * block) < m).reshape(n_kb, block)
+    return kp.reshape(n_kb, block, -1), vp.reshape(n_kb, block, -1), valid
+
+
+@jax.jit(static_argnames=("block",))
+def _softmax_blocked(q, k, v, scale, block: int):
+    qp, n = _pad_rows(q, block)
+    kb, vb, valid = _key_blocks(k, v, block)
 
     def one_query_block(qb):
         @jax.checkpoint
@@ -190,14 +195,8 @@ def _tensor_naive(q, k1, k2, v1, v2, scale):
 
 @jax.jit(static_argnames=("block",))
 def _tensor_blocked(q, k1, k2, v1, v2, scale, block: int):
-    m1 = k1.shape[0]
     qp, n = _pad_rows(q, block)
-    k1p, _ = _pad_rows(k1, block)
-    v1p, _ = _pad_rows(v1, block)
-    n_kb = k1p.shape[0] // block
-    kb = k1p.reshape(n_kb, block, -1)
-    vb = v1p.reshape(n_kb, block, -1)
-    valid = (jnp.arange(n_kb * block) < m1).reshape(n_kb, block)
+    kb, vb, valid = _key_blocks(k1, v1, block)
     d_v = v1.shape[1]
 
     def one_query_block(qb):
@@ -240,13 +239,10 @@ _STATIC_SHIFT_LIMIT = {jnp.dtype(jnp.float32): 60.0, jnp.dtype(jnp.float64): 120
 def _tensor_blocked_static(q, k1, k2, v1, v2, scale, shift, bq: int, bk: int):
     """Blocked tensor attention with a fixed per-query shift M_i ≥ max score (no running max:
     one pass of exp per score). Padded key rows carry zero values and weight exp(−∞) = 0."""
-    m1, d, d_v = k1.shape[0], q.shape[1], v1.shape[1]
+    d, d_v = q.shape[1], v1.shape[1]
     qp, n = _pad_rows(q, bq)
     mp, _ = _pad_rows(shift[:, None], bq)
-    k1p, _ = _pad_rows(k1, bk)
-    v1p, _ = _pad_rows(v1, bk)
-    n_kb = k1p.shape[0] // bk
-    valid = (jnp.arange(n_kb * bk) < m1).reshape(n_kb, bk)
+    blocks = _key_blocks(k1, v1, bk)
 
     def one_query_block(args):
         qb, mb = args
@@ -262,7 +258,6 @@ def _tensor_blocked_static(q, k1, k2, v1, v2, scale, shift, bq: int, bk: int):
             return (den + jnp.sum(p, axis=(1, 2)), num + jnp.einsum("ije,je->ie", pv2, vv)), None
 
         init = (jnp.zeros((bq,), q.dtype), jnp.zeros((bq, d_v), q.dtype))
-        blocks = (k1p.reshape(n_kb, bk, d), v1p.reshape(n_kb, bk, d_v), valid)
         (den, num), _ = jax.lax.scan(step, init, blocks)
         return num / den[:, None]
 
