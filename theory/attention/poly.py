@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.attention.exact import _as_float, _scale
+from theory.attention.exact import _as_float, _scale, score_bound
 
 # ---------------------------------------------------------------------------- polynomials
 
@@ -254,11 +254,10 @@ def feature_weights(d: int, poly: ExpPoly, scale: float) -> np.ndarray:
 
 
 def _score_radius(q, keys, scale: float) -> float:
-    """A bound on |s Σ_l q_l k1_l ⋯| from coordinate-wise maxima: s Σ_l max|q_l| Π max|kj_l|."""
-    m = jnp.max(jnp.abs(q), axis=0)
-    for k in keys:
-        m = m * jnp.max(jnp.abs(k), axis=0)
-    return abs(scale) * float(jnp.sum(m))
+    """A bound on |s Σ_l q_l k1_l ⋯| from coordinate-wise maxima: s Σ_l max|q_l| Π max|kj_l|
+    (`score_bound` of the query of coordinate-wise largest magnitudes)."""
+    q_max = jnp.max(jnp.abs(q), axis=0, keepdims=True)
+    return float(score_bound(q_max, keys, scale)[0])
 
 
 def _check_multi(q, keys, values):
