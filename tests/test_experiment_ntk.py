@@ -28,6 +28,7 @@ def res(cfg, root):
     return ntk.run(cfg, ResultStore("ntk", RUN, cfg, root=root))
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_shapes_and_finite(res, cfg):
     for w in cfg.fig1.widths:
         for k in ("theta_0", "theta_t"):
@@ -77,6 +78,7 @@ def test_jacot_network_is_the_papers(cfg):
     assert (cfg.depth, cfg.fig3.fig3_depth) == (4, 5)
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_finite_ntk_scatters_around_the_limit_and_tightens_with_width(res, cfg):
     inf = res["fig1_theta_inf"]
     narrow, wide = min(cfg.fig1.widths), max(cfg.fig1.widths)
@@ -94,6 +96,7 @@ def test_finite_ntk_scatters_around_the_limit_and_tightens_with_width(res, cfg):
     assert move[wide] < move[narrow]
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_training_inflates_the_narrow_networks_ntk(res, cfg):
     """§6.1: "the NTK moves during training" at finite width, less so for wider networks. Mean
     over inits of Θ_t/Θ_0 at the quick settings (4 inits, 50 steps, fixed keys): 2.41 at
@@ -105,6 +108,7 @@ def test_training_inflates_the_narrow_networks_ntk(res, cfg):
     assert peak[narrow] > 1.0 + 2 * (peak[wide] - 1.0)
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_trained_networks_fit_the_training_points(res, cfg):
     y = res["fig2_y_train"]
     for w in cfg.fig2.fig2_widths:
@@ -119,6 +123,7 @@ def test_trained_networks_fit_the_training_points(res, cfg):
     np.testing.assert_allclose(np.sqrt(np.diag(cov)), 0.0, atol=1e-3)
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_trained_functions_follow_the_infinite_width_gaussian(res, cfg):
     lo, _, hi = res["fig2_gp_percentiles"]
     f = res[f"fig2_f_t_w{max(cfg.fig2.fig2_widths)}"]
@@ -127,6 +132,7 @@ def test_trained_functions_follow_the_infinite_width_gaussian(res, cfg):
     assert 0.55 < inside < 0.98, inside
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_convergence_follows_the_principal_components(res, cfg):
     lam = res["fig3_eigenvalues"]
     assert np.all(np.diff(lam) <= 0) and lam[-1] > 0
@@ -138,6 +144,7 @@ def test_convergence_follows_the_principal_components(res, cfg):
         assert np.all(h.max(1) < 0.4 * g[:, 0])  # close to the straight line
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_finite_networks_follow_their_own_ntk_along_f2(res, cfg):
     """Against the n = ∞ prediction: at init the finite NTK along f⁽²⁾ is λ₂ within its
     O(1/√n) fluctuation; during training the residual along f⁽²⁾ follows the finite network's
@@ -163,6 +170,7 @@ def test_finite_networks_follow_their_own_ntk_along_f2(res, cfg):
     assert dev_inf[widths[-1]] < dev_inf[widths[0]]  # and less so at larger width
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_fig3_step_size_does_not_shape_the_dynamics(cfg):
     """Fig. 3 runs at η = 10 (the paper's η is presumably 1): as functions of t = η·steps, the
     residual along f⁽²⁾, the deviation h_t and the NTK growth agree between η = 10 and η = 1.
@@ -193,6 +201,7 @@ def test_fig3_step_size_does_not_shape_the_dynamics(cfg):
     assert np.abs(l1 / l2 - 1).max() < 0.15
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_main_quick_writes_figures(res, root, monkeypatch):
     monkeypatch.setattr(experiments._common, "RESULTS_DIR", root)
     monkeypatch.setattr(experiments._common, "FIGS_DIR", root / "figs")

@@ -26,6 +26,7 @@ def tiny(tmp_path_factory):
     return cfg, singular.run(cfg, store)
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_run_results_are_consistent(tiny):
     cfg, r = tiny
     # taxonomy: agreements are fractions; the 1-NN dual reaches 1-NN well inside 60 layers
@@ -61,6 +62,7 @@ def test_run_results_are_consistent(tiny):
     assert d["1-NN"] > d["majority vote"] + 0.3
 
 
+@pytest.mark.slow  # the quick run's fixture takes ~2.5 min on 2 cores
 def test_plot_and_summary(tiny):
     cfg, r = tiny
     figs = singular.plot(r, cfg)

@@ -22,6 +22,7 @@ Layer recursions (Jacot, Gabriel & Hongler 2018, Thm. 1; Lee et al. 2019, eqs. 3
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections import namedtuple
@@ -200,9 +201,40 @@ def _stateless_init(rng, input_shape):
     return input_shape, ()
 
 
-def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None, hint: str = ""):
+@dataclasses.dataclass(frozen=True)
+class ActivationInfo:
+    """What an activation layer is, for code that needs φ itself rather than the layer
+    (`theory.kernels.criticality`): its name, φ (``fn``, None when only a kernel was given),
+    its dual ``pair`` (see `theory.kernels.dual`; None when only φ was given), whether the dual
+    is a closed form (``exact``; False for Gauss–Hermite quadrature) and φ' when the layer was
+    given it (``derivative``; else None and autodiff of ``fn`` is used)."""
+
+    name: str
+    fn: Callable | None
+    pair: dual.Pair | None
+    exact: bool = True
+    derivative: Callable | None = None
+
+
+def activation_info(layer) -> ActivationInfo | None:
+    """The `ActivationInfo` of an elementwise ``stax`` layer ``(init_fn, apply_fn, kernel_fn)``,
+    None for any other layer."""
+    if not (isinstance(layer, tuple) and len(layer) == 3):
+        return None
+    return getattr(layer[2], "activation", None)
+
+
+def _elementwise(
+    name: str,
+    fn: Callable | None,
+    pair: dual.Pair | None,
+    hint: str = "",
+    exact: bool = True,
+    derivative: Callable | None = None,
+):
     """A layer applying φ elementwise; its kernel uses the dual ``pair`` of φ. ``hint`` is
-    appended to the message of `NonFiniteKernelError` for networks containing the layer."""
+    appended to the message of `NonFiniteKernelError` for networks containing the layer;
+    ``exact`` says whether ``pair`` is a closed form (False for quadrature)."""
 
     def apply_fn(params, inputs, **kwargs):
         if fn is None:
@@ -243,11 +275,9 @@ def _elementwise(name: str, fn: Callable | None, pair: dual.Pair | None, hint: s
                 ntk = ntk.at[r, c].set(ntk_rr * dot_rr, mode="drop")
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
-    return (
-        _stateless_init,
-        _mark(apply_fn, ("elementwise", fn)),
-        KernelFn(transform, name, is_activation=True, hints=(hint,) if hint else ()),
-    )
+    kernel_fn = KernelFn(transform, name, is_activation=True, hints=(hint,) if hint else ())
+    kernel_fn.activation = ActivationInfo(name, fn, pair, exact, derivative)
+    return _stateless_init, _mark(apply_fn, ("elementwise", fn)), kernel_fn
 
 
 def _check_std(name: str, value, allow_none: bool = False):
@@ -521,7 +551,11 @@ def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None):
         raise ValueError(f"deg must be a positive integer, got {deg!r}")
     name = getattr(fn, "__name__", "fn")
     return _elementwise(
-        f"ElementwiseNumerical({name}, deg={deg})", fn, dual.gauss_hermite(fn, deg, df)
+        f"ElementwiseNumerical({name}, deg={deg})",
+        fn,
+        dual.gauss_hermite(fn, deg, df),
+        exact=False,
+        derivative=df,
     )
 
 
