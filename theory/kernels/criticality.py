@@ -156,6 +156,15 @@ class Activation:
         """⟨σ⁴⟩_K."""
         return self._expect(lambda z: self.fn(z) ** 4, k)
 
+    def sigma2_he4(self, k: jax.Array) -> jax.Array:
+        """⟨σ² He₄(z/√K)⟩_K = K² d²⟨σ²⟩_K/dK² · 4 (He₄(u) = u⁴ − 6u² + 3), by quadrature."""
+        return self._expect(
+            lambda z: (
+                self.fn(z) ** 2 * ((z * z) ** 2 / (k * k)[..., None] - 6 * z * z / k[..., None] + 3)
+            ),
+            k,
+        )
+
     def taylor_at_zero(self) -> tuple[float, float, float, float]:
         """(σ(0), σ'(0), σ''(0), σ'''(0)) by autodiff."""
         with jax.enable_x64(True):
@@ -182,8 +191,9 @@ def _as_activation(activation: Any, nodes: int = 160) -> Activation:
     per axis for two inputs)."""
     if isinstance(activation, Activation):
         return activation
-    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 8:
-        raise ValueError(f"nodes must be an integer >= 8, got {nodes!r}")
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or not 8 <= nodes <= 300:
+        # scipy's generalized Gauss–Laguerre weights are NaN beyond ~350 nodes
+        raise ValueError(f"nodes must be an integer in [8, 300], got {nodes!r}")
     info = stax.activation_info(activation)
     if info is None and isinstance(activation, tuple) and len(activation) == 3:
         raise ValueError(
@@ -267,7 +277,8 @@ def _scan_fn(act: Activation, depth: int, body: str):
             out = (k, c_w * act.dsigma2(k), c_w * act.dsigma_sq(k))
             g = act.sigma2(k)
             if body == "vertex":
-                out = out + (c_w**2 * (act.sigma4(k) - g * g),)
+                he4 = act.sigma2_he4(k)
+                out = out + (c_w**2 * (act.sigma4(k) - g * g), c_w * he4 / (8 * k * k))
             return c_b + c_w * g, out
 
         return jax.lax.scan(f, k1, None, length=depth)[1]
@@ -521,13 +532,15 @@ def ntk_recursion(activation, C_b: float, C_W: float, K1: float, depth: int) -> 
 
 class Vertex(NamedTuple):
     """Per layer l = 1..depth: K⁽ˡ⁾, V̂⁽ˡ⁾ = (E[z⁴] − 3E[z²]²)/3 at order 1/n, the normalized
-    vertex V̂/K² (the excess kurtosis E[z⁴]/(3E[z²]²) − 1 at this order), χ_∥ and χ_⊥."""
+    vertex V̂/K² (the excess kurtosis E[z⁴]/(3E[z²]²) − 1 at this order), χ_∥, χ_⊥, and δK⁽ˡ⁾,
+    the order-1/n shift of the finite-width E[z²] from K⁽ˡ⁾."""
 
     K: np.ndarray
     V_hat: np.ndarray
     normalized: np.ndarray
     chi_parallel: np.ndarray
     chi_perpendicular: np.ndarray
+    K_correction: np.ndarray
 
 
 def _widths(widths, depth: int) -> np.ndarray:
@@ -547,19 +560,29 @@ def vertex_recursion(
 ) -> Vertex:
     """The leading-order four-point vertex through ``depth`` layers (module docstring):
     V̂⁽¹⁾ = 0, V̂⁽ˡ⁺¹⁾ = (C_W²/n_l)(⟨σ⁴⟩ − ⟨σ²⟩²)_{K⁽ˡ⁾} + χ_∥(K⁽ˡ⁾)² V̂⁽ˡ⁾, with ``widths``
-    one number n or the hidden widths n_1..n_{depth−1}. RYH's V⁽ˡ⁾ = n_{l−1} V̂⁽ˡ⁾."""
+    one number n or the hidden widths n_1..n_{depth−1}. RYH's V⁽ˡ⁾ = n_{l−1} V̂⁽ˡ⁾.
+
+    Also the 1/n shift of the kernel, E[z²] = K⁽ˡ⁾ + δK⁽ˡ⁾ + O(1/n²): a distribution of
+    variance K + δK and fourth cumulant 3V̂ has E[f] = ⟨f⟩_K + δK ⟨f⟩'_K + (3V̂/24)⟨f⁽⁴⁾⟩_K
+    + …, and ⟨f⁽⁴⁾⟩_K = ⟨f He₄(z/√K)⟩_K / K², so with f = σ²
+
+        δK⁽¹⁾ = 0,    δK⁽ˡ⁺¹⁾ = χ_∥(K⁽ˡ⁾) δK⁽ˡ⁾ + (C_W V̂⁽ˡ⁾ / (8 (K⁽ˡ⁾)²)) ⟨σ² He₄(z/√K⁽ˡ⁾)⟩,
+
+    zero for scale-invariant σ (whose E[z²] is exact at any width)."""
     act = as_activation(activation)
     c_b, c_w = _check_positive("C_b", C_b, True), _check_positive("C_W", C_W)
     k1, depth = _check_positive("K1", K1, True), _check_depth(depth)
     n = _widths(widths, depth)
-    ks, chi_par, chi_perp, var4 = _depth_scan(act, c_b, c_w, k1, depth, "vertex")
-    v = np.zeros(depth)
+    ks, chi_par, chi_perp, var4, he4 = _depth_scan(act, c_b, c_w, k1, depth, "vertex")
+    v, dk = np.zeros(depth), np.zeros(depth)
     for i in range(1, depth):
         v[i] = var4[i - 1] / n[i - 1] + chi_par[i - 1] ** 2 * v[i - 1]
+        dk[i] = chi_par[i - 1] * dk[i - 1] + he4[i - 1] * v[i - 1]
     _finite("vertex_recursion", v)
+    _finite("vertex_recursion", dk)
     with np.errstate(divide="ignore", invalid="ignore"):
         normalized = np.where(ks > 0, v / ks**2, 0.0)
-    return Vertex(ks, v, normalized, chi_par, chi_perp)
+    return Vertex(ks, v, normalized, chi_par, chi_perp, dk)
 
 
 def scale_invariant_kurtosis(
