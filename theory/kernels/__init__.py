@@ -6,6 +6,8 @@
 - `empirical_ntk`: the NTK of a finite network, any JAX function, with a fast structured
   path for ``stax`` networks;
 - `monte_carlo_kernel`: NNGP/NTK estimated by sampling finite networks;
+- `criticality`: criticality, universality classes and 1/n corrections (Roberts, Yaida &
+  Hanin), with vmapped Monte Carlo over finite networks;
 - `predict`: training dynamics in function space (gradient descent on MSE, GP inference);
 - `batch`: tiled kernels spread over all devices.
 
@@ -14,7 +16,7 @@ inputs, e.g. float32 overflow) and `KernelMemoryError` (an output that cannot fi
 before allocating); see `theory.kernels.kernel`.
 """
 
-from theory.kernels import dual, empirical, monte_carlo, predict, stax
+from theory.kernels import criticality, dual, empirical, monte_carlo, predict, stax
 from theory.kernels.batching import batch
 from theory.kernels.empirical import empirical_ntk
 from theory.kernels.kernel import Kernel, KernelMemoryError, NonFiniteKernelError
@@ -25,6 +27,7 @@ __all__ = [
     "KernelMemoryError",
     "NonFiniteKernelError",
     "batch",
+    "criticality",
     "dual",
     "empirical",
     "empirical_ntk",
