@@ -74,6 +74,7 @@ bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.singular
 	$(PY) -m benchmarks.information
 	$(PY) -m benchmarks.attention
+	$(PY) -m benchmarks.criticality
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference
