@@ -174,14 +174,50 @@ class Activation:
             return tuple(float(f(x)) for f in (self.fn, d1, d2, jax.grad(d2)))
 
 
-def as_activation(activation: Any, nodes: int = 160) -> Activation:
-    """See `_as_activation`; cached per (activation, nodes) so compiled maps are reused."""
+def _fn_key(f: Any) -> Any:
+    """A hashable key equal for equal functions made by the same factory: a Python function's
+    code, closure values and defaults (so two fresh ``stax.Relu()`` layers share compiled
+    code), else the object itself."""
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return f
+    cells = tuple(c.cell_contents for c in (f.__closure__ or ()))
+    key = (code, tuple(_fn_key(c) if callable(c) else c for c in cells), f.__defaults__)
     try:
-        return _as_activation_cached(activation, nodes)
-    except TypeError as e:
-        if "unhashable" not in str(e):
-            raise
+        hash(key)
+    except TypeError:
+        return f
+    return key
+
+
+def _activation_key(activation: Any) -> Any:
+    info = stax.activation_info(activation)
+    if info is None:
+        return _fn_key(activation) if callable(activation) else activation
+    # a quadrature dual is fixed by φ, φ' and the node count in the name; a closed form by itself
+    pair = _fn_key(info.pair) if info.exact else None
+    return (info.name, info.exact, _fn_key(info.fn), _fn_key(info.derivative), pair)
+
+
+_ACTIVATIONS: dict = {}
+
+
+def as_activation(activation: Any, nodes: int = 160) -> Activation:
+    """See `_as_activation`; cached by what the activation is (not by object identity), so
+    compiled maps and samplers are reused across fresh ``stax.Relu()`` layers."""
+    if isinstance(activation, Activation):
+        return activation
+    try:
+        key = (_activation_key(activation), nodes)
+        hash(key)
+    except TypeError:
         return _as_activation(activation, nodes)
+    act = _ACTIVATIONS.get(key)
+    if act is None:
+        if len(_ACTIVATIONS) > 256:
+            _ACTIVATIONS.clear()
+        act = _ACTIVATIONS[key] = _as_activation(activation, nodes)
+    return act
 
 
 def _as_activation(activation: Any, nodes: int = 160) -> Activation:
@@ -217,9 +253,6 @@ def _as_activation(activation: Any, nodes: int = 160) -> Activation:
     if deriv is None:
         deriv = jnp.vectorize(jax.grad(fn))
     return Activation(name, fn, deriv, pair, two_point, nodes)
-
-
-_as_activation_cached = functools.lru_cache(maxsize=128)(_as_activation)
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> float:
@@ -305,13 +338,15 @@ def kernel_recursion(activation, C_b: float, C_W: float, K1: float, depth: int) 
 
 
 def susceptibilities(activation, C_W: float, K) -> tuple[np.ndarray, np.ndarray]:
-    """(χ_∥(K), χ_⊥(K)) = (C_W d⟨σ²⟩_K/dK, C_W ⟨σ'²⟩_K), elementwise over an array ``K`` > 0."""
+    """(χ_∥(K), χ_⊥(K)) = (C_W d⟨σ²⟩_K/dK, C_W ⟨σ'²⟩_K), elementwise over an array ``K`` > 0
+    (floats for a scalar ``K``)."""
     act = as_activation(activation)
     c_w = _check_positive("C_W", C_W)
     k = np.asarray(K, np.float64)
     if not np.all(np.isfinite(k)) or np.any(k <= 0):
         raise ValueError(f"K must be finite and > 0, got {K!r}")
-    return c_w * _eval(act, "dsigma2", k), c_w * _eval(act, "dsigma_sq", k)
+    par, perp = c_w * _eval(act, "dsigma2", k), c_w * _eval(act, "dsigma_sq", k)
+    return (float(par), float(perp)) if k.ndim == 0 else (par, perp)
 
 
 class FixedPoint(NamedTuple):
@@ -660,37 +695,41 @@ def _network_gaussian(key, fn, dfn, depth, width, c_b, c_w, k1, dtype):
     """
     n = width
     kz, kf, kb = jax.random.split(key, 3)
-    g = jax.random.normal(kf, (depth + 1, n), dtype)  # W⁽ˡ⁾ â: layers 2..depth, readout
+    g = jax.random.normal(kf, (depth + 1, n), dtype)  # W⁽ˡ⁺¹⁾ â⁽ˡ⁾, l = 1..depth (row 0 unused)
     xi = jax.random.normal(kb, (depth + 1, n), dtype)  # backward fresh directions
     bias = jax.random.normal(jax.random.fold_in(kb, 1), (depth + 1, n), dtype)
     sb, sw = jnp.sqrt(jnp.asarray(c_b, dtype)), jnp.sqrt(jnp.asarray(c_w / n, dtype))
-    z = jnp.sqrt(jnp.asarray(k1, dtype)) * jax.random.normal(kz, (n,), dtype)
-    zs, a_norms, a_units = [z], [], []
-    for l in range(1, depth + 1):
+    z1 = jnp.sqrt(jnp.asarray(k1, dtype)) * jax.random.normal(kz, (n,), dtype)
+
+    def forward(z, gb):  # layer l: z⁽ˡ⁾ -> z⁽ˡ⁺¹⁾ (the readout's row 0 after the last layer)
+        gl, bl = gb
         a = fn(z)
         norm = jnp.sqrt(jnp.sum(a * a))
         unit = a / jnp.where(norm > 0, norm, 1)
-        a_norms.append(norm)
-        a_units.append(unit)
-        if l < depth:
-            z = sw * norm * g[l] + sb * bias[l]
-            zs.append(z)
-    f = sw * a_norms[-1] * g[depth, 0] + sb * bias[depth, 0]
-    # backward: δ = ∂f/∂z⁽ˡ⁾; readout's "δ" is 1 and its Wᵀδ is the weight row itself
-    theta = c_b + (c_w / n) * a_norms[-1] ** 2
-    wt_delta = sw * (
-        a_units[-1] * g[depth, 0] + (xi[depth] - a_units[-1] * (a_units[-1] @ xi[depth]))
-    )
-    for l in range(depth, 0, -1):
-        delta = dfn(zs[l - 1]) * wt_delta
+        return sw * norm * gl + sb * bl, (z, norm, unit)
+
+    out, (zs, norms, units) = jax.lax.scan(forward, z1, (g[1:], bias[1:]))
+    f = out[0]
+    # backward: δ⁽ˡ⁾ = ∂f/∂z⁽ˡ⁾ = σ'(z⁽ˡ⁾) ⊙ √(C_W/n) W⁽ˡ⁺¹⁾ᵀ δ⁽ˡ⁺¹⁾, the readout's δ being 1
+    u = units[-1]
+    wt_delta = sw * (u * g[depth, 0] + (xi[depth] - u * (u @ xi[depth])))
+    theta0 = c_b + (c_w / n) * norms[-1] ** 2
+    first = jnp.arange(depth) == 0
+    prev_norms = jnp.concatenate([jnp.zeros((1,), dtype), norms[:-1]])
+    prev_units = jnp.concatenate([jnp.zeros((1, n), dtype), units[:-1]])
+
+    def backward(carry, xs):
+        theta, wt = carry
+        z, is_first, pn, pu, gl, xl = xs
+        delta = dfn(z) * wt
         d2 = jnp.sum(delta * delta)
-        coef = k1 if l == 1 else c_b + (c_w / n) * a_norms[l - 2] ** 2
-        theta = theta + coef * d2
-        if l > 1:
-            u = a_units[l - 2]
-            perp = xi[l - 1] - u * (u @ xi[l - 1])
-            wt_delta = sw * (u * (g[l - 1] @ delta) + jnp.sqrt(d2) * perp)
-    zz = jnp.stack(zs) ** 2
+        coef = jnp.where(is_first, jnp.asarray(k1, dtype), c_b + (c_w / n) * pn**2)
+        perp = xl - pu * (pu @ xl)
+        return (theta + coef * d2, sw * (pu * (gl @ delta) + jnp.sqrt(d2) * perp)), None
+
+    xs = (zs, first, prev_norms, prev_units, g[:-1], xi[:-1])
+    (theta, _), _ = jax.lax.scan(backward, (theta0, wt_delta), xs, reverse=True)
+    zz = zs**2
     return jnp.mean(zz, 1), jnp.mean(zz * zz, 1), theta, f
 
 
@@ -770,7 +809,8 @@ def sample_networks(
     ``method="gaussian"`` (default) draws each layer only through the Gaussian vectors one
     input's forward and backward passes see (`_network_gaussian`: exact in distribution for
     every single-input statistic, O(n·depth) per network); ``"dense"`` draws the n × n
-    weights and differentiates (O(n²·depth)). Networks are vmapped in chunks of ``chunk``,
+    weights and differentiates (O(n²·depth); its chunk is capped so that a chunk's weights stay
+    under 256 MiB). Networks are vmapped in chunks of ``chunk``,
     each chunk's networks split over all local devices (a ``jax.sharding.NamedSharding`` of
     the network axis). Sums are formed per network in ``dtype`` and returned in float64."""
     act = as_activation(activation)
@@ -786,6 +826,9 @@ def sample_networks(
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     key = jax.random.key(key) if isinstance(key, int | np.integer) else key
     devices = jax.local_devices()
+    if method == "dense":  # keep a chunk's n × n weights under 256 MiB
+        per_net = depth * int(width) ** 2 * dtype.itemsize
+        chunk = min(chunk, max(len(devices), (256 << 20) // per_net))
     chunk = -(-min(chunk, n_networks) // len(devices)) * len(devices)
     sharding = None
     if len(devices) > 1:
