@@ -133,6 +133,16 @@ def test_gelu_and_swish_fixed_points_are_half_stable():
             assert other.K_star == pytest.approx(14.593, abs=1e-3) and other.chi_parallel < 1
 
 
+def test_plain_functions_take_the_quadrature_route_to_the_same_points():
+    """A scalar JAX function has no dual: everything by the half-line rule. GELU's critical
+    point from jax.nn.gelu (quadrature) equals stax.Gelu()'s (closed-form dual) to 1e-9, and
+    jnp.tanh is in the K* = 0 class like stax.Tanh()."""
+    a = cr.critical_initialization(lambda x: jax.nn.gelu(x, approximate=False))
+    b = cr.critical_initialization(GELU)
+    np.testing.assert_allclose(a, b, rtol=1e-9)
+    assert cr.critical_initialization(jnp.tanh) == (0.0, 1.0, 0.0)
+
+
 def test_no_critical_point_and_bad_input():
     with pytest.raises(cr.NoCriticalPointError, match="no critical initialization.*σ\\(0\\)"):
         cr.critical_initialization(stax.Sigmoid())
