@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality bench lint clean
 
 setup: $(STAMP)
 
@@ -52,7 +52,7 @@ test-slow: $(STAMP) $(REF_STAMP)
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
-figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention
+figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality
 
 fig-ntk: $(STAMP)
 	$(PY) -m experiments.ntk $(FIG_ARGS)
@@ -68,6 +68,9 @@ fig-infoplane: $(STAMP)
 
 fig-attention: $(STAMP)
 	$(PY) -m experiments.attention $(FIG_ARGS)
+
+fig-criticality: $(STAMP)
+	$(PY) -m experiments.criticality $(FIG_ARGS)
 
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels
