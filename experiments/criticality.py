@@ -22,7 +22,7 @@ Swish (0.55514, 1.98800, K* = 14.320). Figures (paper_figs/criticality_*.png/.pd
   a power law, kernels below drift away from it, down to a second, stable fixed point at
   K ≈ 0.85 K* ≈ 3.04. Swish, the mirror image: F(K) − K > 0 on both sides near K*
   (F'' > 0, small): kernels below K* rise to it by a power law, kernels just above it rise
-  away to a stable fixed point at K ≈ 1.015 K*, where F − K turns negative (so kernels
+  away to a stable fixed point at K ≈ 1.02 K*, where F − K turns negative (so kernels
   started well above K*, e.g. 2K*, come down to that point, not to K*). The drift is slow
   (|F − K| ~ 1e-5 K* at 0.9 K*), hence the depth 1000. The Monte Carlo points (n = 128)
   leave these lines by O(l/n) at l ~ 32 (Swish from 2K*: 1.73 K* at n = 128, 1.92 K* at

@@ -60,7 +60,7 @@ def test_kernel_theory(res, cfg):
 
 def test_half_stability(res):
     """K* is a double root of F(K) − K: GELU's F − K < 0 on both sides, a stable fixed point
-    below (≈ 0.85 K*); Swish's > 0 on both sides, a stable fixed point just above (≈ 1.015 K*)."""
+    below (≈ 0.85 K*); Swish's > 0 on both sides, a stable fixed point just above (≈ 1.02 K*)."""
     for name, side in (("gelu", -1), ("swish", 1)):
         k_star = res[f"crit_{name}"][2]
         x = res[f"stability_{name}_flow_k"] / k_star
