@@ -357,42 +357,73 @@ class FixedPoint(NamedTuple):
     chi_perpendicular: float
 
 
+def _fixed_point_on_ray(act, c_b, c_w, k: float, direction: float) -> float | None:
+    """The first K beyond ``k`` in ``direction`` with g(K) = C_b + C_W⟨σ²⟩_K − K = 0: a sign
+    change (refined by Brent's method) or a tangent zero (a local minimum of |g| that is 0 to
+    1e-12 relative, refined by bounded minimization). None if there is none in (1e-12 k, 1e8 k)."""
+    import scipy.optimize
+
+    t = np.geomspace(1e-12, 0.5, 3000)
+    if direction > 0:
+        ks = np.concatenate([k * (1 + t), k * np.geomspace(1.5, 1e8, 3000)])
+    else:
+        ks = np.concatenate([k * (1 - t), k * np.geomspace(0.5, 1e-12, 3000)[1:]])
+    g = c_b + c_w * _eval(act, "sigma2", ks) - ks
+    ks, g = (
+        np.concatenate([[k], ks]),
+        np.concatenate([[c_b + c_w * _eval(act, "sigma2", k) - k], g]),
+    )
+
+    def gap(x):
+        return float(c_b + c_w * _eval(act, "sigma2", x) - x)
+
+    for i in range(1, len(ks)):
+        if not np.isfinite(g[i]):
+            return None
+        if np.sign(g[i]) != np.sign(g[i - 1]):
+            lo, hi = sorted((ks[i - 1], ks[i]))
+            return float(scipy.optimize.brentq(gap, lo, hi, xtol=1e-300, rtol=1e-15))
+        if i + 1 < len(ks) and abs(g[i]) <= abs(g[i - 1]) and abs(g[i]) <= abs(g[i + 1]):
+            lo, hi = sorted((ks[i - 1], ks[i + 1]))
+            res = scipy.optimize.minimize_scalar(
+                lambda x: abs(gap(x)),
+                bounds=(lo, hi),
+                method="bounded",
+                options={"xatol": 1e-14 * hi},
+            )
+            if abs(res.fun) <= 1e-12 * res.x:
+                return float(res.x)
+    return None
+
+
 def fixed_point(
-    activation, C_b: float, C_W: float, K1: float = 1.0, max_depth: int = 100_000
+    activation, C_b: float, C_W: float, K1: float = 1.0, max_depth: int = 2000
 ) -> FixedPoint:
-    """The fixed point the kernel recursion reaches from ``K1``: iterated (at most
-    ``max_depth`` layers, in compiled chunks) and polished by Newton's method on
-    K − C_b − C_W⟨σ²⟩_K. Returns ``K_star = inf`` when the kernel grows without bound
-    (explodes) and 0.0 when it vanishes (K* = 0, reached as a power law at criticality);
-    χ's are then evaluated in the limit (K → 0⁺ at 1e-300 is replaced by the small-K value
-    at K = 1e-12)."""
+    """The fixed point the kernel recursion reaches from ``K1``: ``max_depth`` layers are
+    iterated, then the first zero of g(K) = C_b + C_W⟨σ²⟩_K − K beyond the last iterate in the
+    direction the flow moves is solved for (a sign change, or a tangent zero where the flow
+    approaches a half-stable fixed point like GELU's and Swish's critical points by a power law;
+    iteration alone stops short there; a tangent zero is determined only to about
+    √(ε/|g''|) relative, 1e-6 for GELU and Swish). Returns ``K_star = inf`` when the kernel grows
+    without bound and 0.0 when it vanishes (with χ's at K = 1e-12)."""
     act = as_activation(activation)
     c_b, c_w = _check_positive("C_b", C_b, True), _check_positive("C_W", C_W)
     k = _check_positive("K1", K1, True)
-    chunk = 1000
-    for _ in range(max(1, max_depth // chunk)):
-        ks = _depth_scan(act, c_b, c_w, k, chunk, "kernel")[0]
-        nxt = c_b + c_w * float(_eval(act, "sigma2", ks[-1]))
-        if not math.isfinite(nxt) or nxt > 1e100:
-            return FixedPoint(math.inf, math.inf, math.inf)
-        if abs(nxt - ks[-1]) <= 1e-13 * max(abs(nxt), 1e-300):
-            k = nxt
-            break
-        k = nxt
-    for _ in range(50):  # Newton polish
-        if k <= 0:
-            break
-        f = k - c_b - c_w * float(_eval(act, "sigma2", k))
-        df = 1 - c_w * float(_eval(act, "dsigma2", k))
-        if df == 0:
-            break
-        step = f / df
-        k_new = k - step
-        if not (k_new > 0):
-            break
-        k = k_new
-        if abs(step) <= 1e-15 * k:
-            break
+    max_depth = _check_depth(max_depth)
+    ks = _depth_scan(act, c_b, c_w, k, max_depth, "kernel")[0]
+    finite = ks[np.isfinite(ks) & (ks < 1e100)]
+    if len(finite) < len(ks):
+        return FixedPoint(math.inf, math.inf, math.inf)
+    k = float(ks[-1])
+    step = c_b + c_w * float(_eval(act, "sigma2", k)) - k
+    if k > 0 and abs(step) > 1e-14 * k:
+        found = _fixed_point_on_ray(act, c_b, c_w, k, step)
+        if found is None:
+            if step > 0:
+                return FixedPoint(math.inf, math.inf, math.inf)
+            k = 0.0
+        else:
+            k = found
     if k < 1e-10 and c_b == 0:
         k_eval, k = 1e-12, 0.0
     else:
@@ -773,20 +804,22 @@ def _network_dense(key, fn, dfn, depth, width, c_b, c_w, k1, dtype):
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(act: Activation, depth, width, c_b, c_w, k1, dtype, method, batched):
+def _compiled_sampler(act: Activation, depth, width, dtype, method, batched):
+    """jit(vmap) of one network's statistics as a function of (keys, C_b, C_W, K⁽¹⁾): the
+    scalars are traced, so new values reuse the compiled code."""
     one = {"gaussian": _network_gaussian, "dense": _network_dense}[method]
-    f = functools.partial(
-        one,
-        fn=act.fn,
-        dfn=act.derivative,
-        depth=depth,
-        width=width,
-        c_b=c_b,
-        c_w=c_w,
-        k1=k1,
-        dtype=dtype,
-    )
-    return jax.jit(jax.vmap(f) if batched else f)
+
+    def f(key, c_b, c_w, k1):
+        return one(key, act.fn, act.derivative, depth, width, c_b, c_w, k1, dtype)
+
+    return jax.jit(jax.vmap(f, in_axes=(0, None, None, None)) if batched else f)
+
+
+def _sampler(act: Activation, depth, width, c_b, c_w, k1, dtype, method, batched):
+    """``run(keys)`` (``batched``) or ``run(key)``: per-network (m2, m4, Θ, f)."""
+    compiled = _compiled_sampler(act, depth, width, jnp.dtype(dtype), method, batched)
+    scalars = tuple(jnp.asarray(v, dtype) for v in (c_b, c_w, k1))
+    return lambda keys: compiled(keys, *scalars)
 
 
 def sample_networks(
