@@ -12,10 +12,13 @@ Swish (0.55514, 1.98800, K* = 14.320). Figures (paper_figs/criticality_*.png/.pd
   the critical (C_b, C_W) and with C_W scaled by 0.8 and 1.25 at the critical C_b, from
   K⁽¹⁾ = 1: lines K⁽ˡ⁺¹⁾ = C_b + C_W ⟨σ²⟩_{K⁽ˡ⁾} (`kernel_recursion`), points the Monte Carlo
   mean over networks of the layer's (1/n) Σ_i z_i² (width n, ± 1 standard error). Off
-  criticality the kernel decays or grows geometrically (ReLU: (C_W/2)^(l−1)) or goes to
-  another fixed point (tanh, C_W = 1.25: K* > 0); at criticality tanh follows the power law
-  K⁽ˡ⁾ ≈ 1/(2l) (dashed) and ReLU stays at K⁽¹⁾. Bottom row, GELU and Swish at criticality
-  started at K⁽¹⁾ = f·K* for f below and above 1, K⁽ˡ⁾/K* to depth 1000 (theory) with Monte
+  criticality the kernel vanishes or explodes geometrically (ReLU: (C_W/2)^(l−1); tanh at
+  0.8) or goes to another fixed point (tanh at 1.25: K* > 0; GELU and Swish at 0.8, whose
+  C_b > 0 keeps K away from 0); at criticality tanh follows the power law K⁽ˡ⁾ ≈ 1/(2l)
+  (dashed) and ReLU stays at K⁽¹⁾, while GELU and Swish, started at K⁽¹⁾ = 1 far below their
+  K*, drift slowly upwards (GELU towards its stable point near 3.03). Bottom row, GELU and
+  Swish at criticality started at K⁽¹⁾ = f·K* for f = 0.5, 0.95 (between GELU's stable point
+  and K*) and 2, K⁽ˡ⁾/K* to depth 1000 (theory) with Monte
   Carlo points, and one layer's change F(K) − K, F(K) = C_b + C_W⟨σ²⟩_K, near K*. What the
   recursion shows: K* is a double root of F(K) − K (F(K*) = K*, F'(K*) = χ_∥ = 1), so it is
   half-stable. GELU: F(K) − K < 0 on both sides (F'' < 0): kernels above K* decrease to it by
@@ -25,10 +28,11 @@ Swish (0.55514, 1.98800, K* = 14.320). Figures (paper_figs/criticality_*.png/.pd
   away to a stable fixed point at K ≈ 1.02 K*, where F − K turns negative (so kernels
   started well above K*, e.g. 2K*, come down to that point, not to K*). The drift is slow
   (|F − K| ~ 1e-5 K* at 0.9 K*), hence the depth 1000. The Monte Carlo points (n = 128)
-  leave these lines by O(l/n) at l ~ 32 (Swish from 2K*: 1.73 K* at n = 128, 1.92 K* at
-  n = 512, 1.98 K* at infinite width, measured): a finite-width shift of the mean, which the
-  marginal flow (χ_∥ = 1) does not damp. Dotted, in both rows: K⁽ˡ⁾ + δK⁽ˡ⁾, the kernel with
-  its 1/n shift at the Monte Carlo width (`vertex_recursion`'s ``K_correction``:
+  leave these lines by O(l/n) at l ~ 32 (Swish from 2K*, at l = 32: 1.93 ± 0.08 K* at
+  n = 128 against 1.98 K* at infinite width and 1.92 K* for K + δK at n = 128): a
+  finite-width shift of the mean, which the marginal flow (χ_∥ = 1) does not damp. Dotted,
+  in both rows: K⁽ˡ⁾ + δK⁽ˡ⁾, the kernel with its 1/n shift at the Monte Carlo width
+  (`vertex_recursion`'s ``K_correction``:
   δK⁽ˡ⁺¹⁾ = χ_∥δK⁽ˡ⁾ + (C_W V̂⁽ˡ⁾/8K²)⟨σ²He₄(z/√K)⟩), which accounts for that shift: the
   largest |MC − theory|/s.e. over all points falls from 5.1 (tanh) and 4.6 (GELU) against
   the infinite-width K to at most 2.3 against K + δK (the summary's z-scores). ReLU's mean is
@@ -38,9 +42,15 @@ Swish (0.55514, 1.98800, K* = 14.320). Figures (paper_figs/criticality_*.png/.pd
   against ReLU's exact (1 + 5/n)^(L−1) − 1 (`scale_invariant_kurtosis`, one line per width),
   its leading order 5(L − 1)/n and its large-n limit e^(5L/n) − 1, and tanh's leading-order
   normalized vertex V⁽ᴸ⁾/(n K⁽ᴸ⁾²) (`vertex_recursion`, K⁽¹⁾ = 1; ≈ (2/3) L/n at large L).
-  The points of different widths collapse onto one function of L/n. Deep narrow ReLU nets
-  have heavy-tailed z⁴ (the kurtosis is driven by rare networks), so there the Monte Carlo
-  estimate is biased low for any feasible sample count.
+  At leading order the excess kurtosis is a function of L/n alone (5L/n, (2/3)L/n); at
+  finite n the exact ReLU curves (1 + 5/n)^(L−1) − 1 still differ by width (at L/n = 1/2:
+  3.3, 5.7, 7.8 for n = 8, 16, 32) and approach e^(5L/n) − 1 as n → ∞, so the collapse onto
+  one function of L/n holds for L/n ≪ 1 and as n → ∞, and each width's points follow their
+  own exact curve. Deep narrow ReLU nets (n = 8, L/n > 1) have heavy-tailed z⁴ (the kurtosis
+  is driven by rare networks), so there the Monte Carlo estimate is biased low for any
+  feasible sample count. tanh's points lie above its leading-order lines, by up to 46 % at
+  n = 8 and 21 % at n = 16 (the summary's tanh_vertex_relative_excess): the next order,
+  O((L/n)²), which the leading-order vertex omits.
 - criticality_ntk: ReLU at criticality (C_b 0, C_W 2, K⁽¹⁾ = 1), Θ = Θ(x, x) of the scalar
   output (every W and b trained): left, E[Θ]/Θ_∞ against L/n with Θ_∞ = (L + 1)K⁽¹⁾ the
   infinite-width NTK (`ntk_recursion`); it is exactly 1 at any width (the points: within 2 s.e.
@@ -53,16 +63,22 @@ Swish (0.55514, 1.98800, K* = 14.320). Figures (paper_figs/criticality_*.png/.pd
   the line 5β (Hanin & Nica's E[Θ²]/E[Θ]² ≈ e^(5β) for their network) and the slope of a
   weighted least-squares line fitted to the Monte Carlo points. Each point uses
   ntk_networks·(1 + 3β) networks (deep narrow nets have heavy tails). Measured (default
-  run): slope 3.46 ± 0.04, close to the leading order's small-β slope 11/3 and below Hanin &
+  run): slope 3.46 ± 0.04, between the leading order's initial slopes (11L + 7)/(3(L + 1))
+  = 3.2–3.6 at these depths (→ 11/3 for L ≫ 1, drawn dash-dotted) and Hanin &
   Nica's 5 (their E[Θ²]/E[Θ]² ≍ e^(5β) holds up to universal multiplicative constants, so at
   β ≤ 1 a smaller slope is consistent with it; their NTK also counts bias gradients, which are
   0 here at b_std = 0); the leading order
   log(1 + Var/E²) bends down and undershoots the points from β ≈ 0.25 on, i.e. the ratio
   grows like an exponential in β, as Hanin & Nica find, not like 1 + cβ.
-- criticality_correlation: 1 − ρ⁽ˡ⁾ of two inputs against l (`correlation_flow`): ReLU at
-  criticality from ρ⁽¹⁾ = 0.5 approaches 1 by the power law 1 − ρ⁽ˡ⁾ ≈ 9π²/(2l²) (log-log),
-  tanh off criticality (C_b = 0.1, C_W = 1: a fixed point K* > 0, started there) approaches 1
-  geometrically, by the factor χ_⊥(K*) per layer (semilog).
+- criticality_correlation: 1 − ρ⁽ˡ⁾ of two inputs against l (`correlation_flow`). At
+  criticality (log-log): ReLU from ρ⁽¹⁾ = 0.5 approaches 1 by the power law
+  1 − ρ⁽ˡ⁾ ≈ 9π²/(2l²); tanh (C_b = 0, C_W = 1, K⁽¹⁾ = 1), whose kernel goes to K* = 0, does
+  not approach 1 at all: 1 − ρ rises from 0.5 and levels off near 0.55 (slope 0.00 over
+  l > 500), since near K = 0 tanh acts almost linearly and a linear network keeps
+  correlations. Off criticality (semilog), tanh in the ordered phase (C_b = 0.1, C_W = 1,
+  started at its stable K* > 0) approaches 1 geometrically, by the factor χ_⊥(K*) per layer,
+  until 1 − ρ reaches float64 roundoff near l = 80 (where the curve stops); in the chaotic
+  phase (C_b = 0, C_W = 1.5, χ_⊥(K*) > 1) ρ = 1 repels and ρ goes to a fixed point ρ* < 1.
 
     python -m experiments.criticality [--quick] [--flags]   (--help lists them)
 """
@@ -117,7 +133,7 @@ class Kernel(ConfigBase):
     """Monte Carlo networks per curve (0: theory only, no points)"""
     k_mc_depth: Annotated[int, Interval(ge=1)] = 32
     """depth of the Monte Carlo networks (points at l = 1, 2, 4, ... up to it)"""
-    k_start_factors: Annotated[tuple[float, ...], Positive] = (0.5, 2.0)
+    k_start_factors: Annotated[tuple[float, ...], Positive] = (0.5, 0.95, 2.0)
     """GELU/Swish (bottom row): K⁽¹⁾ as multiples of K*, below and above it"""
     k_stability_depth: Annotated[int, Interval(ge=2)] = 1000
     """depth of the bottom row's theory curves"""
@@ -161,6 +177,8 @@ class Correlation(ConfigBase):
     """C_b of the off-critical tanh network"""
     corr_tanh_cw: Annotated[float, Positive] = 1.0
     """C_W of the off-critical tanh network"""
+    corr_chaos_cw: Annotated[float, Positive] = 1.5
+    """C_W of the chaotic-phase tanh network (C_b = 0; χ_⊥(K*) > 1, ρ → ρ* < 1)"""
 
 
 @dataclass(frozen=True)
@@ -366,8 +384,19 @@ def _correlation(cfg: Correlation) -> dict:
     k = fp.K_star
     depth = min(cfg.corr_depth, 200)
     tanh = cr.correlation_flow(activation("tanh"), cb, cw, k, k, cfg.corr_rho1 * k, depth)
+    tanh_crit = cr.correlation_flow(
+        activation("tanh"), 0.0, 1.0, 1.0, 1.0, cfg.corr_rho1, cfg.corr_depth
+    )
+    chaos_fp = cr.fixed_point(activation("tanh"), 0.0, cfg.corr_chaos_cw, 1.0)
+    kc = chaos_fp.K_star
+    chaos = cr.correlation_flow(
+        activation("tanh"), 0.0, cfg.corr_chaos_cw, kc, kc, cfg.corr_rho1 * kc, depth
+    )
     return {
         "relu_gap": 1 - relu.rho,
+        "tanh_crit_gap": 1 - tanh_crit.rho,
+        "chaos_gap": 1 - chaos.rho,
+        "chaos_fixed_point": np.array([kc, chaos_fp.chi_parallel, chaos_fp.chi_perpendicular]),
         "tanh_gap": 1 - tanh.rho,
         "tanh_fixed_point": np.array([k, fp.chi_parallel, fp.chi_perpendicular]),
     }
@@ -492,6 +521,12 @@ def summary(r, cfg: Config) -> dict:
         },
         "vertex_relu_max_abs_z_(MC-exact)/SE_(L/n<=1)": vertex_z(r, cfg, 1.0),
         "vertex_relu_max_abs_z_(MC-exact)/SE_all": vertex_z(r, cfg),
+        "tanh_vertex_relative_excess_(MC/leading-1)_max_per_width": {
+            str(n): float(
+                np.max(r[f"vertex_tanh_n{n}_excess"][1:] / r[f"vertex_tanh_n{n}_leading"][1:] - 1)
+            )
+            for n in cfg.vertex.vx_widths
+        },
         "ntk_mean_ratio_max_abs_z_(MC-1)/SE": float(
             np.max(np.abs(t["mean_ratio"] - 1) / t["mean_ratio_se"])
         ),
@@ -607,7 +642,7 @@ def _plot_kernel(r, cfg: Config, plt):
                 color=color,
                 mfc="white",
                 capsize=2,
-                label=f"Monte Carlo, n = {kc.k_width}",
+                label=f"Monte Carlo (K⁽¹⁾ = {f:g} K*), n = {kc.k_width}",
             )
         ax.axhline(1, color="k", lw=0.8, ls="--", label=f"K* = {k_star:.4g}")
         k2 = float(r[f"stability_{name}_stable_k"])
@@ -620,12 +655,12 @@ def _plot_kernel(r, cfg: Config, plt):
             if name == "gelu"
             else "half-stable:\nattracts from below, repels above"
         )
-        ax.set_ylim(0.3, 2.3)
+        ax.set_ylim(0.3, 3.1)
         ax.set_title(
             f"{LABEL[name]} (C_b = {c_b:.5g}, C_W = {c_w:.5g}): K* {how}",
             fontsize=9,
         )
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, ncol=2, loc="upper left")
     fig.suptitle(
         f"Kernel recursion K⁽ˡ⁺¹⁾ = C_b + C_W⟨σ²⟩ (lines) and Monte Carlo mean of (1/n)Σz² "
         f"(points ± 1 s.e., n = {kc.k_width}, {kc.k_networks} networks)",
@@ -659,6 +694,8 @@ def _plot_vertex(r, cfg: Config, plt):
                 ax.plot(x, r[f"vertex_relu_n{n}_exact"][keep], color=color, lw=1.2)
             else:
                 ax.plot(x, r[f"vertex_tanh_n{n}_leading"][keep], color=color, lw=1.2)
+        what = "exact (1 + 5/n)^(L−1) − 1" if name == "relu" else "leading order V⁽ᴸ⁾/(nK⁽ᴸ⁾²)"
+        ax.plot([], [], color="0.4", lw=1.2, label=f"solid: {what}, per width")
         beta = np.linspace(0, vc.vx_depth / min(vc.vx_widths), 200)
         if name == "relu":
             ax.plot(beta, 5 * beta, "k--", lw=0.9, label="leading order 5(L − 1)/n ≈ 5L/n")
@@ -666,16 +703,23 @@ def _plot_vertex(r, cfg: Config, plt):
                 beta, np.expm1(5 * beta), "k:", lw=0.9, label="n → ∞ at fixed L/n: e^(5L/n) − 1"
             )
             ax.set_yscale("log")
-            ax.set_title("ReLU (C_W = 2): lines exact (1 + 5/n)^(L−1) − 1 per width", fontsize=10)
+            ax.set_title(
+                "ReLU (C_W = 2): Monte Carlo on the exact finite-n curves (n = 8: L/n > 1 "
+                "heavy-tailed, biased low)",
+                fontsize=9,
+            )
         else:
             ax.plot(beta, 2 * beta / 3, "k--", lw=0.9, label="(2/3) L/n")
-            ax.set_title("tanh (C_W = 1): lines leading order V⁽ᴸ⁾/(n K⁽ᴸ⁾²)", fontsize=10)
+            ax.set_title(
+                "tanh (C_W = 1): Monte Carlo above the leading order by the next order, O((L/n)²)",
+                fontsize=9,
+            )
         ax.set_xlabel("L / n")
         ax.set_ylabel("excess kurtosis E[z⁴]/(3E[z²]²) − 1 of layer L")
         ax.legend(fontsize=7.5)
     fig.suptitle(
-        f"Finite-width non-Gaussianity collapses onto L/n ({vc.vx_networks} networks per width, "
-        f"L = 2..{vc.vx_depth}, ± 1 s.e.)",
+        "Finite-width non-Gaussianity: a function of L/n at leading order and as n → ∞ "
+        f"({vc.vx_networks} networks per width, L = 2..{vc.vx_depth}, ± 1 s.e.)",
         fontsize=11,
     )
     return fig
@@ -696,6 +740,7 @@ def _plot_ntk(r, cfg: Config, plt):
         ds = np.arange(1, t["depth"][sel].max() + 1)
         lead = [math.log1p(cr.scale_invariant_ntk_variance(int(d), n)) for d in ds]
         axes[1].plot(ds / n, lead, color=color, lw=1.1)
+    axes[1].plot([], [], color="0.4", lw=1.1, label="solid: leading order log(1 + Var/E²), per n")
     axes[0].axhline(1, color="k", lw=0.9, ls="--", label="exact: 1 at every width")
     axes[0].set_xlabel("β = L / n")
     axes[0].set_ylabel("E[Θ] / Θ_∞,  Θ_∞ = (L + 1) K⁽¹⁾")
@@ -703,6 +748,7 @@ def _plot_ntk(r, cfg: Config, plt):
     axes[0].legend(fontsize=7.5)
     b = np.linspace(0, t["beta"].max() * 1.05, 100)
     axes[1].plot(b, 5 * b, "k--", lw=0.9, label="slope 5 (Hanin & Nica: e^(5β))")
+    axes[1].plot(b, 11 * b / 3, "k-.", lw=0.9, label="slope 11/3 (1/n expansion, L ≫ 1)")
     axes[1].plot(
         b,
         icpt + slope * b,
@@ -714,7 +760,7 @@ def _plot_ntk(r, cfg: Config, plt):
     axes[1].set_xlabel("β = L / n")
     axes[1].set_ylabel("log(E[Θ²] / E[Θ]²)")
     axes[1].set_title(
-        "NTK fluctuations; lines: leading order log(1 + Var Θ/E[Θ]²) per width", fontsize=10
+        "NTK fluctuations against β: Monte Carlo, 1/n expansion, Hanin & Nica", fontsize=10
     )
     axes[1].legend(fontsize=7.5)
     fig.suptitle(
@@ -732,9 +778,20 @@ def _plot_correlation(r, cfg: Config, plt):
     ls = np.arange(1, g.size + 1)
     axes[0].loglog(ls, g, color="C0", label=f"ReLU, C_W = 2, ρ⁽¹⁾ = {cc.corr_rho1:g}")
     axes[0].loglog(ls[4:], 9 * math.pi**2 / (2 * ls[4:] ** 2), "k--", lw=0.9, label="9π²/(2l²)")
+    gt = r["tanh_crit_gap"]
+    lt = np.arange(1, gt.size + 1)
+    slope_t = np.polyfit(np.log(lt[gt.size // 2 :]), np.log(gt[gt.size // 2 :]), 1)[0]
+    axes[0].loglog(
+        lt,
+        gt,
+        color="C1",
+        label=f"tanh, C_W = 1, K⁽¹⁾ = 1 (K → 0): log-log slope {slope_t:.2f} over l > 500",
+    )
     axes[0].set_xlabel("layer l")
     axes[0].set_ylabel("1 − ρ⁽ˡ⁾")
-    axes[0].set_title("at criticality: a power law", fontsize=10)
+    axes[0].set_title(
+        "at criticality: ReLU a power law; tanh (K* = 0 class) levels off", fontsize=10
+    )
     axes[0].legend(fontsize=8)
     g = r["tanh_gap"]
     ok = g > 1e-13
@@ -750,14 +807,25 @@ def _plot_correlation(r, cfg: Config, plt):
     axes[1].semilogy(
         ls[ok], g[0] * chi ** (ls[ok] - 1), "k--", lw=0.9, label=f"χ_⊥(K*)^(l−1), χ_⊥ = {chi:.3f}"
     )
+    gc = r["chaos_gap"]
+    kcs, _, chic = r["chaos_fixed_point"]
+    lc = np.arange(1, gc.size + 1)
+    axes[1].semilogy(
+        lc[: ok.sum() + 20],
+        gc[: ok.sum() + 20],
+        color="C3",
+        label=f"tanh, C_b = 0, C_W = {cc.corr_chaos_cw:g} (chaotic: χ_⊥(K*) = {chic:.3f} > 1): "
+        f"ρ → ρ* = {1 - gc[-1]:.3f}",
+    )
     axes[1].set_xlabel("layer l")
     axes[1].set_ylabel("1 − ρ⁽ˡ⁾")
     axes[1].set_title(
-        f"off criticality: geometric (measured factor {tanh_factor(r):.3f} per layer)",
+        f"off criticality: ordered, geometric (factor {tanh_factor(r):.3f}/layer, to float64 "
+        "roundoff); chaotic, ρ → ρ* < 1",
         fontsize=10,
     )
     axes[1].legend(fontsize=8)
-    fig.suptitle("Two inputs: how fast their correlation ρ⁽ˡ⁾ goes to 1", fontsize=11)
+    fig.suptitle("Two inputs: how their correlation ρ⁽ˡ⁾ approaches its fixed point", fontsize=11)
     return fig
 
 

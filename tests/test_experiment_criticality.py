@@ -73,8 +73,14 @@ def test_half_stability(res):
         else:
             assert 1.0 < stable < 1.05
         # trajectories: the attracted side moves toward K*, the other side away from it
-        lo, hi = res[f"stability_{name}_theory"]  # started below and above K*
+        runs = res[f"stability_{name}_theory"]  # started at factors f of K*, ascending
+        lo, hi = runs[0], runs[-1]  # f = 0.5 and 2
         assert lo[0] < lo[-1] and hi[0] > hi[-1]
+        for mid in runs[1:-1]:  # f = 0.95: GELU's repelled side drifts down, Swish's rises
+            if name == "gelu":
+                assert mid[-1] < mid[0]
+            else:
+                assert mid[0] < mid[-1] < k_star
         if name == "gelu":
             assert hi[-1] > k_star and lo[-1] < stable * k_star
         else:
