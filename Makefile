@@ -40,11 +40,12 @@ test: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
-# The `slow` tests alone (5 min 39 s on a fresh clone on 2 cores in a slow hour, 2 min 51 s
-# in a faster one: empirical NTK against neural-tangents' implementation 1, NTK convergence
-# at widths up to 4096, scikit-learn's checks of the singular classifiers, ReLU's majority vote
-# at depth 10^5, alpha = m consistency on the arc task, the information-plane experiment's
-# tiny run, the attention benchmark's quick run); CI runs them after `make test`.
+# The `slow` tests alone: empirical NTK against neural-tangents' implementation 1, NTK
+# convergence at widths up to 4096, scikit-learn's checks of the singular classifiers, ReLU's
+# majority vote at depth 10^5, alpha = m consistency on the arc task, the quick runs of the NTK,
+# singular-classifier and information-plane experiments, the attention benchmark's quick run,
+# and the criticality Monte Carlo checks that need 10^5+ networks; CI runs them after
+# `make test` (the default suite: 8 min 22 s on 2 idle cores).
 test-slow: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no slow tests" >&2; exit $$rc; }
