@@ -15,6 +15,10 @@ field         shape       meaning
 ``is_gaussian`` static    the pre-activations are a centred GP (true after a Dense)
 ``diag_offset`` ()        for a tile of a symmetric kernel: entry (r, c) pairs a point
                           with itself iff r + diag_offset == c; None elsewhere
+``spatial``   static      the site shape S of spatial (NHWC) inputs, () for FC; then
+                          nngp/ntk are (n1, n2, *S) and cov1/cov2 (n1, *S), (n2, *S):
+                          the spatial diagonal, K(x_i at s, x_j at s) (see
+                          `theory.kernels.spatial`)
 ============  ==========  ==========================================================
 
 Conventions follow neural-tangents: the input kernel is ``x1·x2ᵀ / d`` and the NTK is 0
@@ -59,6 +63,7 @@ class Kernel:
     width: int = dataclasses.field(metadata=dict(static=True))
     is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
     diag_offset: jax.Array | None = None
+    spatial: tuple[int, ...] = dataclasses.field(default=(), metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
         return dataclasses.replace(self, **kw)
@@ -67,7 +72,7 @@ class Kernel:
         return self.cov1 if self.cov2 is None else self.cov2
 
     def outer_vars(self) -> tuple[jax.Array, jax.Array]:
-        """``(q11, q22)`` broadcastable against ``nngp``: shapes (n1, 1) and (1, n2)."""
+        """``(q11, q22)`` broadcastable against ``nngp``: shapes (n1, 1, *S) and (1, n2, *S)."""
         return self.cov1[:, None], self.var2()[None, :]
 
     def self_pairs(self) -> tuple[jax.Array, jax.Array] | None:
@@ -77,7 +82,7 @@ class Kernel:
         with out-of-range columns (tiles off the diagonal) set past the end, so that
         ``.at[rows, cols].set(..., mode="drop")`` skips them.
         """
-        n1, n2 = self.nngp.shape
+        n1, n2 = self.nngp.shape[:2]
         rows = jnp.arange(n1)
         if self.diag_offset is not None:
             cols = rows + self.diag_offset
@@ -87,14 +92,20 @@ class Kernel:
         return None
 
 
-def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2"):
-    """Validate a pair of input batches; return them as arrays of a common float dtype."""
-    x1 = _check_matrix(x1, name1)
+def check_inputs(
+    x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2", spatial_ndim: int | None = None
+):
+    """Validate a pair of input batches; return them as arrays of a common float dtype.
+
+    ``spatial_ndim`` None: 2-D (n_points, n_features); an integer k: NHWC arrays
+    (n_points, *S, channels) with k site axes (networks with convolutions)."""
+    x1 = _check_matrix(x1, name1, spatial_ndim)
     if x2 is not None:
-        x2 = _check_matrix(x2, name2)
-        if x1.shape[1] != x2.shape[1]:
+        x2 = _check_matrix(x2, name2, spatial_ndim)
+        if x1.shape[1:] != x2.shape[1:]:
+            what = "feature dimension" if x1.ndim == 2 else "sites and channels"
             raise ValueError(
-                f"{name1} and {name2} must have the same feature dimension, got "
+                f"{name1} and {name2} must have the same {what}, got "
                 f"{name1}.shape={x1.shape} and {name2}.shape={x2.shape}"
             )
         dtype = jnp.result_type(x1.dtype, x2.dtype)
@@ -102,20 +113,26 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2"):
     return x1, x2
 
 
-def _check_matrix(x: Any, name: str) -> jax.Array:
+def _check_matrix(x: Any, name: str, spatial_ndim: int | None = None) -> jax.Array:
     if isinstance(x, jax.core.Tracer):
         arr = x
     else:
         if not hasattr(x, "shape"):
             x = np.asarray(x)
         arr = x
-    if arr.ndim != 2:
+    if spatial_ndim is None and arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_points, n_features), got shape {arr.shape}"
         )
+    if spatial_ndim is not None and arr.ndim != 2 + spatial_ndim:
+        raise ValueError(
+            f"{name} must be a {2 + spatial_ndim}-D array of shape (n_points, "
+            f"{spatial_ndim} spatial axes, channels) (NHWC) for this network's convolutions, "
+            f"got shape {arr.shape}"
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must have at least one point (row), got shape {arr.shape}")
-    if arr.shape[1] == 0:
+    if 0 in arr.shape[1:]:
         raise ValueError(f"{name} must have at least one feature, got shape {arr.shape}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool:
@@ -129,7 +146,22 @@ def _check_matrix(x: Any, name: str) -> jax.Array:
 
 
 def input_kernel(x1: jax.Array, x2: jax.Array | None, compute_ntk: bool) -> Kernel:
-    """The kernel of the raw inputs: ``x1 x2ᵀ / d`` (neural-tangents' convention)."""
+    """The kernel of the raw inputs: ``x1 x2ᵀ / d`` (neural-tangents' convention); for NHWC
+    inputs (ndim > 2) the spatial diagonal Σ_c x1[i, s, c] x2[j, s, c] / C."""
+    if x1.ndim > 2:
+        from theory.kernels.spatial import input_kernel_diagonal
+
+        nngp, cov1, cov2 = input_kernel_diagonal(x1, x2)
+        ntk = jnp.zeros_like(nngp) if compute_ntk else None
+        return Kernel(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            width=x1.shape[-1],
+            is_gaussian=False,
+            spatial=tuple(x1.shape[1:-1]),
+        )
     d = x1.shape[1]
     y = x1 if x2 is None else x2
     nngp = jnp.dot(x1, y.T, precision=jax.lax.Precision.HIGHEST) / d  # (n1, n2)
@@ -354,6 +386,7 @@ def check_memory(
     devices: Sequence[jax.Device] | None = None,
     copies: int = 1,
     extra_bytes: int = 0,
+    pair_size: int = 1,
 ) -> None:
     """Raise `KernelMemoryError` before allocating if the outputs cannot fit in memory.
 
@@ -366,7 +399,7 @@ def check_memory(
     """
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     itemsize = jnp.dtype(x1.dtype if dtype is None else dtype).itemsize
-    per_device = len(names) * n1 * n2 * itemsize * copies + extra_bytes
+    per_device = len(names) * n1 * n2 * pair_size * itemsize * copies + extra_bytes
     devices = list(jax.devices()[:1] if not devices else devices)
     on_host = [d for d in devices if d.platform == "cpu"]
     checks = [(d, per_device) for d in devices if d.platform != "cpu"]
@@ -381,7 +414,9 @@ def check_memory(
         what = " and ".join(names)
         raise KernelMemoryError(
             f"{where}: the {n1} x {n2} {what} output needs at least {need / 1e9:.1f} GB "
-            f"({len(names)} x {n1} x {n2} x {itemsize} bytes"
+            f"({len(names)} x {n1} x {n2}"
+            + (f" x {pair_size} sites" if pair_size > 1 else "")
+            + f" x {itemsize} bytes"
             + (f", x {copies} buffers" if copies > 1 else "")
             + (
                 f", x {len(on_host)} host devices"

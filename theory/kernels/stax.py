@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from theory.kernels import dual
+from theory.kernels import dual, spatial
 from theory.kernels.batching import default_tile, tiled_kernel
 from theory.kernels.kernel import (
     Kernel,
@@ -53,6 +53,8 @@ __all__ = [
     "FanInProd",
     "Identity",
     "Dense",
+    "Conv",
+    "Flatten",
     "Relu",
     "LeakyRelu",
     "ABRelu",
@@ -107,10 +109,13 @@ class KernelFn:
         name: str,
         is_activation: bool = False,
         hints: Sequence[str] = (),
+        spatial_ndim: int | None = None,
     ):
         self.transform = transform
         self.__name__ = name
         self.is_activation = is_activation
+        # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions)
+        self.spatial_ndim = spatial_ndim
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
 
@@ -120,7 +125,7 @@ class KernelFn:
     def _compute(self, x1, x2, get, compute_ntk):
         """``(selected output, whether all of the kernel's arrays are finite)``."""
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
-        tile = default_tile(x1.shape[0], n2)
+        tile = default_tile(x1.shape[0], n2) if x1.ndim == 2 else None
         if tile is None:
             k = self.transform(input_kernel(x1, x2, compute_ntk))
         else:
@@ -129,6 +134,13 @@ class KernelFn:
             raise ValueError(
                 f"{self.__name__} ends with {len(k)} branches: close them with "
                 "FanInSum() or FanInProd() before asking for a kernel"
+            )
+        if k.spatial:
+            raise NotImplementedError(
+                f"{self.__name__}: the output still has spatial axes {k.spatial}; kernels are "
+                "computed on the spatial diagonal, which needs the network to end its "
+                "convolutions with Flatten() (the full spatial covariance, needed by pooling "
+                "and by outputs with spatial axes, is not implemented yet)"
             )
         if tile is None:
             ok = all_finite([k.nngp, k.ntk])
@@ -179,10 +191,11 @@ class KernelFn:
                 raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
             k = self.transform(x1)
             return k if isinstance(k, (list, tuple)) else self.select(k, get)
-        x1, x2 = check_inputs(x1, x2)
+        x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
-        check_memory(where, x1, x2, kernel_names(get, compute_ntk))
+        sites = math.prod(x1.shape[1:-1])
+        check_memory(where, x1, x2, kernel_names(get, compute_ntk), pair_size=sites)
         out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
         self.check(where, out, ok, get, x1, x2)
         return out
@@ -385,6 +398,182 @@ def Dense(
 
     structure = ("dense", dict(W_std=W_std, b_std=b_std, parameterization=parameterization, s=s))
     return init_fn, _mark(apply_fn, structure), KernelFn(transform, f"Dense({out_dim})")
+
+
+# ---------------------------------------------------------------- convolutions
+
+
+_SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
+
+
+def Conv(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers=None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+):
+    r"""Convolution over 1–3 spatial axes, NHWC inputs and HWIO filters (neural-tangents'
+    defaults; other ``dimension_numbers`` are not supported yet).
+
+    Finite network, NTK parameterization: z = σ_w/√(C_in·|f|) W ⋆ x + σ_b b with W, b ~ N(0, 1);
+    standard: W ~ N(0, σ_w² s_in/(C_in·|f|)), z = W ⋆ x/√s_in + b. ``padding`` is ``"SAME"``
+    (zeros), ``"VALID"`` or ``"CIRCULAR"`` (wrap-around).
+
+    Kernel, on the spatial diagonal (`theory.kernels.spatial.conv_mean`, 𝒞 the mean over the
+    filter's offsets, the same offset on both sides of a pair): K ← σ_w² 𝒞(K) + σ_b²; NTK
+    parameterization Θ ← K_new + σ_w² 𝒞(Θ); standard Θ ← (C_in·|f|/s_in) 𝒞(K_old) + σ_w² 𝒞(Θ)
+    (+1 with a bias), as for `Dense` with fan-in C_in·|f|. Networks of convolutions must end
+    them with `Flatten` (pooling and outputs with spatial axes need the full spatial
+    covariance, not implemented yet).
+    """
+    if not isinstance(out_chan, int) or isinstance(out_chan, bool) or out_chan < 1:
+        raise ValueError(f"out_chan must be a positive integer, got {out_chan!r}")
+    try:
+        filter_shape = tuple(int(f) for f in filter_shape)
+    except TypeError:
+        raise TypeError(
+            f"filter_shape must be a sequence of integers, got {filter_shape!r}"
+        ) from None
+    nd = len(filter_shape)
+    if nd not in _SPATIAL_LETTERS or min(filter_shape) < 1:
+        raise ValueError(f"filter_shape must have 1 to 3 positive sizes, got {filter_shape!r}")
+    strides = (1,) * nd if strides is None else tuple(int(v) for v in strides)
+    if len(strides) != nd or min(strides) < 1:
+        raise ValueError(
+            f"strides must have {nd} positive entries (one per filter axis), got {strides!r}"
+        )
+    if not isinstance(padding, str) or padding.upper() not in spatial.PADDINGS:
+        raise ValueError(f"padding must be one of {spatial.PADDINGS}, got {padding!r}")
+    padding = padding.upper()
+    if dimension_numbers is not None:
+        raise NotImplementedError(
+            "Conv: only the default dimension_numbers (NHWC inputs, HWIO filters) are supported"
+        )
+    _check_std("W_std", W_std)
+    _check_std("b_std", b_std, allow_none=True)
+    if not isinstance(parameterization, str) or parameterization.lower() not in (
+        "ntk",
+        "standard",
+    ):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    parameterization = parameterization.lower()
+    s = tuple(int(v) for v in s)
+    if len(s) != 2 or min(s) < 1:
+        raise ValueError(f"s must be a pair of positive integers, got {s!r}")
+    W_std = float(W_std)
+    b_std = None if b_std is None else float(b_std)
+    letters = _SPATIAL_LETTERS[nd]
+    spec = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    f_size = math.prod(filter_shape)
+
+    def _conv(x, W):
+        if padding == "CIRCULAR":
+            pads = spatial.conv_pads(x.shape[1:-1], filter_shape, strides, "SAME")
+            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
+            pad = "VALID"
+        else:
+            pad = padding
+        dn = jax.lax.conv_dimension_numbers(x.shape, W.shape, spec)
+        return jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn)
+
+    def init_fn(rng, input_shape):
+        c_in = input_shape[-1]
+        n_out = out_chan * (s[1] if parameterization == "standard" else 1)
+        k1, k2 = jax.random.split(rng)
+        W = jax.random.normal(k1, filter_shape + (c_in, n_out))
+        b = None if b_std is None else jax.random.normal(k2, (1,) * (nd + 1) + (n_out,))
+        if parameterization == "standard":
+            W = W * (W_std / math.sqrt(c_in * f_size / s[0]))
+            b = None if b is None else b * b_std
+        out_sites = spatial.conv_output_shape(input_shape[1:-1], filter_shape, strides, padding)
+        return (input_shape[0],) + out_sites + (n_out,), (W, b)
+
+    def apply_fn(params, inputs, **kwargs):
+        W, b = params
+        out = _conv(inputs, W)
+        if parameterization == "ntk":
+            out = (W_std / math.sqrt(inputs.shape[-1] * f_size)) * out
+            return out if b is None else out + b_std * b
+        out = out / math.sqrt(s[0])
+        return out if b is None else out + b
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"Conv takes one input; got {len(k)} branches")
+        if len(k.spatial) != nd:
+            raise ValueError(
+                f"Conv with a {nd}-D filter {filter_shape} needs inputs with {nd} spatial axes "
+                f"(NHWC), got {len(k.spatial)} (sites {k.spatial})"
+            )
+
+        def mean(a, batch_nd):
+            return spatial.conv_mean(a, batch_nd, filter_shape, strides, padding)
+
+        def affine(m):
+            m = W_std**2 * m
+            return m if b_std is None else m + b_std**2
+
+        k_mean = mean(k.nngp, 2)
+        nngp = affine(k_mean)
+        cov1 = affine(mean(k.cov1, 1))
+        cov2 = None if k.cov2 is None else affine(mean(k.cov2, 1))
+        ntk = k.ntk
+        if ntk is not None:
+            if parameterization == "ntk":
+                ntk = nngp + W_std**2 * mean(ntk, 2)
+            else:
+                ntk = (k.width * f_size / s[0]) * k_mean + W_std**2 * mean(ntk, 2)
+                if b_std is not None:
+                    ntk = ntk + 1.0
+        width = out_chan * (s[1] if parameterization == "standard" else 1)
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            width=width,
+            is_gaussian=True,
+            spatial=tuple(nngp.shape[2:]),
+        )
+
+    name = f"Conv({out_chan}, {filter_shape}, {padding})"
+    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name, spatial_ndim=nd)
+
+
+def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
+    """Flatten all but the batch axis. Kernel (spatial diagonal): the mean over sites
+    (`theory.kernels.spatial.flatten_mean`), a non-Gaussian FC kernel of width C·|S|, as in
+    neural-tangents (an activation right after it is refused)."""
+    if batch_axis != 0 or batch_axis_out != 0:
+        raise NotImplementedError("Flatten: only batch_axis=0 and batch_axis_out=0 are supported")
+
+    def init_fn(rng, input_shape):
+        return (input_shape[0], math.prod(input_shape[1:])), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return inputs.reshape(inputs.shape[0], -1)
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"Flatten takes one input; got {len(k)} branches")
+        if not k.spatial:
+            return k
+        return k.replace(
+            nngp=spatial.flatten_mean(k.nngp, 2),
+            ntk=None if k.ntk is None else spatial.flatten_mean(k.ntk, 2),
+            cov1=spatial.flatten_mean(k.cov1, 1),
+            cov2=None if k.cov2 is None else spatial.flatten_mean(k.cov2, 1),
+            width=k.width * math.prod(k.spatial),
+            is_gaussian=False,
+            spatial=(),
+        )
+
+    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, "Flatten")
 
 
 # --------------------------------------------------------------------- activations
@@ -640,7 +829,17 @@ def serial(*layers):
 
     structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
     name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    return init_fn, _mark(apply_fn, structure), KernelFn(transform, name, hints=_hints(kernels))
+    kfn = KernelFn(transform, name, hints=_hints(kernels), spatial_ndim=_spatial_ndim(kernels))
+    return init_fn, _mark(apply_fn, structure), kfn
+
+
+def _spatial_ndim(kernels) -> int | None:
+    """The site-axis count a network's inputs need: that of its first convolution."""
+    for kf in kernels:
+        nd = getattr(kf, "spatial_ndim", None)
+        if nd is not None:
+            return nd
+    return None
 
 
 def _hints(kernels) -> tuple[str, ...]:
@@ -687,7 +886,8 @@ def parallel(*layers):
         return [kf.transform(k) for kf, k in zip(kernels, ks)]
 
     name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name, hints=_hints(kernels))
+    kfn = KernelFn(transform, name, hints=_hints(kernels), spatial_ndim=_spatial_ndim(kernels))
+    return init_fn, _mark(apply_fn, ("other",)), kfn
 
 
 def FanOut(num: int):

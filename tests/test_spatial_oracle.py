@@ -1,0 +1,204 @@
+"""Convolutional kernels (CNN-GP, CNTK without pooling) against neural-tangents 0.6.5.
+
+Networks of `stax.Conv`, activations and per-site `Dense` layers ending in `Flatten` are
+computed on the spatial diagonal, as neural-tangents does for them (its requirements pass
+selects ``diagonal_spatial`` for every network here). Float64, NNGP and NTK, cross and self
+(diagonal included): 1e-6 relative, the issue's bar (agreement is ~1e-14). Inputs have odd and
+even site counts so that SAME padding is asymmetric, and a point shared by both batches.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from theory.kernels import stax
+from theory.kernels.kernel import KernelMemoryError
+
+RTOL = 1e-6
+
+
+def C(out, f, pad="SAME", W=1.5, b=0.1, strides=None, p="ntk"):
+    kw = {"out_chan": out, "filter_shape": list(f), "padding": pad, "W_std": W}
+    kw["parameterization"] = p
+    if b is not None:
+        kw["b_std"] = b
+    if strides is not None:
+        kw["strides"] = list(strides)
+    return ["Conv", kw]
+
+
+def D(out=1, W=1.5, b=0.1, p="ntk"):
+    kw = {"out_dim": out, "W_std": W, "parameterization": p}
+    if b is not None:
+        kw["b_std"] = b
+    return ["Dense", kw]
+
+
+RELU, FLAT = ["Relu", {}], ["Flatten", {}]
+
+# name: (spatial shape of the inputs, channels, spec)
+ARCHS = {
+    "conv2d_same_ntk": ((5, 6), 2, [C(6, (3, 3)), RELU, FLAT, D()]),
+    "conv2d_valid_standard": (
+        (5, 6),
+        2,
+        [
+            C(6, (3, 2), "VALID", 1.3, 0.0, p="standard"),
+            ["Erf", {}],
+            C(4, (2, 2), "VALID", 1.2, None, p="standard"),
+            RELU,
+            FLAT,
+            D(1, 1.1, None, "standard"),
+        ],
+    ),
+    "conv_strided_same": ((5, 6), 2, [C(5, (3, 2), strides=(2, 1)), RELU, FLAT, D()]),
+    "conv_strided_valid": ((5, 6), 2, [C(5, (2, 2), "VALID", strides=(2, 2)), RELU, FLAT, D()]),
+    "conv1d_same": ((7,), 3, [C(4, (3,)), ["Gelu", {}], C(4, (2,)), RELU, FLAT, D()]),
+    "conv3d_valid": ((3, 4, 3), 2, [C(4, (2, 2, 2), "VALID"), RELU, FLAT, D()]),
+    "conv_circular": ((5, 6), 2, [C(5, (3, 3), "CIRCULAR"), RELU, FLAT, D()]),
+    "conv_deep_activations": (
+        (5, 6),
+        2,
+        [
+            C(6, (3, 3)),
+            RELU,
+            C(6, (3, 3)),
+            ["Gelu", {}],
+            C(6, (2, 3), W=1.2, b=0.3),
+            ["ABRelu", {"a": -0.3, "b": 1.2}],
+            C(6, (3, 3)),
+            ["Erf", {}],
+            FLAT,
+            D(),
+        ],
+    ),
+    "conv_dense_per_site": (
+        (5, 6),
+        2,
+        [C(6, (3, 3)), RELU, D(8, 1.3, 0.2), RELU, FLAT, D()],
+    ),
+    "flatten_then_dense_standard": (
+        (5, 6),
+        2,
+        [
+            C(6, (3, 3), p="standard"),
+            RELU,
+            FLAT,
+            D(5, 1.2, 0.1, "standard"),
+            RELU,
+            D(1, p="standard"),
+        ],
+    ),
+}
+
+
+def build(spec):
+    return stax.serial(*[getattr(stax, name)(**kw) for name, kw in spec])
+
+
+def inputs(sites, chan):
+    rng = np.random.default_rng(7)
+    x1 = rng.standard_normal((5, *sites, chan))
+    x2 = rng.standard_normal((3, *sites, chan))
+    x2[0] = x1[3]
+    return x1, x2
+
+
+@pytest.fixture(scope="module")
+def reference(nt_oracle):
+    """One oracle process per input shape and (self, cross): 6 in all."""
+    out = {name: {} for name in ARCHS}
+    for shape in sorted({(sites, chan) for sites, chan, _ in ARCHS.values()}):
+        names = [n for n, (sites, chan, _) in ARCHS.items() if (sites, chan) == shape]
+        specs = [ARCHS[n][2] for n in names]
+        x1, x2 = inputs(*shape)
+        for which, xs in (("sym", {"x1": x1}), ("cross", {"x1": x1, "x2": x2})):
+            r = nt_oracle({"specs": specs, "tasks": ["kernels"], "x64": 1, **xs})
+            for i, n in enumerate(names):
+                out[n][which] = (r[f"nngp_{i}"], r[f"ntk_{i}"])
+    return out
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_matches_neural_tangents(name, reference, x64):
+    sites, chan, spec = ARCHS[name]
+    x1, x2 = inputs(sites, chan)
+    kernel_fn = build(spec)[2]
+    for which, args in (("sym", (x1,)), ("cross", (x1, x2))):
+        k = kernel_fn(*args)
+        for ours, ref, what in zip((k.nngp, k.ntk), reference[name][which], ("nngp", "ntk")):
+            np.testing.assert_allclose(
+                np.asarray(ours), ref, rtol=RTOL, atol=RTOL * np.abs(ref).max(),
+                err_msg=f"{name} {which} {what}",
+            )  # fmt: skip
+
+
+def test_finite_network_shapes_follow_init(x64):
+    """init_fn's output shape and apply_fn agree for every padding and stride (traced only)."""
+    import jax
+
+    for _, (sites, chan, spec) in ARCHS.items():
+        init_fn, apply_fn, _ = build(spec)
+        x1, _ = inputs(sites, chan)
+        shape = {}
+
+        def params_of(key, init_fn=init_fn, x1=x1, shape=shape):
+            shape["out"], params = init_fn(key, x1.shape)
+            return params
+
+        params = jax.eval_shape(params_of, jax.random.key(0))
+        out = jax.eval_shape(apply_fn, params, jnp.asarray(x1))
+        assert out.shape == tuple(shape["out"])
+
+
+def test_conv_networks_need_nhwc_inputs_and_flatten():
+    net = build([C(4, (3, 3)), RELU, FLAT, D()])
+    with pytest.raises(ValueError, match="must be a 4-D array .*NHWC"):
+        net[2](np.ones((3, 5)))
+    with pytest.raises(NotImplementedError, match="end its convolutions with Flatten"):
+        build([C(4, (3, 3)), RELU])[2](np.ones((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="the input to an activation must be Gaussian"):
+        build([C(4, (3, 3)), FLAT, RELU])[2](np.ones((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="1-D filter .* needs inputs with 1 spatial axes"):
+        stax.serial(stax.Conv(3, (3, 3)), stax.Conv(3, (2,)))[2](np.ones((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="padding must be one of"):
+        stax.Conv(3, (3, 3), padding="FULL")
+    with pytest.raises(ValueError, match="strides must have 2 positive entries"):
+        stax.Conv(3, (3, 3), strides=(1,))
+    # an FC network keeps its 2-D rule and message
+    with pytest.raises(ValueError, match="must be a 2-D array"):
+        stax.serial(stax.Dense(3), stax.Relu())[2](np.ones((2, 4, 4, 1)))
+
+
+def test_memory_check_counts_sites(monkeypatch):
+    """The refusal before allocating counts N1·N2·|S| entries per array."""
+    import theory.kernels.kernel as kernel
+
+    monkeypatch.setattr(kernel, "available_memory", lambda device=None: 10**9)
+    monkeypatch.setattr(kernel, "_MEMORY_CHECK_FLOOR", 0)
+    net = build([C(4, (3, 3)), RELU, FLAT, D()])
+    with pytest.raises(KernelMemoryError, match=r"x 1024 sites"):
+        net[2](np.ones((400, 32, 32, 1), np.float32))
+
+
+def test_finite_cnn_matches_the_kernel_by_monte_carlo(x64):
+    """The finite network our Conv builds has the analytic NNGP as its mean: 2000 random
+    CNNs (width 8, one Conv SAME + ReLU + Flatten + Dense), the mean of f(x1)f(x2)ᵀ within
+    4 standard errors of kernel_fn's NNGP (the mean over networks of a product has variance
+    estimated from the same draws)."""
+    import jax
+
+    init_fn, apply_fn, kernel_fn = build([C(8, (3, 3)), RELU, FLAT, D()])
+    x1, x2 = inputs((5, 6), 2)
+    xs = jnp.asarray(np.concatenate([x1, x2]))
+
+    @jax.jit
+    def outputs(key):
+        _, params = init_fn(key, xs.shape)
+        return apply_fn(params, xs)[:, 0]
+
+    f = np.stack([np.asarray(outputs(k)) for k in jax.random.split(jax.random.key(3), 2000)])
+    prod = f[:, :5, None] * f[:, None, 5:]  # (draws, 5, 3)
+    mean, se = prod.mean(0), prod.std(0, ddof=1) / np.sqrt(len(f))
+    nngp = np.asarray(kernel_fn(x1, x2, get="nngp"))
+    assert np.all(np.abs(mean - nngp) <= 4 * se + 1e-12), (mean, nngp, se)
