@@ -59,6 +59,9 @@ def build(spec):
         if name in ("serial", "parallel"):
             return getattr(stax, name)(*[one(c) for c in arg])
         arg = {k: (fns[v] if k in ("fn", "nngp_fn", "d_nngp_fn") else v) for k, v in arg.items()}
+        # JSON has no tuples; neural-tangents' pooling concatenates these with tuples
+        shapes = ("filter_shape", "window_shape", "strides")
+        arg = {k: (tuple(v) if k in shapes and isinstance(v, list) else v) for k, v in arg.items()}
         return getattr(stax, name)(**arg)
 
     return stax.serial(*[one(n) for n in spec])

@@ -1,8 +1,9 @@
-"""Convolutional kernels (CNN-GP, CNTK without pooling) against neural-tangents 0.6.5.
+"""Convolutional kernels (CNN-GP, CNTK, pooling) against neural-tangents 0.6.5.
 
 Networks of `stax.Conv`, activations and per-site `Dense` layers ending in `Flatten` are
-computed on the spatial diagonal, as neural-tangents does for them (its requirements pass
-selects ``diagonal_spatial`` for every network here). Float64, NNGP and NTK, cross and self
+computed on the spatial diagonal, networks with pooling with the full spatial covariance;
+the choice is made once per network as neural-tangents' requirements pass makes it. Float64,
+NNGP and NTK, cross and self
 (diagonal included): 1e-6 relative, the issue's bar (agreement is ~1e-14). Inputs have odd and
 even site counts so that SAME padding is asymmetric, and a point shared by both batches.
 """
@@ -34,7 +35,15 @@ def D(out=1, W=1.5, b=0.1, p="ntk"):
     return ["Dense", kw]
 
 
-RELU, FLAT = ["Relu", {}], ["Flatten", {}]
+RELU, FLAT, GAP = ["Relu", {}], ["Flatten", {}], ["GlobalAvgPool", {}]
+
+
+def POOL(window, strides=None, pad="VALID", normalize_edges=False):
+    kw = {"window_shape": list(window), "padding": pad, "normalize_edges": normalize_edges}
+    if strides is not None:
+        kw["strides"] = list(strides)
+    return ["AvgPool", kw]
+
 
 # name: (spatial shape of the inputs, channels, spec)
 ARCHS = {
@@ -89,6 +98,50 @@ ARCHS = {
             D(1, p="standard"),
         ],
     ),
+    # --- full spatial covariance (pooling): neural-tangents' requirements pass picks it too
+    "conv_relu_gap": ((5, 6), 2, [C(6, (3, 3)), RELU, GAP, D()]),
+    "conv_relu_global_sum_pool": ((5, 6), 2, [C(6, (3, 3)), RELU, ["GlobalSumPool", {}], D()]),
+    "avgpool_valid_flatten": ((5, 6), 2, [C(6, (3, 3)), RELU, POOL([2, 2], [2, 2]), FLAT, D()]),
+    "avgpool_same_normalize_edges": (
+        (5, 6),
+        2,
+        [C(6, (3, 3)), RELU, POOL([3, 2], [2, 1], "SAME", True), FLAT, D()],
+    ),
+    "avgpool_same_window_norm_then_conv": (
+        (5, 6),
+        2,
+        [C(6, (3, 3)), RELU, POOL([3, 2], [2, 1], "SAME"), C(5, (2, 2)), ["Erf", {}], FLAT, D()],
+    ),
+    "sumpool_circular": (
+        (5, 6),
+        2,
+        [
+            C(6, (3, 3), "CIRCULAR"),
+            RELU,
+            ["SumPool", {"window_shape": [2, 2], "padding": "CIRCULAR"}],
+            C(4, (2, 2), "VALID"),
+            RELU,
+            GAP,
+            D(),
+        ],
+    ),
+    "myrtle_like_standard": (
+        (5, 6),
+        2,
+        [
+            C(6, (3, 3)),
+            RELU,
+            C(6, (3, 3)),
+            RELU,
+            POOL([2, 2], [2, 2]),
+            C(6, (3, 3), p="standard"),
+            RELU,
+            GAP,
+            D(1, p="standard"),
+        ],
+    ),
+    "conv1d_pool_gap": ((7,), 3, [C(4, (3,)), RELU, POOL([2], [2]), C(3, (2,)), RELU, GAP, D()]),
+    "conv3d_gap": ((3, 4, 3), 2, [C(4, (2, 2, 2), "SAME"), RELU, GAP, D()]),
 }
 
 
@@ -155,8 +208,6 @@ def test_conv_networks_need_nhwc_inputs_and_flatten():
     net = build([C(4, (3, 3)), RELU, FLAT, D()])
     with pytest.raises(ValueError, match="must be a 4-D array .*NHWC"):
         net[2](np.ones((3, 5)))
-    with pytest.raises(NotImplementedError, match="end its convolutions with Flatten"):
-        build([C(4, (3, 3)), RELU])[2](np.ones((2, 4, 4, 1)))
     with pytest.raises(ValueError, match="the input to an activation must be Gaussian"):
         build([C(4, (3, 3)), FLAT, RELU])[2](np.ones((2, 4, 4, 1)))
     with pytest.raises(ValueError, match="1-D filter .* needs inputs with 1 spatial axes"):
@@ -202,3 +253,48 @@ def test_finite_cnn_matches_the_kernel_by_monte_carlo(x64):
     mean, se = prod.mean(0), prod.std(0, ddof=1) / np.sqrt(len(f))
     nngp = np.asarray(kernel_fn(x1, x2, get="nngp"))
     assert np.all(np.abs(mean - nngp) <= 4 * se + 1e-12), (mean, nngp, se)
+
+
+def test_full_and_diagonal_modes_agree(x64):
+    """On networks that need only the diagonal, the full covariance's site diagonal is the
+    diagonal computation (Conv's same-offset sum, activations with correlation 1 only on the
+    site diagonal, Flatten as the diagonal's mean), and a network that ends in a Conv returns
+    its full (n1, n2, S1, S1', S2, S2') kernel whose site diagonal is the diagonal one."""
+    import functools
+
+    import jax
+
+    from theory.kernels.kernel import input_kernel
+    from theory.kernels.spatial import site_diagonal
+
+    x1, x2 = (jnp.asarray(x) for x in inputs((5, 6), 2))
+    for spec in (
+        ARCHS["conv_deep_activations"][2],
+        [C(6, (3, 2), strides=(2, 1)), RELU, C(5, (2, 2), "CIRCULAR"), ["Gelu", {}]],
+    ):
+        transform = build(spec)[2].transform
+
+        @functools.partial(jax.jit, static_argnums=(1, 2))
+        def run(xs, cross, diagonal, transform=transform):
+            return transform(input_kernel(xs[0], xs[1] if cross else None, True, diagonal))
+
+        for cross in (False, True):
+            diag = run((x1, x2), cross, True)
+            full = run((x1, x2), cross, False)
+            for name in ("nngp", "ntk", "cov1"):
+                a, b = getattr(diag, name), getattr(full, name)
+                batch_nd = 1 if name == "cov1" else 2
+                if diag.spatial:
+                    b = site_diagonal(b, batch_nd)
+                # 1e-8: x2[0] = x1[3] is a point shared across batches, whose correlation
+                # q12/√(q11 q22) = 1 − O(ε) puts O(√ε) into arccos differently in the two modes
+                np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-8, atol=1e-14)
+    out = build([C(6, (3, 3)), RELU, C(4, (2, 2))])[2](x1, x2)
+    assert out.nngp.shape == (5, 3, 5, 5, 6, 6)
+
+
+def test_pooling_needs_a_gaussian_input_and_spatial_axes():
+    with pytest.raises(ValueError, match="the input to an activation must be Gaussian"):
+        build([C(4, (3, 3)), RELU, POOL([2, 2]), RELU, GAP, D()])[2](np.ones((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match="needs inputs with spatial axes"):
+        stax.serial(stax.Dense(2), stax.GlobalAvgPool())[2](np.ones((2, 3)))

@@ -64,6 +64,7 @@ class Kernel:
     is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
     diag_offset: jax.Array | None = None
     spatial: tuple[int, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    diagonal_spatial: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
         return dataclasses.replace(self, **kw)
@@ -71,9 +72,35 @@ class Kernel:
     def var2(self) -> jax.Array:
         return self.cov1 if self.cov2 is None else self.cov2
 
+    @property
+    def full_spatial(self) -> bool:
+        """The kernel holds every pair of sites (S1, S1', …), not only the spatial diagonal."""
+        return bool(self.spatial) and not self.diagonal_spatial
+
     def outer_vars(self) -> tuple[jax.Array, jax.Array]:
-        """``(q11, q22)`` broadcastable against ``nngp``: shapes (n1, 1, *S) and (1, n2, *S)."""
-        return self.cov1[:, None], self.var2()[None, :]
+        """``(q11, q22)`` broadcastable against ``nngp``: shapes (n1, 1, *S) and (1, n2, *S) (FC:
+        (n1, 1), (1, n2)); with the full spatial covariance each site's variance, at zipped
+        positions (n1, 1, S1, 1, …) and (1, n2, 1, S1, …)."""
+        if not self.full_spatial:
+            return self.cov1[:, None], self.var2()[None, :]
+        from theory.kernels import spatial
+
+        v1 = spatial.interleave(spatial.site_diagonal(self.cov1, 1), 1, first=True)
+        v2 = spatial.interleave(spatial.site_diagonal(self.var2(), 1), 1, first=False)
+        return v1[:, None], v2[None, :]
+
+    def block_vars(self, c: jax.Array):
+        """``(q11, q22, same)`` for a per-point block ``c`` (cov1 or cov2) as input to a dual:
+        ``(c, c, True)`` on the spatial diagonal and for FC (every entry pairs a point and site
+        with itself); with the full covariance the sites' variances on either side of each
+        pair and the mask of the site diagonal."""
+        if not self.full_spatial:
+            return c, c, True
+        from theory.kernels import spatial
+
+        v = spatial.site_diagonal(c, 1)
+        same = spatial.site_diagonal_mask(self.spatial)[None]
+        return spatial.interleave(v, 1, True), spatial.interleave(v, 1, False), same
 
     def self_pairs(self) -> tuple[jax.Array, jax.Array] | None:
         """Indices (rows, cols) of the entries that pair a point with itself, or None.
@@ -145,13 +172,17 @@ def _check_matrix(x: Any, name: str, spatial_ndim: int | None = None) -> jax.Arr
     return jnp.asarray(arr)
 
 
-def input_kernel(x1: jax.Array, x2: jax.Array | None, compute_ntk: bool) -> Kernel:
+def input_kernel(
+    x1: jax.Array, x2: jax.Array | None, compute_ntk: bool, diagonal_spatial: bool = True
+) -> Kernel:
     """The kernel of the raw inputs: ``x1 x2ᵀ / d`` (neural-tangents' convention); for NHWC
-    inputs (ndim > 2) the spatial diagonal Σ_c x1[i, s, c] x2[j, s, c] / C."""
+    inputs (ndim > 2) Σ_c x1[i, s, c] x2[j, s', c] / C on the spatial diagonal (s = s') or,
+    with ``diagonal_spatial=False``, for every pair of sites."""
     if x1.ndim > 2:
-        from theory.kernels.spatial import input_kernel_diagonal
+        from theory.kernels import spatial
 
-        nngp, cov1, cov2 = input_kernel_diagonal(x1, x2)
+        make = spatial.input_kernel_diagonal if diagonal_spatial else spatial.input_kernel_full
+        nngp, cov1, cov2 = make(x1, x2)
         ntk = jnp.zeros_like(nngp) if compute_ntk else None
         return Kernel(
             nngp=nngp,
@@ -161,6 +192,7 @@ def input_kernel(x1: jax.Array, x2: jax.Array | None, compute_ntk: bool) -> Kern
             width=x1.shape[-1],
             is_gaussian=False,
             spatial=tuple(x1.shape[1:-1]),
+            diagonal_spatial=diagonal_spatial,
         )
     d = x1.shape[1]
     y = x1 if x2 is None else x2

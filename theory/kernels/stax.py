@@ -55,6 +55,10 @@ __all__ = [
     "Dense",
     "Conv",
     "Flatten",
+    "AvgPool",
+    "SumPool",
+    "GlobalAvgPool",
+    "GlobalSumPool",
     "Relu",
     "LeakyRelu",
     "ABRelu",
@@ -84,6 +88,39 @@ _GETS = ("nngp", "ntk")
 
 # ----------------------------------------------------------------------- kernel_fn
 
+NO, MAYBE, YES = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagonal:
+    """Whether a network's kernel can be computed on the spatial diagonal (neural-tangents'
+    three-valued requirement, folded once per network): ``input`` says whether the layer
+    accepts a diagonal-only input (NO, MAYBE: only if off-diagonal entries are 0, YES),
+    ``output`` whether outputs from here on may be diagonal-only. ``serial`` composes with
+    ``>>``, ``parallel`` combines with ``&``; the network is computed on the diagonal iff
+    ``input == YES and output > NO``. Dense, activations and Conv: (YES, NO); Flatten (YES,
+    YES); AvgPool/SumPool (MAYBE, NO); GlobalAvgPool/GlobalSumPool (MAYBE, YES)."""
+
+    input: int = YES
+    output: int = NO
+
+    def __rshift__(self, other: Diagonal) -> Diagonal:
+        if self.output == YES:
+            return self
+        if self.output > NO and other.input > NO:
+            inp = self.input
+        elif self.output == NO and other.input < YES:
+            inp = NO
+        else:
+            inp = min(self.input, other.input)
+        return Diagonal(inp, other.output)
+
+    def __and__(self, other: Diagonal) -> Diagonal:
+        return Diagonal(min(self.input, other.input), min(self.output, other.output))
+
+    def __bool__(self) -> bool:
+        return self.input == YES and self.output > NO
+
 
 class KernelFn:
     """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
@@ -110,12 +147,14 @@ class KernelFn:
         is_activation: bool = False,
         hints: Sequence[str] = (),
         spatial_ndim: int | None = None,
+        diagonal: Diagonal | None = None,
     ):
         self.transform = transform
         self.__name__ = name
         self.is_activation = is_activation
         # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions)
         self.spatial_ndim = spatial_ndim
+        self.diagonal = Diagonal() if diagonal is None else diagonal
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
 
@@ -127,7 +166,7 @@ class KernelFn:
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         tile = default_tile(x1.shape[0], n2) if x1.ndim == 2 else None
         if tile is None:
-            k = self.transform(input_kernel(x1, x2, compute_ntk))
+            k = self.transform(input_kernel(x1, x2, compute_ntk, bool(self.diagonal)))
         else:
             k, ok = tiled_kernel(self.transform, x1, x2, compute_ntk, tile, with_flags=True)
         if isinstance(k, (list, tuple)):
@@ -135,13 +174,8 @@ class KernelFn:
                 f"{self.__name__} ends with {len(k)} branches: close them with "
                 "FanInSum() or FanInProd() before asking for a kernel"
             )
-        if k.spatial:
-            raise NotImplementedError(
-                f"{self.__name__}: the output still has spatial axes {k.spatial}; kernels are "
-                "computed on the spatial diagonal, which needs the network to end its "
-                "convolutions with Flatten() (the full spatial covariance, needed by pooling "
-                "and by outputs with spatial axes, is not implemented yet)"
-            )
+        if k.spatial and k.diagonal_spatial:  # cannot happen: such networks run full
+            raise AssertionError(f"{self.__name__}: a spatial output on the diagonal only")
         if tile is None:
             ok = all_finite([k.nngp, k.ntk])
         return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
@@ -195,7 +229,8 @@ class KernelFn:
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
         sites = math.prod(x1.shape[1:-1])
-        check_memory(where, x1, x2, kernel_names(get, compute_ntk), pair_size=sites)
+        pairs = sites if bool(self.diagonal) else sites * sites
+        check_memory(where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs)
         out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
         self.check(where, out, ok, get, x1, x2)
         return out
@@ -268,11 +303,11 @@ def _elementwise(
         nngp, dot = pair(k.nngp, q11, q22, False, k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
         self_pairs = k.self_pairs()
-        # E[φ(z)²] and E[φ'(z)²] at correlation exactly 1, once per point.
-        cov1, dot_rr = pair(
-            k.cov1, k.cov1, k.cov1, True, self_pairs is not None and ntk is not None
-        )
-        cov2 = None if k.cov2 is None else dual.diagonal(pair, k.cov2)
+        # E[φ(z)²] and E[φ'(z)²] at correlation exactly 1, once per point (and, with the
+        # full spatial covariance, per pair of sites, correlation 1 on the site diagonal).
+        need_rr = self_pairs is not None and ntk is not None
+        cov1, dot_rr = pair(k.cov1, *k.block_vars(k.cov1), need_rr)
+        cov2 = None if k.cov2 is None else pair(k.cov2, *k.block_vars(k.cov2), False)[0]
         if self_pairs is not None:
             # A point with itself has correlation exactly 1, but q12/√(q11 q22) computed in
             # floating point is 1 − δ with δ = O(ε), and arccos(1 − δ) ≈ √(2δ): an O(√ε)
@@ -427,9 +462,10 @@ def Conv(
     Kernel, on the spatial diagonal (`theory.kernels.spatial.conv_mean`, 𝒞 the mean over the
     filter's offsets, the same offset on both sides of a pair): K ← σ_w² 𝒞(K) + σ_b²; NTK
     parameterization Θ ← K_new + σ_w² 𝒞(Θ); standard Θ ← (C_in·|f|/s_in) 𝒞(K_old) + σ_w² 𝒞(Θ)
-    (+1 with a bias), as for `Dense` with fan-in C_in·|f|. Networks of convolutions must end
-    them with `Flatten` (pooling and outputs with spatial axes need the full spatial
-    covariance, not implemented yet).
+    (+1 with a bias), as for `Dense` with fan-in C_in·|f|. With the full spatial covariance
+    (networks with pooling, or whose output keeps its sites) the same rule acts on every pair
+    of sites (`theory.kernels.spatial.conv_full`); the output's pair axes are zipped
+    (S1, S1', S2, S2', …) and, unlike neural-tangents', never reversed.
     """
     if not isinstance(out_chan, int) or isinstance(out_chan, bool) or out_chan < 1:
         raise ValueError(f"out_chan must be a positive integer, got {out_chan!r}")
@@ -512,6 +548,8 @@ def Conv(
             )
 
         def mean(a, batch_nd):
+            if k.full_spatial:
+                return spatial.conv_full(a, batch_nd, filter_shape, strides, padding)
             return spatial.conv_mean(a, batch_nd, filter_shape, strides, padding)
 
         def affine(m):
@@ -538,7 +576,7 @@ def Conv(
             cov2=cov2,
             width=width,
             is_gaussian=True,
-            spatial=tuple(nngp.shape[2:]),
+            spatial=tuple(nngp.shape[2::2] if k.full_spatial else nngp.shape[2:]),
         )
 
     name = f"Conv({out_chan}, {filter_shape}, {padding})"
@@ -563,17 +601,174 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
             raise ValueError(f"Flatten takes one input; got {len(k)} branches")
         if not k.spatial:
             return k
+        flat = spatial.flatten_full if k.full_spatial else spatial.flatten_mean
         return k.replace(
-            nngp=spatial.flatten_mean(k.nngp, 2),
-            ntk=None if k.ntk is None else spatial.flatten_mean(k.ntk, 2),
-            cov1=spatial.flatten_mean(k.cov1, 1),
-            cov2=None if k.cov2 is None else spatial.flatten_mean(k.cov2, 1),
+            nngp=flat(k.nngp, 2),
+            ntk=None if k.ntk is None else flat(k.ntk, 2),
+            cov1=flat(k.cov1, 1),
+            cov2=None if k.cov2 is None else flat(k.cov2, 1),
             width=k.width * math.prod(k.spatial),
             is_gaussian=False,
             spatial=(),
         )
 
-    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, "Flatten")
+    kfn = KernelFn(transform, "Flatten", diagonal=Diagonal(YES, YES))
+    return init_fn, _mark(apply_fn, ("other",)), kfn
+
+
+def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool):
+    try:
+        window_shape = tuple(int(w) for w in window_shape)
+    except TypeError:
+        raise TypeError(
+            f"window_shape must be a sequence of integers, got {window_shape!r}"
+        ) from None
+    nd = len(window_shape)
+    if nd not in _SPATIAL_LETTERS or min(window_shape) < 1:
+        raise ValueError(f"window_shape must have 1 to 3 positive sizes, got {window_shape!r}")
+    strides = (1,) * nd if strides is None else tuple(int(v) for v in strides)
+    if len(strides) != nd or min(strides) < 1:
+        raise ValueError(
+            f"strides must have {nd} positive entries (one per window axis), got {strides!r}"
+        )
+    if not isinstance(padding, str) or padding.upper() not in spatial.PADDINGS:
+        raise ValueError(f"padding must be one of {spatial.PADDINGS}, got {padding!r}")
+    padding = padding.upper()
+    if kind == "sum":
+        normalize = "sum"
+    elif normalize_edges and padding == "SAME":
+        normalize = "edges"
+    else:
+        normalize = "window"
+    w_size = math.prod(window_shape)
+
+    def _pool(x):
+        pads = spatial.conv_pads(x.shape[1:-1], window_shape, strides, padding)
+        if padding == "CIRCULAR":
+            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
+            pads = [(0, 0)] * nd
+        dims, steps = (1, *window_shape, 1), (1, *strides, 1)
+        cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
+        out = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, steps, cfg)
+        if normalize == "window":
+            return out / w_size
+        if normalize == "edges":
+            ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+            count = jax.lax.reduce_window(
+                ones, jnp.zeros((), x.dtype), jax.lax.add, dims, steps, cfg
+            )
+            return out / count
+        return out
+
+    def init_fn(rng, input_shape):
+        sites = spatial.pool_output_shape(input_shape[1:-1], window_shape, strides, padding)
+        return (input_shape[0],) + sites + (input_shape[-1],), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return _pool(inputs)
+
+    name = f"{'AvgPool' if kind == 'avg' else 'SumPool'}({window_shape}, {padding})"
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        if len(k.spatial) != nd:
+            raise ValueError(
+                f"{name} with a {nd}-D window needs inputs with {nd} spatial axes, got "
+                f"{len(k.spatial)} (sites {k.spatial})"
+            )
+        if not k.full_spatial:
+            raise AssertionError(f"{name}: pooling needs the full spatial covariance")
+
+        def pool(a, batch_nd):
+            return spatial.pool_full(a, batch_nd, window_shape, strides, padding, normalize)
+
+        nngp = pool(k.nngp, 2)
+        return k.replace(
+            nngp=nngp,
+            ntk=None if k.ntk is None else pool(k.ntk, 2),
+            cov1=pool(k.cov1, 1),
+            cov2=None if k.cov2 is None else pool(k.cov2, 1),
+            spatial=tuple(nngp.shape[2::2]),
+        )
+
+    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO))
+    return init_fn, _mark(apply_fn, ("other",)), kfn
+
+
+def AvgPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    normalize_edges: bool = False,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+):
+    """Average pooling over windows (strides default 1). Kernel (full spatial covariance):
+    independent offsets on the two sides of a pair, K'[o, o'] = Σ K[o s + t, o' s + t'] / w²
+    per axis, or / count(o)·count(o') with SAME padding and ``normalize_edges``
+    (`theory.kernels.spatial.pool_full`)."""
+    if batch_axis != 0 or channel_axis != -1:
+        raise NotImplementedError("AvgPool: only batch_axis=0 and channel_axis=-1 are supported")
+    return _pool_layer("avg", window_shape, strides, padding, normalize_edges)
+
+
+def SumPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+):
+    """Sum pooling over windows: as `AvgPool` without the division."""
+    if batch_axis != 0 or channel_axis != -1:
+        raise NotImplementedError("SumPool: only batch_axis=0 and channel_axis=-1 are supported")
+    return _pool_layer("sum", window_shape, strides, padding, False)
+
+
+def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
+    name = "GlobalAvgPool" if mean else "GlobalSumPool"
+    if batch_axis != 0 or channel_axis != -1:
+        raise NotImplementedError(f"{name}: only batch_axis=0 and channel_axis=-1 are supported")
+
+    def init_fn(rng, input_shape):
+        return (input_shape[0], input_shape[-1]), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        axes = tuple(range(1, inputs.ndim - 1))
+        return jnp.mean(inputs, axis=axes) if mean else jnp.sum(inputs, axis=axes)
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        if not k.spatial:
+            raise ValueError(f"{name} needs inputs with spatial axes (NHWC)")
+        if not k.full_spatial:
+            raise AssertionError(f"{name}: global pooling needs the full spatial covariance")
+
+        def pool(a, batch_nd):
+            return spatial.global_pool_full(a, batch_nd, mean)
+
+        return k.replace(
+            nngp=pool(k.nngp, 2),
+            ntk=None if k.ntk is None else pool(k.ntk, 2),
+            cov1=pool(k.cov1, 1),
+            cov2=None if k.cov2 is None else pool(k.cov2, 1),
+            spatial=(),
+        )
+
+    kfn = KernelFn(transform, name, diagonal=Diagonal(MAYBE, YES))
+    return init_fn, _mark(apply_fn, ("other",)), kfn
+
+
+def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
+    """The mean over all sites. Kernel: the mean over all pairs of sites (full covariance)."""
+    return _global_pool(True, batch_axis, channel_axis)
+
+
+def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
+    """The sum over all sites. Kernel: the sum over all pairs of sites (full covariance)."""
+    return _global_pool(False, batch_axis, channel_axis)
 
 
 # --------------------------------------------------------------------- activations
@@ -829,7 +1024,14 @@ def serial(*layers):
 
     structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
     name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    kfn = KernelFn(transform, name, hints=_hints(kernels), spatial_ndim=_spatial_ndim(kernels))
+    diagonal = functools.reduce(lambda a, b: a >> b, [kf.diagonal for kf in kernels])
+    kfn = KernelFn(
+        transform,
+        name,
+        hints=_hints(kernels),
+        spatial_ndim=_spatial_ndim(kernels),
+        diagonal=diagonal,
+    )
     return init_fn, _mark(apply_fn, structure), kfn
 
 
@@ -886,7 +1088,14 @@ def parallel(*layers):
         return [kf.transform(k) for kf, k in zip(kernels, ks)]
 
     name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    kfn = KernelFn(transform, name, hints=_hints(kernels), spatial_ndim=_spatial_ndim(kernels))
+    diagonal = functools.reduce(lambda a, b: a & b, [kf.diagonal for kf in kernels])
+    kfn = KernelFn(
+        transform,
+        name,
+        hints=_hints(kernels),
+        spatial_ndim=_spatial_ndim(kernels),
+        diagonal=diagonal,
+    )
     return init_fn, _mark(apply_fn, ("other",)), kfn
 
 
