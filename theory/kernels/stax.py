@@ -342,6 +342,22 @@ def _check_std(name: str, value, allow_none: bool = False):
 # --------------------------------------------------------------------------- Dense
 
 
+def _check_affine(W_std, b_std, parameterization, s):
+    """Validated ``(W_std, b_std, parameterization, s)`` of a Dense or Conv layer."""
+    _check_std("W_std", W_std)
+    _check_std("b_std", b_std, allow_none=True)
+    if not isinstance(parameterization, str) or parameterization.lower() not in (
+        "ntk",
+        "standard",
+    ):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    s = tuple(int(v) for v in s)
+    if len(s) != 2 or min(s) < 1:
+        raise ValueError(f"s must be a pair of positive integers, got {s!r}")
+    b = None if b_std is None else float(b_std)
+    return float(W_std), b, parameterization.lower(), s
+
+
 def Dense(
     out_dim: int,
     W_std: float = 1.0,
@@ -371,23 +387,11 @@ def Dense(
     """
     if not isinstance(out_dim, (int,)) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
-    _check_std("W_std", W_std)
-    _check_std("b_std", b_std, allow_none=True)
-    if not isinstance(parameterization, str) or parameterization.lower() not in (
-        "ntk",
-        "standard",
-    ):
-        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
-    parameterization = parameterization.lower()
     if batch_axis != 0 or channel_axis not in (-1, 1):
         raise NotImplementedError(
             "only batch_axis=0 and channel_axis=-1 are supported for fully-connected inputs"
         )
-    s = tuple(int(v) for v in s)
-    if len(s) != 2 or min(s) < 1:
-        raise ValueError(f"s must be a pair of positive integers, got {s!r}")
-    W_std = float(W_std)
-    b_std = None if b_std is None else float(b_std)
+    W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
 
     def init_fn(rng, input_shape):
         n_in = input_shape[-1]
@@ -441,6 +445,26 @@ def Dense(
 _SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
 
 
+def _check_window(what: str, shape, strides, padding):
+    """``(shape, strides, padding)`` of a filter or pooling window, validated: 1–3 positive
+    sizes, one positive stride per axis (default 1), a padding of `spatial.PADDINGS`."""
+    try:
+        shape = tuple(int(f) for f in shape)
+    except TypeError:
+        raise TypeError(f"{what}_shape must be a sequence of integers, got {shape!r}") from None
+    nd = len(shape)
+    if nd not in _SPATIAL_LETTERS or min(shape) < 1:
+        raise ValueError(f"{what}_shape must have 1 to 3 positive sizes, got {shape!r}")
+    strides = (1,) * nd if strides is None else tuple(int(v) for v in strides)
+    if len(strides) != nd or min(strides) < 1:
+        raise ValueError(
+            f"strides must have {nd} positive entries (one per {what} axis), got {strides!r}"
+        )
+    if not isinstance(padding, str) or padding.upper() not in spatial.PADDINGS:
+        raise ValueError(f"padding must be one of {spatial.PADDINGS}, got {padding!r}")
+    return shape, strides, padding.upper()
+
+
 def Conv(
     out_chan: int,
     filter_shape: Sequence[int],
@@ -469,40 +493,13 @@ def Conv(
     """
     if not isinstance(out_chan, int) or isinstance(out_chan, bool) or out_chan < 1:
         raise ValueError(f"out_chan must be a positive integer, got {out_chan!r}")
-    try:
-        filter_shape = tuple(int(f) for f in filter_shape)
-    except TypeError:
-        raise TypeError(
-            f"filter_shape must be a sequence of integers, got {filter_shape!r}"
-        ) from None
+    filter_shape, strides, padding = _check_window("filter", filter_shape, strides, padding)
     nd = len(filter_shape)
-    if nd not in _SPATIAL_LETTERS or min(filter_shape) < 1:
-        raise ValueError(f"filter_shape must have 1 to 3 positive sizes, got {filter_shape!r}")
-    strides = (1,) * nd if strides is None else tuple(int(v) for v in strides)
-    if len(strides) != nd or min(strides) < 1:
-        raise ValueError(
-            f"strides must have {nd} positive entries (one per filter axis), got {strides!r}"
-        )
-    if not isinstance(padding, str) or padding.upper() not in spatial.PADDINGS:
-        raise ValueError(f"padding must be one of {spatial.PADDINGS}, got {padding!r}")
-    padding = padding.upper()
     if dimension_numbers is not None:
         raise NotImplementedError(
             "Conv: only the default dimension_numbers (NHWC inputs, HWIO filters) are supported"
         )
-    _check_std("W_std", W_std)
-    _check_std("b_std", b_std, allow_none=True)
-    if not isinstance(parameterization, str) or parameterization.lower() not in (
-        "ntk",
-        "standard",
-    ):
-        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
-    parameterization = parameterization.lower()
-    s = tuple(int(v) for v in s)
-    if len(s) != 2 or min(s) < 1:
-        raise ValueError(f"s must be a pair of positive integers, got {s!r}")
-    W_std = float(W_std)
-    b_std = None if b_std is None else float(b_std)
+    W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
     letters = _SPATIAL_LETTERS[nd]
     spec = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
     f_size = math.prod(filter_shape)
@@ -617,23 +614,8 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
 
 
 def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool):
-    try:
-        window_shape = tuple(int(w) for w in window_shape)
-    except TypeError:
-        raise TypeError(
-            f"window_shape must be a sequence of integers, got {window_shape!r}"
-        ) from None
+    window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
     nd = len(window_shape)
-    if nd not in _SPATIAL_LETTERS or min(window_shape) < 1:
-        raise ValueError(f"window_shape must have 1 to 3 positive sizes, got {window_shape!r}")
-    strides = (1,) * nd if strides is None else tuple(int(v) for v in strides)
-    if len(strides) != nd or min(strides) < 1:
-        raise ValueError(
-            f"strides must have {nd} positive entries (one per window axis), got {strides!r}"
-        )
-    if not isinstance(padding, str) or padding.upper() not in spatial.PADDINGS:
-        raise ValueError(f"padding must be one of {spatial.PADDINGS}, got {padding!r}")
-    padding = padding.upper()
     if kind == "sum":
         normalize = "sum"
     elif normalize_edges and padding == "SAME":
