@@ -298,3 +298,23 @@ def test_pooling_needs_a_gaussian_input_and_spatial_axes():
         build([C(4, (3, 3)), RELU, POOL([2, 2]), RELU, GAP, D()])[2](np.ones((2, 4, 4, 1)))
     with pytest.raises(ValueError, match="needs inputs with spatial axes"):
         stax.serial(stax.Dense(2), stax.GlobalAvgPool())[2](np.ones((2, 3)))
+
+
+def test_max_pool_runs_finite_networks_and_refuses_a_kernel():
+    import jax
+
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Conv(3, (2, 2)), stax.Relu(), stax.MaxPool((2, 2), strides=(2, 2)), stax.Flatten()
+    )
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 6, 1)), jnp.float32)
+    shape, params = init_fn(jax.random.key(0), x.shape)
+    out = apply_fn(params, x)
+    assert out.shape == tuple(shape) == (2, 2 * 2 * 3)
+    conv_relu = stax.serial(stax.Conv(3, (2, 2)), stax.Relu())[1]
+    pre = conv_relu(params[:2], x)  # (2, 4, 5, 3): max over 2×2 windows, VALID
+    np.testing.assert_allclose(
+        np.asarray(out).reshape(2, 2, 2, 3),
+        np.asarray(pre)[:, :4, :4].reshape(2, 2, 2, 2, 2, 3).max((2, 4)),
+    )
+    with pytest.raises(NotImplementedError, match="MaxPool has no infinite-width kernel"):
+        kernel_fn(x)

@@ -57,6 +57,7 @@ __all__ = [
     "Flatten",
     "AvgPool",
     "SumPool",
+    "MaxPool",
     "GlobalAvgPool",
     "GlobalSumPool",
     "Relu",
@@ -706,6 +707,44 @@ def SumPool(
     if batch_axis != 0 or channel_axis != -1:
         raise NotImplementedError("SumPool: only batch_axis=0 and channel_axis=-1 are supported")
     return _pool_layer("sum", window_shape, strides, padding, False)
+
+
+def MaxPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+):
+    """Max pooling for the finite network only: the maximum of correlated Gaussians has no
+    closed-form kernel (neural-tangents has no MaxPool either), so its ``kernel_fn`` raises
+    `NotImplementedError` saying so; `AvgPool` is the kernel-friendly alternative."""
+    window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
+    nd = len(window_shape)
+
+    def init_fn(rng, input_shape):
+        sites = spatial.pool_output_shape(input_shape[1:-1], window_shape, strides, padding)
+        return (input_shape[0],) + sites + (input_shape[-1],), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        pads = spatial.conv_pads(inputs.shape[1:-1], window_shape, strides, padding)
+        x = inputs
+        if padding == "CIRCULAR":
+            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
+            pads = [(0, 0)] * nd
+        cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
+        init = jnp.array(-jnp.inf, x.dtype)
+        return jax.lax.reduce_window(
+            x, init, jax.lax.max, (1, *window_shape, 1), (1, *strides, 1), cfg
+        )
+
+    def transform(k: Kernel) -> Kernel:
+        raise NotImplementedError(
+            "MaxPool has no infinite-width kernel: the maximum of correlated Gaussian "
+            "pre-activations has no closed-form covariance (neural-tangents has no MaxPool "
+            "either); use AvgPool, or estimate the kernel with monte_carlo_kernel"
+        )
+
+    kfn = KernelFn(transform, f"MaxPool({window_shape}, {padding})", spatial_ndim=nd)
+    return init_fn, _mark(apply_fn, ("other",)), kfn
 
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
