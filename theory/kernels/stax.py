@@ -614,6 +614,28 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
     return init_fn, _mark(apply_fn, ("other",)), kfn
 
 
+def _reduce_windows(x, window_shape, strides, padding: str, init: float, op):
+    """``op`` over each window of the sites of NHWC ``x`` (finite pooling layers): SAME pads
+    with ``init``, CIRCULAR wraps around, VALID does not pad."""
+    pads = spatial.conv_pads(x.shape[1:-1], window_shape, strides, padding)
+    if padding == "CIRCULAR":
+        x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
+        pads = [(0, 0)] * len(window_shape)
+    cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
+    dims, steps = (1, *window_shape, 1), (1, *strides, 1)
+    return jax.lax.reduce_window(x, jnp.array(init, x.dtype), op, dims, steps, cfg)
+
+
+def _pool_init(window_shape, strides, padding: str):
+    """The parameter-free ``init_fn`` of a pooling layer: the pooled output shape."""
+
+    def init_fn(rng, input_shape):
+        sites = spatial.pool_output_shape(input_shape[1:-1], window_shape, strides, padding)
+        return (input_shape[0],) + sites + (input_shape[-1],), ()
+
+    return init_fn
+
+
 def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool):
     window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
     nd = len(window_shape)
@@ -626,26 +648,15 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
     w_size = math.prod(window_shape)
 
     def _pool(x):
-        pads = spatial.conv_pads(x.shape[1:-1], window_shape, strides, padding)
-        if padding == "CIRCULAR":
-            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
-            pads = [(0, 0)] * nd
-        dims, steps = (1, *window_shape, 1), (1, *strides, 1)
-        cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
-        out = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, steps, cfg)
+        out = _reduce_windows(x, window_shape, strides, padding, 0.0, jax.lax.add)
         if normalize == "window":
             return out / w_size
         if normalize == "edges":
             ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-            count = jax.lax.reduce_window(
-                ones, jnp.zeros((), x.dtype), jax.lax.add, dims, steps, cfg
-            )
-            return out / count
+            return out / _reduce_windows(ones, window_shape, strides, padding, 0.0, jax.lax.add)
         return out
 
-    def init_fn(rng, input_shape):
-        sites = spatial.pool_output_shape(input_shape[1:-1], window_shape, strides, padding)
-        return (input_shape[0],) + sites + (input_shape[-1],), ()
+    init_fn = _pool_init(window_shape, strides, padding)
 
     def apply_fn(params, inputs, **kwargs):
         return _pool(inputs)
@@ -720,21 +731,10 @@ def MaxPool(
     window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
     nd = len(window_shape)
 
-    def init_fn(rng, input_shape):
-        sites = spatial.pool_output_shape(input_shape[1:-1], window_shape, strides, padding)
-        return (input_shape[0],) + sites + (input_shape[-1],), ()
+    init_fn = _pool_init(window_shape, strides, padding)
 
     def apply_fn(params, inputs, **kwargs):
-        pads = spatial.conv_pads(inputs.shape[1:-1], window_shape, strides, padding)
-        x = inputs
-        if padding == "CIRCULAR":
-            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
-            pads = [(0, 0)] * nd
-        cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
-        init = jnp.array(-jnp.inf, x.dtype)
-        return jax.lax.reduce_window(
-            x, init, jax.lax.max, (1, *window_shape, 1), (1, *strides, 1), cfg
-        )
+        return _reduce_windows(inputs, window_shape, strides, padding, -jnp.inf, jax.lax.max)
 
     def transform(k: Kernel) -> Kernel:
         raise NotImplementedError(
