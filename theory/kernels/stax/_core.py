@@ -1,0 +1,206 @@
+"""The kernel function of a network and what every layer shares: `KernelFn` (validation,
+compilation, numerical guards), the spatial-diagonal requirement `Diagonal`, and small helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+
+import jax
+
+from theory.kernels.batching import default_tile, tiled_kernel
+from theory.kernels.kernel import (
+    Kernel,
+    all_finite,
+    check_inputs,
+    check_memory,
+    check_outputs,
+    input_kernel,
+    kernel_names,
+)
+
+__all__ = [
+    "KernelFn",
+    "Diagonal",
+    "NO",
+    "MAYBE",
+    "YES",
+]
+
+
+_GETS = ("nngp", "ntk")
+
+# ----------------------------------------------------------------------- kernel_fn
+
+NO, MAYBE, YES = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagonal:
+    """Whether a network's kernel can be computed on the spatial diagonal (neural-tangents'
+    three-valued requirement, folded once per network): ``input`` says whether the layer
+    accepts a diagonal-only input (NO, MAYBE: only if off-diagonal entries are 0, YES),
+    ``output`` whether outputs from here on may be diagonal-only. ``serial`` composes with
+    ``>>``, ``parallel`` combines with ``&``; the network is computed on the diagonal iff
+    ``input == YES and output > NO``. Dense, activations and Conv: (YES, NO); Flatten (YES,
+    YES); AvgPool/SumPool (MAYBE, NO); GlobalAvgPool/GlobalSumPool (MAYBE, YES)."""
+
+    input: int = YES
+    output: int = NO
+
+    def __rshift__(self, other: Diagonal) -> Diagonal:
+        if self.output == YES:
+            return self
+        if self.output > NO and other.input > NO:
+            inp = self.input
+        elif self.output == NO and other.input < YES:
+            inp = NO
+        else:
+            inp = min(self.input, other.input)
+        return Diagonal(inp, other.output)
+
+    def __and__(self, other: Diagonal) -> Diagonal:
+        return Diagonal(min(self.input, other.input), min(self.output, other.output))
+
+    def __bool__(self) -> bool:
+        return self.input == YES and self.output > NO
+
+
+class KernelFn:
+    """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
+
+    Also accepts a `Kernel` (or a list of them, for fan-in layers) instead of ``x1`` and
+    then applies just this layer's transformation, which is how layers compose.
+
+    Numerical guards (see `theory.kernels.kernel`): ``x1``/``x2`` must be finite float32 or
+    float64 arrays (16-bit floats raise `TypeError`); an output that cannot fit in memory
+    raises `KernelMemoryError` before anything is allocated; and a returned array that is not
+    finite raises `NonFiniteKernelError` (never a silent NaN/inf; neural-tangents returns
+    them silently, its issue #197), whose message names the quantity, the dtype and the
+    remedy (float64: ``jax.config.update("jax_enable_x64", True)``); the values are in
+    ``error.result``. Finiteness is probed inside the compiled computation (per tile, while
+    it is in cache: +0.3% to +3.5% CPU time on a depth-10 ReLU kernel at N = 4000), so the check
+    costs one scalar transfer. Inside a user's ``jax.jit`` the values are unknown and the
+    output check is skipped.
+    """
+
+    def __init__(
+        self,
+        transform: Callable,
+        name: str,
+        is_activation: bool = False,
+        hints: Sequence[str] = (),
+        spatial_ndim: int | None = None,
+        diagonal: Diagonal | None = None,
+    ):
+        self.transform = transform
+        self.__name__ = name
+        self.is_activation = is_activation
+        # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions)
+        self.spatial_ndim = spatial_ndim
+        self.diagonal = Diagonal() if diagonal is None else diagonal
+        self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
+        self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
+
+    def __repr__(self) -> str:
+        return f"<kernel_fn of {self.__name__}>"
+
+    def _compute(self, x1, x2, get, compute_ntk):
+        """``(selected output, whether all of the kernel's arrays are finite)``."""
+        n2 = x1.shape[0] if x2 is None else x2.shape[0]
+        tile = default_tile(x1.shape[0], n2) if x1.ndim == 2 else None
+        if tile is None:
+            k = self.transform(input_kernel(x1, x2, compute_ntk, bool(self.diagonal)))
+        else:
+            k, ok = tiled_kernel(self.transform, x1, x2, compute_ntk, tile, with_flags=True)
+        if isinstance(k, (list, tuple)):
+            raise ValueError(
+                f"{self.__name__} ends with {len(k)} branches: close them with "
+                "FanInSum() or FanInProd() before asking for a kernel"
+            )
+        if k.spatial and k.diagonal_spatial:  # cannot happen: such networks run full
+            raise AssertionError(f"{self.__name__}: a spatial output on the diagonal only")
+        if tile is None:
+            ok = all_finite([k.nngp, k.ntk])
+        return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
+
+    @staticmethod
+    def returned(k: Kernel, get) -> tuple[str, ...]:
+        """Names of the arrays that ``select(k, get)`` returns."""
+        if get is None:
+            return tuple(n for n in ("nngp", "ntk", "cov1", "cov2") if getattr(k, n) is not None)
+        return (get,) if isinstance(get, str) else tuple(get)
+
+    @staticmethod
+    def parse_get(get):
+        """Validate ``get``; return it normalised and whether the NTK is needed."""
+        if get is None:
+            return None, True
+        names = (get,) if isinstance(get, str) else tuple(get)
+        if not names or any(g not in _GETS for g in names):
+            raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        return (get if isinstance(get, str) else names), "ntk" in names
+
+    @staticmethod
+    def select(k: Kernel, get):
+        if get is None:
+            return k
+        if isinstance(get, str):
+            return getattr(k, get)
+        return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
+
+    def check(self, where: str, out, ok, get, x1, x2) -> None:
+        """Raise `NonFiniteKernelError` unless every array in ``out`` is finite."""
+        names = self.returned(out, get)
+        if get is None:
+            arrays = [getattr(out, n) for n in names]
+        else:
+            arrays = [out] if isinstance(get, str) else list(out)
+        check_outputs(where, ok, dict(zip(names, arrays)), (x1, x2), out, self.hints)
+
+    def __call__(self, x1, x2=None, get=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
+        get, compute_ntk = self.parse_get(get)
+        if isinstance(x1, Kernel) or (
+            isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
+        ):
+            if x2 is not None:
+                raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
+            k = self.transform(x1)
+            return k if isinstance(k, (list, tuple)) else self.select(k, get)
+        x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
+        name = self.__name__
+        where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
+        sites = math.prod(x1.shape[1:-1])
+        pairs = sites if bool(self.diagonal) else sites * sites
+        check_memory(where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs)
+        out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
+        self.check(where, out, ok, get, x1, x2)
+        return out
+
+
+# ------------------------------------------------------------------- layer builders
+
+
+def _mark(apply_fn: Callable, structure: tuple) -> Callable:
+    """Record what a layer is, for the structured empirical-NTK fast path."""
+    apply_fn.structure = structure
+    return apply_fn
+
+
+def _stateless_init(rng, input_shape):
+    return input_shape, ()
+
+
+def _check_std(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
