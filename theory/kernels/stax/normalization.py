@@ -1,5 +1,241 @@
-"""Normalization and regularization layers: LayerNorm, Dropout."""
+r"""Normalization and regularization layers: LayerNorm, Dropout.
+
+Both act on the kernel per point (and per site) without mixing points:
+
+- `LayerNorm` rescales each point by its own variance, which concentrates at infinite width:
+  K(x, x') ← K(x, x') / √(v(x) v(x'));
+- `Dropout` (train mode) multiplies the entries that pair a unit with itself by 1/rate.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import operator
+
+import jax
+import jax.numpy as jnp
+
+from theory.kernels import spatial
+from theory.kernels.kernel import Kernel
+from theory.kernels.stax._core import KernelFn, _check_std, _mark, _stateless_init
+
+__all__ = ["LayerNorm", "Dropout"]
+
+
+# ------------------------------------------------------------------------ LayerNorm
+
+
+def _check_axes(axis) -> tuple[int, ...]:
+    """``axis`` as a non-empty tuple of integers (not yet reduced modulo the rank)."""
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    if not axes:
+        raise ValueError("LayerNorm: axis must name at least one axis, got ()")
+    for a in axes:
+        if isinstance(a, bool):
+            raise TypeError(f"LayerNorm: axis must be an integer or a tuple of them, got {axis!r}")
+        try:
+            operator.index(a)
+        except TypeError:
+            raise TypeError(
+                f"LayerNorm: axis must be an integer or a tuple of them, got {axis!r}"
+            ) from None
+    return tuple(int(a) for a in axes)
+
+
+def _canonical(axes: tuple[int, ...], ndim: int, axis, what: str) -> tuple[int, ...]:
+    """``axes`` reduced modulo ``ndim`` (duplicates merged), or a ValueError naming ``axis``."""
+    bad = [a for a in axes if not -ndim <= a < ndim]
+    if bad:
+        raise ValueError(
+            f"LayerNorm: axis={axis!r} is out of range for {what} with {ndim} axes "
+            f"(valid: {-ndim} to {ndim - 1})"
+        )
+    return tuple(sorted({a % ndim for a in axes}))
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1):
+    r"""Layer normalisation over ``axis`` (an integer or a tuple of them), as neural-tangents'
+    ``stax.LayerNorm`` (0.6.5).
+
+    Finite network: y = (x − mean_axis(x)) / √(var_axis(x) + ε), mean and (biased) variance
+    over the axes in ``axis`` of each input, no learned scale or shift.
+
+    Kernel (neural-tangents' ``LayerNorm`` kernel; Novak et al. 2020, "Neural Tangents", §3):
+    the channel count C is infinite, so over the channel axis the empirical mean of the iid
+    centred Gaussian units tends to 0 and their empirical variance to the per-site variance
+    q(x, s) = K(x, x) at site s (law of large numbers); over channels and sites, to the mean
+    v(x) = ε + mean_{s over the normalized sites} q(x, s). The layer is then a deterministic
+    rescaling of a Gaussian, so its output is Gaussian (``is_gaussian`` stays True, the width
+    is unchanged) with
+
+        K(x, s; x', s') ← K(x, s; x', s') / √(v(x, s) v(x', s')),   Θ ← Θ / √(v v'),
+
+    the NTK by the same factor (the normalizer's own Jacobian acts along one of C directions
+    and vanishes as C → ∞). v(x, s) is ε + q(x, s) when only the channel axis is normalized
+    and the same for every site of a point when all its sites are; on the spatial diagonal
+    (networks ending in Flatten) s = s', with the full spatial covariance (pooling) each pair
+    of sites uses the variances of its two sites.
+
+    Rules (neural-tangents'): the input must be Gaussian (right after a Dense or Conv, not an
+    activation or the network's input); ``axis`` must contain the channel axis (normalizing
+    over sites alone has no limit kernel: the mean over sites of one channel stays random).
+    Unlike neural-tangents, normalizing over the batch axis is refused: it makes each point's
+    kernel depend on which other points share its batch, so tiled and untiled computations
+    would disagree. Only ``batch_axis=0`` and ``channel_axis=-1`` (NHWC, or (N, C) for fully
+    connected inputs) are supported, as for the other layers. Neural-tangents sets no
+    spatial-diagonal requirement for this layer; ``Diagonal(YES, NO)``, the default, acts as
+    none among these layers (no layer's output is MAYBE).
+    """
+    axes = _check_axes(axis)
+    _check_std("eps", eps)
+    eps = float(eps)
+    for name, value in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"LayerNorm: {name} must be an integer, got {value!r}")
+    name = f"LayerNorm(axis={axis!r})"
+
+    def apply_fn(params, inputs, **kwargs):
+        ax = _canonical(axes, inputs.ndim, axis, f"inputs of shape {inputs.shape}")
+        mean = jnp.mean(inputs, axis=ax, keepdims=True)
+        var = jnp.var(inputs, axis=ax, keepdims=True)
+        return (inputs - mean) / jnp.sqrt(var + eps)
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        ndim = 2 + len(k.spatial)
+        if batch_axis % ndim != 0 or channel_axis % ndim != ndim - 1:
+            raise NotImplementedError(
+                f"{name}: only batch_axis=0 and channel_axis=-1 are supported, got "
+                f"batch_axis={batch_axis}, channel_axis={channel_axis}"
+            )
+        what = "fully connected inputs (N, C)" if not k.spatial else "NHWC inputs"
+        ax = _canonical(axes, ndim, axis, what)
+        if ndim - 1 not in ax:
+            raise ValueError(
+                f"{name}: axis must include the channel axis ({ndim - 1} or -1): normalizing "
+                f"over sites alone has no infinite-width kernel (neural-tangents has the same "
+                f"rule); got axis={axis!r}"
+            )
+        if 0 in ax:
+            raise NotImplementedError(
+                f"{name}: normalizing over the batch axis (0 in axis={axis!r}) makes each "
+                "point's kernel depend on the other points of its batch; not supported"
+            )
+        if not k.is_gaussian:
+            raise ValueError(
+                f"{name}: the input to LayerNorm must be Gaussian; put a Dense or Conv layer "
+                "right before it (neural-tangents has the same rule)"
+            )
+        site_axes = tuple(a for a in ax if a != ndim - 1)  # 1 + index into k.spatial
+
+        def variance(c):
+            """ε + the per-site variance, averaged over the normalized sites: (n, *S)."""
+            v = eps + (spatial.site_diagonal(c, 1) if k.full_spatial else c)
+            return jnp.mean(v, axis=site_axes, keepdims=True) if site_axes else v
+
+        v1 = variance(k.cov1)
+        v2 = v1 if k.cov2 is None else variance(k.cov2)
+        if k.full_spatial:
+
+            def left(v):
+                return spatial.interleave(v, 1, first=True)
+
+            def right(v):
+                return spatial.interleave(v, 1, first=False)
+
+            scale12 = jnp.sqrt(left(v1)[:, None] * right(v2)[None, :])
+            scale1 = jnp.sqrt(left(v1) * right(v1))
+            scale2 = None if k.cov2 is None else jnp.sqrt(left(v2) * right(v2))
+        else:
+            scale12 = jnp.sqrt(v1[:, None] * v2[None, :])
+            scale1, scale2 = v1, v2
+        return k.replace(
+            nngp=k.nngp / scale12,
+            ntk=None if k.ntk is None else k.ntk / scale12,
+            cov1=k.cov1 / scale1,
+            cov2=None if k.cov2 is None else k.cov2 / scale2,
+        )
+
+    kernel_fn = KernelFn(transform, name)
+    return _stateless_init, _mark(apply_fn, ("other",)), kernel_fn
+
+
+# -------------------------------------------------------------------------- Dropout
+
+
+def Dropout(rate: float, mode: str = "train"):
+    r"""Dropout with keep probability ``rate`` (``rate=1`` keeps every unit), as
+    neural-tangents' ``stax.Dropout`` (0.6.5) and ``jax.example_libraries.stax.Dropout``.
+
+    Finite network, ``mode="train"``: y = m·x/rate with m ~ Bernoulli(rate) drawn per unit
+    (each point, site and channel) from the ``rng`` keyword of ``apply_fn``, which is then
+    required; ``mode="test"``: the identity.
+
+    Kernel (train mode; neural-tangents' rule): E[m m'] / rate² is 1/rate when the two units
+    are the same (same point, same site, same channel; the masks are otherwise independent)
+    and 1 otherwise, so
+
+        K(x, s; x', s') ← K(x, s; x', s') · (1/rate if (x, s) = (x', s') else 1),
+
+    the NTK likewise (the gradient of each unit flows through its own mask): ``cov1``/``cov2``
+    are scaled on their (site) diagonal, ``nngp``/``ntk`` only on the entries that pair a point
+    with itself (``Kernel.self_pairs``), with the full spatial covariance only at the same
+    site (`theory.kernels.spatial.site_diagonal_mask`). A cross kernel (``x2`` given) pairs no
+    point with itself: its nngp/ntk are unchanged (the two batches get independent masks).
+    Neural-tangents also treats an ``x2`` equal in value to ``x1`` as the same batch; here
+    only ``x2=None`` does. The output is not Gaussian (an activation right after it is
+    refused). Unlike neural-tangents, Dropout on the network's input is allowed (the rule
+    above holds for any input). Test mode leaves the kernel unchanged.
+    """
+    if mode not in ("train", "test"):
+        raise ValueError(f"Dropout: mode must be 'train' or 'test', got {mode!r}")
+    if isinstance(rate, bool):
+        raise TypeError(f"Dropout: rate must be a real number in (0, 1], got {rate!r}")
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise TypeError(f"Dropout: rate must be a real number in (0, 1], got {rate!r}") from None
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"Dropout: rate (the keep probability) must be in (0, 1], got {rate!r}")
+    name = f"Dropout({rate}, {mode!r})"
+
+    def apply_fn(params, inputs, **kwargs):
+        if mode == "test":
+            return inputs
+        rng = kwargs.get("rng")
+        if rng is None:
+            raise ValueError(
+                "Dropout in train mode needs a PRNG key: call apply_fn(params, inputs, rng=key) "
+                "with e.g. key = jax.random.key(0)"
+            )
+        keep = jax.random.bernoulli(rng, rate, inputs.shape)
+        return jnp.where(keep, inputs / rate, jnp.zeros((), inputs.dtype))
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        if mode == "test":
+            return k
+        factor = 1.0 / rate
+        if k.full_spatial:
+            # 1/rate on the site diagonal (S1 = S1', S2 = S2', …), 1 elsewhere
+            site = jnp.where(spatial.site_diagonal_mask(k.spatial), factor, 1.0)
+            site = site.astype(k.cov1.dtype)
+        else:
+            site = factor  # every stored entry is on the site diagonal
+        nngp, ntk = k.nngp, k.ntk
+        pairs = k.self_pairs()
+        if pairs is not None:
+            r, c = pairs
+            nngp = nngp.at[r, c].multiply(site, mode="drop")
+            ntk = None if ntk is None else ntk.at[r, c].multiply(site, mode="drop")
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=k.cov1 * site,
+            cov2=None if k.cov2 is None else k.cov2 * site,
+            is_gaussian=False,
+        )
+
+    kernel_fn = KernelFn(transform, name)
+    return _stateless_init, _mark(apply_fn, ("other",)), kernel_fn
