@@ -141,7 +141,8 @@ def GlobalSelfAttention(
     - logits G_h = σ_Q σ_K q_h k_hᵀ / (C̃ d_k) (linear scaling) or / (C̃ √d_k); weights
       A_h = φ(G_h), φ = softmax over the key sites, identity, |·| or ReLU;
     - f = σ_O σ_V / √(d_v H C_v) · concat_h(A_h x_v W_V^h) W_O + σ_b b, W_O of shape
-      (H d_v, ``n_chan_out``), C_v the values' input channels.
+      (H d_v, ``n_chan_out``), C_v the values' input channels; the concatenation puts the
+      head index fastest (unit j of head h at row j·H + h, neural-tangents' layout).
 
     Parameters: ``(W_Q or None, W_K, W_V, W_O, b or None, p or None)``, shapes
     (H, C̃, d_k), (H, C̃, d_k), (H, C_v, d_v), (H d_v, n_chan_out), (1, …, 1, n_chan_out),
@@ -315,8 +316,8 @@ def GlobalSelfAttention(
         scale = x_key.shape[-1] * (n_chan_key if linear_scaling else math.sqrt(n_chan_key))
         logits = jnp.einsum("hnsd,hntd->hnst", queries, keys, precision=hi) * (qk_std / scale)
         weights = _mechanism_fn(mech, (-1,))(logits)
-        heads = jnp.einsum("hnst,hntd->nshd", weights, values, precision=hi)
-        heads = heads.reshape(n, heads.shape[1], -1)  # (n, T, H·d_v), head-major
+        heads = jnp.einsum("hnst,hntd->nsdh", weights, values, precision=hi)
+        heads = heads.reshape(n, heads.shape[1], -1)  # (n, T, d_v·H), as neural-tangents
         out = jnp.dot(heads, W_O, precision=hi) * (
             ov_std / math.sqrt(n_chan_val * n_heads * x_val.shape[-1])
         )
