@@ -222,3 +222,169 @@ def global_pool_full(a: jax.Array, batch_nd: int, mean: bool) -> jax.Array:
     """Global average (``mean``) or sum pooling: the mean or sum over all pairs of sites."""
     axes = tuple(range(batch_nd, a.ndim))
     return jnp.mean(a, axis=axes) if mean else jnp.sum(a, axis=axes)
+
+
+# --------------------------------------------------- transposed and unshared convolutions
+
+
+def conv_transpose_pads(filter_shape: Sequence[int], strides: Sequence[int], padding: str):
+    """Per-axis (low, high) padding of the stride-dilated input of a transposed convolution,
+    the rule of ``lax.conv_transpose`` (Dumoulin & Visin 2016, §4): with p = f + s − 2,
+    SAME pads (f − 1, s − 1) when s > f − 1, else (⌈p/2⌉, ⌊p/2⌋); VALID (and CIRCULAR, which
+    is VALID then a wrap-around fold) pads (f − 1, s − 1 + max(f − s, 0))."""
+    pads = []
+    for f, s in zip(filter_shape, strides):
+        if padding == "SAME":
+            total = f + s - 2
+            lo = f - 1 if s > f - 1 else -(-total // 2)
+        else:
+            total = f + s - 2 + max(f - s, 0)
+            lo = f - 1
+        pads.append((lo, total - lo))
+    return pads
+
+
+def conv_transpose_output_shape(spatial, filter_shape, strides, padding) -> tuple[int, ...]:
+    """The site shape after a transposed convolution: n·s (SAME, CIRCULAR) or
+    n·s + max(f − s, 0) (VALID), per axis."""
+    out = []
+    for n, f, s in zip(spatial, filter_shape, strides):
+        out.append(n * s + (max(f - s, 0) if padding == "VALID" else 0))
+    return tuple(out)
+
+
+def _dilate_pad(a: jax.Array, axes: Sequence[int], strides, pads) -> jax.Array:
+    """Insert s − 1 zeros between neighbouring entries along each of ``axes`` and pad the ends
+    with (low, high) zeros: the input of a transposed convolution as a stride-1 one."""
+    cfg = [(0, 0, 0)] * a.ndim
+    for ax, s, (lo, hi) in zip(axes, strides, pads):
+        cfg[ax] = (lo, hi, s - 1)
+    return lax.pad(a, jnp.zeros((), a.dtype), cfg)
+
+
+def circular_fold(a: jax.Array, axis: int, n: int) -> jax.Array:
+    """Fold an axis of length L onto n sites around a circle, the VALID result's centre on
+    the circle: out[j] = Σ_{p ≡ j + ⌊(L − n)/2⌋ (mod n)} a[p] (CIRCULAR transposed
+    convolution: the VALID output wrapped onto the SAME output's n = n_in·s sites, as
+    neural-tangents does)."""
+    length = a.shape[axis]
+    shift = (length - n) // 2
+    front = (-shift) % n
+    back = (-(front + length)) % n
+    width = [(0, 0)] * a.ndim
+    width[axis] = (front, back)
+    a = jnp.moveaxis(jnp.pad(a, width), axis, -1)
+    a = a.reshape(a.shape[:-1] + (-1, n)).sum(axis=-2)
+    return jnp.moveaxis(a, -1, axis)
+
+
+def conv_transpose_mean(
+    a: jax.Array,
+    batch_nd: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int],
+    padding: str,
+) -> jax.Array:
+    """Transposed convolution of a kernel on the spatial diagonal: dilate the sites by the
+    strides and pad them (`conv_transpose_pads`), then `conv_mean` with stride 1,
+    K'[o] = (1/|f|) Σ_{t ∈ f} K̃[o + t] (K̃ the dilated, padded K, zero between input sites:
+    every output site is a sum over the input sites that reach it, each with its own filter
+    tap, and distinct taps are independent); CIRCULAR folds the VALID result onto n·s sites
+    (`circular_fold`; two input sites never fold onto each other through the same tap, so
+    the diagonal is folded alone)."""
+    spatial = a.shape[batch_nd:]
+    nd = len(spatial)
+    pads = conv_transpose_pads(filter_shape, strides, "SAME" if padding == "SAME" else "VALID")
+    a = _dilate_pad(a, range(batch_nd, a.ndim), strides, pads)
+    a = conv_mean(a, batch_nd, filter_shape, (1,) * nd, "VALID")
+    if padding == "CIRCULAR":
+        for d in range(nd):
+            a = circular_fold(a, batch_nd + d, spatial[d] * strides[d])
+    return a
+
+
+def conv_transpose_full(
+    a: jax.Array, batch_nd: int, filter_shape, strides, padding: str
+) -> jax.Array:
+    """Transposed convolution of a full-covariance array: both axes of each pair dilated and
+    padded as in `conv_transpose_mean`, then the same-offset sum of `conv_full` with stride 1,
+    K'[o, o'] = (1/f) Σ_t K̃[o + t, o' + t] per axis; CIRCULAR folds both axes of each pair."""
+    spatial = a.shape[batch_nd::2]
+    nd = len(spatial)
+    pads = conv_transpose_pads(filter_shape, strides, "SAME" if padding == "SAME" else "VALID")
+    axes = [ax for d in range(nd) for ax in _pair_axes(batch_nd, d)]
+    twice = [(s, p) for s, p in zip(strides, pads) for _ in (0, 1)]
+    a = _dilate_pad(a, axes, [s for s, _ in twice], [p for _, p in twice])
+    a = conv_full(a, batch_nd, filter_shape, (1,) * nd, "VALID")
+    if padding == "CIRCULAR":
+        for d in range(nd):
+            for ax in _pair_axes(batch_nd, d):
+                a = circular_fold(a, ax, spatial[d] * strides[d])
+    return a
+
+
+def embed_site_diagonal(d: jax.Array, batch_nd: int) -> jax.Array:
+    """The full-covariance array (…, S1, S1', S2, S2', …) that is ``d`` (…, S1, S2, …) on the
+    site diagonal and 0 elsewhere."""
+    mask = site_diagonal_mask(d.shape[batch_nd:])
+    return jnp.where(mask, interleave(d, batch_nd, True), jnp.zeros((), d.dtype))
+
+
+def conv_local_full(a: jax.Array, batch_nd: int, filter_shape, strides, padding: str) -> jax.Array:
+    """Unshared (locally connected) convolution of a full-covariance array: distinct output
+    sites have independent weights, so only the site diagonal survives, and it is `conv_mean`
+    of the input's site diagonal (Novak et al. 2019, §5.1 LCN)."""
+    diag = conv_mean(site_diagonal(a, batch_nd), batch_nd, filter_shape, strides, padding)
+    return embed_site_diagonal(diag, batch_nd)
+
+
+def permute_sites(a: jax.Array, batch_nd: int, perm: Sequence[int], full: bool) -> jax.Array:
+    """Reorder the site axes: new axis i is old axis ``perm[i]`` (both axes of each pair with
+    the full covariance)."""
+    perm = tuple(perm)
+    if perm == tuple(range(len(perm))):
+        return a
+    head = tuple(range(batch_nd))
+    if full:
+        return a.transpose(head + tuple(batch_nd + 2 * p + e for p in perm for e in (0, 1)))
+    return a.transpose(head + tuple(batch_nd + p for p in perm))
+
+
+def pool_diagonal(
+    a: jax.Array,
+    batch_nd: int,
+    window: Sequence[int],
+    strides: Sequence[int],
+    padding: str,
+    normalize: str,
+) -> jax.Array:
+    """Average or sum pooling of a kernel whose off-diagonal site pairs are 0 (after an
+    unshared convolution), on the spatial diagonal: the site diagonal of `pool_full`,
+    K'[o] = Σ_t K[o s + t] / norm(o)², norm = 1 (``"sum"``), |w| (``"window"``) or the
+    number of non-padding sites in the window (``"edges"``)."""
+    spatial = a.shape[batch_nd:]
+    pads = conv_pads(spatial, window, strides, padding)
+    if padding == "CIRCULAR":
+        a = jnp.pad(a, [(0, 0)] * batch_nd + [tuple(p) for p in pads], mode="wrap")
+        pads = [(0, 0)] * len(spatial)
+    dims = (1,) * batch_nd + tuple(window)
+    steps = (1,) * batch_nd + tuple(strides)
+    cfg = [(0, 0)] * batch_nd + [tuple(p) for p in pads]
+    out = lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, dims, steps, cfg)
+    if normalize == "window":
+        return out / math.prod(window) ** 2
+    if normalize == "edges":
+        ones = jnp.ones(spatial, a.dtype)
+        count = lax.reduce_window(
+            ones, jnp.zeros((), a.dtype), lax.add, tuple(window), tuple(strides), pads
+        )
+        return out / count**2
+    return out
+
+
+def global_pool_diagonal(a: jax.Array, batch_nd: int, mean: bool) -> jax.Array:
+    """Global pooling of a kernel whose off-diagonal site pairs are 0: the sum of the
+    diagonal, divided by |S|² for the average."""
+    axes = tuple(range(batch_nd, a.ndim))
+    total = jnp.sum(a, axis=axes)
+    return total / math.prod(a.shape[batch_nd:]) ** 2 if mean else total

@@ -26,6 +26,8 @@ from theory.kernels.stax._core import (
 __all__ = [
     "Dense",
     "Conv",
+    "ConvTranspose",
+    "ConvLocal",
     "Flatten",
     "AvgPool",
     "SumPool",
@@ -160,93 +162,189 @@ def _check_window(what: str, shape, strides, padding):
     return shape, strides, padding.upper()
 
 
-def Conv(
-    out_chan: int,
-    filter_shape: Sequence[int],
-    strides: Sequence[int] | None = None,
-    padding: str = "VALID",
-    W_std: float = 1.0,
-    b_std: float | None = None,
-    dimension_numbers=None,
-    parameterization: str = "ntk",
-    s: tuple[int, int] = (1, 1),
+_CONV_KINDS = {"shared": "Conv", "transpose": "ConvTranspose", "local": "ConvLocal"}
+
+
+def _conv_specs(layer: str, dimension_numbers, nd: int) -> tuple[str, str, str]:
+    """``(lhs, rhs, out)`` layout strings of a convolution (``lax`` conventions: N batch,
+    C channels, I/O the filter's input/output channels, any other letter a spatial axis;
+    the filter shape and strides follow the rhs's spatial order); None: NHWC, HWIO, NHWC."""
+    letters = _SPATIAL_LETTERS[nd]
+    if dimension_numbers is None:
+        return ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    try:
+        lhs, rhs, out = (str(s) if isinstance(s, str) else None for s in dimension_numbers)
+    except (TypeError, ValueError):
+        lhs = rhs = out = None
+    ok = None not in (lhs, rhs, out) and all(len(s) == nd + 2 for s in (lhs, rhs, out))
+    if ok:
+        sp = set(lhs) - {"N", "C"}
+        ok = (
+            len(set(lhs)) == len(lhs) == len(set(out)) == len(set(rhs))
+            and {"N", "C"} <= set(lhs)
+            and set(out) == set(lhs)
+            and set(rhs) == sp | {"I", "O"}
+            and len(sp) == nd
+        )
+    if not ok:
+        raise ValueError(
+            f"{layer}: dimension_numbers must be three strings (lhs, rhs, out) of length "
+            f"{nd + 2} for a {nd}-D filter, lhs and out made of N, C and the same {nd} spatial "
+            f"letters, rhs of I, O and those letters, e.g. ('N{letters}C', '{letters}IO', "
+            f"'N{letters}C') or ('NC{letters}', 'OI{letters}', 'NC{letters}'); got "
+            f"{dimension_numbers!r}"
+        )
+    return lhs, rhs, out
+
+
+def _conv_layer(
+    kind: str,
+    out_chan,
+    filter_shape,
+    strides,
+    padding,
+    W_std,
+    b_std,
+    dimension_numbers,
+    parameterization,
+    s,
 ):
-    r"""Convolution over 1–3 spatial axes, NHWC inputs and HWIO filters (neural-tangents'
-    defaults; other ``dimension_numbers`` are not supported yet).
-
-    Finite network, NTK parameterization: z = σ_w/√(C_in·|f|) W ⋆ x + σ_b b with W, b ~ N(0, 1);
-    standard: W ~ N(0, σ_w² s_in/(C_in·|f|)), z = W ⋆ x/√s_in + b. ``padding`` is ``"SAME"``
-    (zeros), ``"VALID"`` or ``"CIRCULAR"`` (wrap-around).
-
-    Kernel, on the spatial diagonal (`theory.kernels.spatial.conv_mean`, 𝒞 the mean over the
-    filter's offsets, the same offset on both sides of a pair): K ← σ_w² 𝒞(K) + σ_b²; NTK
-    parameterization Θ ← K_new + σ_w² 𝒞(Θ); standard Θ ← (C_in·|f|/s_in) 𝒞(K_old) + σ_w² 𝒞(Θ)
-    (+1 with a bias), as for `Dense` with fan-in C_in·|f|. With the full spatial covariance
-    (networks with pooling, or whose output keeps its sites) the same rule acts on every pair
-    of sites (`theory.kernels.spatial.conv_full`); the output's pair axes are zipped
-    (S1, S1', S2, S2', …) and, unlike neural-tangents', never reversed.
-    """
+    """Conv (``kind="shared"``), ConvTranspose (``"transpose"``) and ConvLocal (``"local"``):
+    validation, the finite network and the kernel, one code path (see `Conv`)."""
+    layer = _CONV_KINDS[kind]
     if not isinstance(out_chan, int) or isinstance(out_chan, bool) or out_chan < 1:
-        raise ValueError(f"out_chan must be a positive integer, got {out_chan!r}")
+        raise ValueError(f"{layer}: out_chan must be a positive integer, got {out_chan!r}")
     filter_shape, strides, padding = _check_window("filter", filter_shape, strides, padding)
     nd = len(filter_shape)
-    if dimension_numbers is not None:
-        raise NotImplementedError(
-            "Conv: only the default dimension_numbers (NHWC inputs, HWIO filters) are supported"
-        )
+    lhs, rhs, out = _conv_specs(layer, dimension_numbers, nd)
     W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
-    letters = _SPATIAL_LETTERS[nd]
-    spec = ("N" + letters + "C", letters + "IO", "N" + letters + "C")
+    transpose, shared = kind == "transpose", kind != "local"
     f_size = math.prod(filter_shape)
+    # filter shape and strides are in the rhs's spatial order; the kernel works in the lhs's
+    rhs_sp = [c for c in rhs if c not in "IO"]
+    lhs_sp = [c for c in lhs if c not in "NC"]
+    out_sp = [c for c in out if c not in "NC"]
+    f_in = tuple(filter_shape[rhs_sp.index(c)] for c in lhs_sp)
+    st_in = tuple(strides[rhs_sp.index(c)] for c in lhs_sp)
+    to_out = tuple(lhs_sp.index(c) for c in out_sp)  # kernel sites: lhs order -> out order
+    # neural-tangents' ConvLocal builds out_chan channels in both parameterizations (s[1] unused)
+    n_out = out_chan * (s[1] if parameterization == "standard" and shared else 1)
+
+    def out_sites(in_sites):
+        """Output sites, in the lhs's spatial order, of inputs with ``in_sites`` (same order)."""
+        if transpose:
+            return spatial.conv_transpose_output_shape(in_sites, f_in, st_in, padding)
+        return spatial.conv_output_shape(in_sites, f_in, st_in, padding)
+
+    def output_shape(input_shape):
+        in_sites = tuple(input_shape[lhs.index(c)] for c in lhs_sp)
+        size = dict(zip(lhs_sp, out_sites(in_sites)), N=input_shape[lhs.index("N")], C=n_out)
+        return tuple(size[c] for c in out)
 
     def _conv(x, W):
+        pad = padding
         if padding == "CIRCULAR":
-            pads = spatial.conv_pads(x.shape[1:-1], filter_shape, strides, "SAME")
-            x = jnp.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)], mode="wrap")
             pad = "VALID"
-        else:
-            pad = padding
-        dn = jax.lax.conv_dimension_numbers(x.shape, W.shape, spec)
-        return jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn)
+            if not transpose:  # wrap the input so that VALID gives SAME's sites
+                in_sites = [x.shape[lhs.index(c)] for c in lhs_sp]
+                width = [(0, 0)] * x.ndim
+                for c, p in zip(lhs_sp, spatial.conv_pads(in_sites, f_in, st_in, "SAME")):
+                    width[lhs.index(c)] = tuple(p)
+                x = jnp.pad(x, width, mode="wrap")
+        dn = (lhs, rhs, out)
+        if transpose:
+            y = jax.lax.conv_transpose(x, W, strides, pad, dimension_numbers=dn)
+            if padding == "CIRCULAR":  # fold the VALID result onto SAME's n·s sites
+                for c in lhs_sp:
+                    n = x.shape[lhs.index(c)] * strides[rhs_sp.index(c)]
+                    y = spatial.circular_fold(y, out.index(c), n)
+            return y
+        if shared:
+            return jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn)
+        return jax.lax.conv_general_dilated_local(
+            x, W, strides, pad, filter_shape, dimension_numbers=dn
+        )
 
     def init_fn(rng, input_shape):
-        c_in = input_shape[-1]
-        n_out = out_chan * (s[1] if parameterization == "standard" else 1)
+        input_shape = tuple(input_shape)
+        if len(input_shape) != nd + 2:
+            raise ValueError(
+                f"{layer} with a {nd}-D filter needs inputs of rank {nd + 2} ({lhs}), got "
+                f"shape {input_shape}"
+            )
+        c_in = input_shape[lhs.index("C")]
+        out_shape = output_shape(input_shape)
+        if shared:  # filter taps; a bias per channel
+            sizes = dict(zip(rhs_sp, filter_shape), I=c_in, O=n_out)
+            b_shape = [n_out if c == "C" else 1 for c in out]
+        else:  # one filter per output site, input taps fused with I (lax's local layout)
+            sizes = dict(zip(out, out_shape), I=c_in * f_size, O=n_out)
+            b_shape = [1 if c == "N" else n for c, n in zip(out, out_shape)]
         k1, k2 = jax.random.split(rng)
-        W = jax.random.normal(k1, filter_shape + (c_in, n_out))
-        b = None if b_std is None else jax.random.normal(k2, (1,) * (nd + 1) + (n_out,))
+        W = jax.random.normal(k1, tuple(sizes[c] for c in rhs))
+        b = None if b_std is None else jax.random.normal(k2, tuple(b_shape))
         if parameterization == "standard":
             W = W * (W_std / math.sqrt(c_in * f_size / s[0]))
             b = None if b is None else b * b_std
-        out_sites = spatial.conv_output_shape(input_shape[1:-1], filter_shape, strides, padding)
-        return (input_shape[0],) + out_sites + (n_out,), (W, b)
+        return out_shape, (W, b)
 
     def apply_fn(params, inputs, **kwargs):
         W, b = params
-        out = _conv(inputs, W)
+        y = _conv(inputs, W)
         if parameterization == "ntk":
-            out = (W_std / math.sqrt(inputs.shape[-1] * f_size)) * out
-            return out if b is None else out + b_std * b
-        out = out / math.sqrt(s[0])
-        return out if b is None else out + b
+            y = (W_std / math.sqrt(inputs.shape[lhs.index("C")] * f_size)) * y
+            return y if b is None else y + b_std * b
+        y = y / math.sqrt(s[0])
+        return y if b is None else y + b
+
+    name = f"{layer}({out_chan}, {filter_shape}, {padding})"
+    kernel_layout = lhs[0] == out[0] == "N" and lhs[-1] == out[-1] == "C"
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
-            raise ValueError(f"Conv takes one input; got {len(k)} branches")
+            raise ValueError(f"{layer} takes one input; got {len(k)} branches")
+        if not kernel_layout:
+            raise NotImplementedError(
+                f"{name}: the kernel supports dimension_numbers whose input and output layouts "
+                f"are batch-first and channel-last (like 'NHWC'), got {(lhs, rhs, out)}: "
+                "kernel_fn forms the input kernel from NHWC inputs. init_fn and apply_fn "
+                "support any layout; transpose the inputs to NHWC for the kernel"
+            )
         if len(k.spatial) != nd:
             raise ValueError(
-                f"Conv with a {nd}-D filter {filter_shape} needs inputs with {nd} spatial axes "
-                f"(NHWC), got {len(k.spatial)} (sites {k.spatial})"
+                f"{layer} with a {nd}-D filter {filter_shape} needs inputs with {nd} spatial "
+                f"axes (NHWC), got {len(k.spatial)} (sites {k.spatial})"
             )
+        full = k.full_spatial
+        if full:
+            op = {
+                "shared": spatial.conv_full,
+                "transpose": spatial.conv_transpose_full,
+                "local": spatial.conv_local_full,
+            }[kind]
+        else:
+            op = spatial.conv_transpose_mean if transpose else spatial.conv_mean
 
         def mean(a, batch_nd):
-            if k.full_spatial:
-                return spatial.conv_full(a, batch_nd, filter_shape, strides, padding)
-            return spatial.conv_mean(a, batch_nd, filter_shape, strides, padding)
+            a = op(a, batch_nd, f_in, st_in, padding)
+            return spatial.permute_sites(a, batch_nd, to_out, full)
+
+        # unshared biases are independent across sites: with the full covariance they reach
+        # the site diagonal only
+        if full and not shared:
+            out_full = out_sites(k.spatial)
+            site_mask = spatial.site_diagonal_mask(tuple(out_full[p] for p in to_out))
+        else:
+            site_mask = None
+
+        def shift(m, value):
+            if site_mask is None:
+                return m + value
+            return m + jnp.where(site_mask, jnp.asarray(value, m.dtype), jnp.zeros((), m.dtype))
 
         def affine(m):
             m = W_std**2 * m
-            return m if b_std is None else m + b_std**2
+            return m if b_std is None else shift(m, b_std**2)
 
         k_mean = mean(k.nngp, 2)
         nngp = affine(k_mean)
@@ -259,20 +357,140 @@ def Conv(
             else:
                 ntk = (k.width * f_size / s[0]) * k_mean + W_std**2 * mean(ntk, 2)
                 if b_std is not None:
-                    ntk = ntk + 1.0
-        width = out_chan * (s[1] if parameterization == "standard" else 1)
+                    ntk = shift(ntk, 1.0)
         return k.replace(
             nngp=nngp,
             ntk=ntk,
             cov1=cov1,
             cov2=cov2,
-            width=width,
+            width=n_out,
             is_gaussian=True,
-            spatial=tuple(nngp.shape[2::2] if k.full_spatial else nngp.shape[2:]),
+            spatial=tuple(nngp.shape[2::2] if full else nngp.shape[2:]),
         )
 
-    name = f"Conv({out_chan}, {filter_shape}, {padding})"
-    return init_fn, _mark(apply_fn, ("other",)), KernelFn(transform, name, spatial_ndim=nd)
+    diagonal = Diagonal(YES, NO if shared else MAYBE)
+    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal)
+    return init_fn, _mark(apply_fn, ("other",)), kfn
+
+
+_CONV_ARGS = r"""
+    ==================== ==========================================================
+    argument             meaning (neural-tangents 0.6.5's names and defaults)
+    ==================== ==========================================================
+    ``out_chan``         output channels (ignored by the kernel, NTK parameterization)
+    ``filter_shape``     1–3 filter sizes, in the spatial order of the rhs spec
+    ``strides``          one per filter axis, same order (default 1)
+    ``padding``          ``"VALID"`` (default), ``"SAME"`` or ``"CIRCULAR"``
+    ``W_std``, ``b_std`` σ_w, σ_b (``b_std=None``: no bias)
+    ``dimension_numbers`` ``(lhs, rhs, out)`` as in ``lax.conv_general_dilated``,
+                         default ('NHWC', 'HWIO', 'NHWC'); init_fn/apply_fn take any
+                         layout; kernel_fn needs lhs and out batch-first and
+                         channel-last (spatial letters may be permuted, e.g.
+                         ('NHWC', 'WHIO', 'NWHC')), since its input kernel is formed
+                         from NHWC inputs, and raises NotImplementedError otherwise
+    ``parameterization`` ``"ntk"``: z = σ_w/√(C_in·|f|) W ⋆ x + σ_b b, W, b ~ N(0, 1);
+                         ``"standard"``: W ~ N(0, σ_w² s_in/(C_in·|f|)), b ~ N(0, σ_b²),
+                         z = W ⋆ x/√s_in + b
+    ``s``                (s_in, s_out) width multipliers (standard only)
+    ==================== ==========================================================
+"""
+
+
+def Conv(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers=None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+):
+    r"""Convolution over 1–3 spatial axes (``lax.conv_general_dilated``), weights shared
+    across sites. ``padding`` SAME pads with zeros, CIRCULAR wraps around.
+
+    Kernel (Novak et al. 2019, CNN-GP; Arora et al. 2019, CNTK), on the spatial diagonal
+    (`theory.kernels.spatial.conv_mean`, 𝒞 the mean over the filter's offsets, the same
+    offset on both sides of a pair): K ← σ_w² 𝒞(K) + σ_b²; NTK parameterization
+    Θ ← K_new + σ_w² 𝒞(Θ); standard Θ ← (C_in·|f|/s_in) 𝒞(K_old) + σ_w² 𝒞(Θ) (+1 with a
+    bias), as for `Dense` with fan-in C_in·|f|. With the full spatial covariance (networks
+    with pooling, or whose output keeps its sites) the same rule acts on every pair of sites
+    (`theory.kernels.spatial.conv_full`); the output's pair axes are zipped (S1, S1', S2, S2',
+    …) and, unlike neural-tangents', never reversed. Diagonal requirement (YES, NO).
+    """
+    return _conv_layer(
+        "shared", out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
+        parameterization, s,
+    )  # fmt: skip
+
+
+def ConvTranspose(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers=None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+):
+    r"""Transposed convolution (``lax.conv_transpose``, no kernel flip): the input's sites are
+    spread ``strides`` apart with zeros between them, padded (`spatial.conv_transpose_pads`)
+    and convolved with stride 1; n sites become n·s (SAME), n·s + max(f − s, 0) (VALID), or
+    n·s for CIRCULAR, which is the VALID result wrapped onto the n·s sites around a circle
+    (`spatial.circular_fold`, neural-tangents' rule). Normalisation as `Conv`: fan-in
+    C_in·|f| although an output site sees only ≈ |f|/Π s of the taps.
+
+    Kernel (neural-tangents 0.6.5's ConvTranspose): the same affine rule as `Conv` with 𝒞
+    the transposed same-offset mean, K'[o] = (1/|f|) Σ_{t ∈ f} K̃[o + t] on the diagonal
+    (`spatial.conv_transpose_mean`) and K'[o, o'] = (1/|f|) Σ_t K̃[o + t, o' + t] with the
+    full covariance (`spatial.conv_transpose_full`), K̃ the dilated, padded kernel (0 between
+    and around the input sites): E[W_t W_t'] = δ_tt' leaves one tap per pair of input sites.
+    Diagonal requirement (YES, NO), as `Conv`.
+    """
+    return _conv_layer(
+        "transpose", out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
+        parameterization, s,
+    )  # fmt: skip
+
+
+def ConvLocal(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    dimension_numbers=None,
+    parameterization: str = "ntk",
+    s: tuple[int, int] = (1, 1),
+):
+    r"""Locally connected layer (``lax.conv_general_dilated_local``): a convolution whose
+    filter and bias differ at every output site. Parameters as neural-tangents': W of the
+    rhs layout with spatial axes the output sites and I = C_in·|f| (input taps fused with
+    the channels, lax's order), b of shape (1, *output sites, C_out) in the out layout. As in
+    neural-tangents, the finite layer has ``out_chan`` channels in both parameterizations
+    (``s[1]`` is not used).
+
+    Kernel (Novak et al. 2019, §5.1, LCN): on the spatial diagonal it is `Conv`'s,
+    K ← σ_w² 𝒞(K) + σ_b² (same NTK rules); with the full covariance distinct output sites
+    share no weight and no bias, so off-diagonal site pairs are 0 and the diagonal is the
+    diagonal rule applied to the input's site diagonal (`spatial.conv_local_full`); in the
+    standard parameterization the NTK's bias term 1 also lands on the site diagonal only.
+    Diagonal requirement (YES, MAYBE): since its output is 0 off the site diagonal, a pooling
+    layer right after it is computed on the diagonal too (`spatial.pool_diagonal`), as in
+    neural-tangents.
+    """
+    return _conv_layer(
+        "local", out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
+        parameterization, s,
+    )  # fmt: skip
+
+
+for _layer in (Conv, ConvTranspose, ConvLocal):
+    _layer.__doc__ += _CONV_ARGS
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
@@ -365,11 +583,11 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
                 f"{name} with a {nd}-D window needs inputs with {nd} spatial axes, got "
                 f"{len(k.spatial)} (sites {k.spatial})"
             )
-        if not k.full_spatial:
-            raise AssertionError(f"{name}: pooling needs the full spatial covariance")
+        # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
+        op = spatial.pool_full if k.full_spatial else spatial.pool_diagonal
 
         def pool(a, batch_nd):
-            return spatial.pool_full(a, batch_nd, window_shape, strides, padding, normalize)
+            return op(a, batch_nd, window_shape, strides, padding, normalize)
 
         nngp = pool(k.nngp, 2)
         return k.replace(
@@ -377,7 +595,7 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
             ntk=None if k.ntk is None else pool(k.ntk, 2),
             cov1=pool(k.cov1, 1),
             cov2=None if k.cov2 is None else pool(k.cov2, 1),
-            spatial=tuple(nngp.shape[2::2]),
+            spatial=tuple(nngp.shape[2::2] if k.full_spatial else nngp.shape[2:]),
         )
 
     kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO))
@@ -458,11 +676,11 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         if not k.spatial:
             raise ValueError(f"{name} needs inputs with spatial axes (NHWC)")
-        if not k.full_spatial:
-            raise AssertionError(f"{name}: global pooling needs the full spatial covariance")
+        # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
+        op = spatial.global_pool_full if k.full_spatial else spatial.global_pool_diagonal
 
         def pool(a, batch_nd):
-            return spatial.global_pool_full(a, batch_nd, mean)
+            return op(a, batch_nd, mean)
 
         return k.replace(
             nngp=pool(k.nngp, 2),
