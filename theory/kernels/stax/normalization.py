@@ -82,8 +82,9 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     kernel depend on which other points share its batch, so tiled and untiled computations
     would disagree. Only ``batch_axis=0`` and ``channel_axis=-1`` (NHWC, or (N, C) for fully
     connected inputs) are supported, as for the other layers. Neural-tangents sets no
-    spatial-diagonal requirement for this layer; ``Diagonal(YES, NO)``, the default, acts as
-    none among these layers (no layer's output is MAYBE).
+    spatial-diagonal requirement for this layer; ``Diagonal(YES, NO)``, the default, picks the
+    same mode in ``serial`` (no layer's output is MAYBE), and in a ``parallel`` branch may pick
+    the full covariance where neural-tangents keeps the diagonal (same numbers, more work).
     """
     axes = _check_axes(axis)
     _check_std("eps", eps)
@@ -185,7 +186,8 @@ def Dropout(rate: float, mode: str = "train"):
     Neural-tangents also treats an ``x2`` equal in value to ``x1`` as the same batch; here
     only ``x2=None`` does. The output is not Gaussian (an activation right after it is
     refused). Unlike neural-tangents, Dropout on the network's input is allowed (the rule
-    above holds for any input). Test mode leaves the kernel unchanged.
+    above holds for any input). Test mode leaves the kernel unchanged. Spatial-diagonal
+    requirement: none in neural-tangents, ``Diagonal(YES, NO)`` here (see `LayerNorm`).
     """
     if mode not in ("train", "test"):
         raise ValueError(f"Dropout: mode must be 'train' or 'test', got {mode!r}")
