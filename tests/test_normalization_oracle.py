@@ -47,6 +47,7 @@ def DROP(rate):
     return ["Dropout", {"rate": rate, "mode": "train"}]
 
 
+CL = ["ConvLocal", {"out_chan": 4, "filter_shape": [2, 2], "padding": "SAME", "W_std": 1.5}]
 RELU, ERF, FLAT, GAP = ["Relu", {}], ["Erf", {}], ["Flatten", {}], ["GlobalAvgPool", {}]
 
 FC, SPATIAL = ((6,),), ((5, 6), 2)  # input shapes: (features,) and (sites, channels)
@@ -115,8 +116,12 @@ ARCHS = {
         [C(6, (3, 2)), RELU, C(4, (2, 2)), LN([2, -1]), RELU, GAP, D()],
     ),
     "conv_dropout_gap": (SPATIAL, [C(6, (3, 3)), RELU, DROP(0.7), C(4, (2, 2)), RELU, GAP, D()]),
+    # after ConvLocal (output MAYBE) neural-tangents keeps the diagonal through these layers
+    # into global pooling; ours run the full covariance there: the same numbers
+    "convlocal_layernorm_gap": (SPATIAL, [CL, LN(), GAP, D()]),
+    "convlocal_dropout_gap": (SPATIAL, [CL, DROP(0.7), GAP, D()]),
 }
-SLOW = {n for n in ARCHS if n.startswith(("conv_layernorm_", "conv_dropout_"))}
+SLOW = {n for n in ARCHS if n.startswith(("conv_layernorm_", "conv_dropout_", "convlocal_"))}
 
 
 def build(spec):

@@ -82,9 +82,11 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     kernel depend on which other points share its batch, so tiled and untiled computations
     would disagree. Only ``batch_axis=0`` and ``channel_axis=-1`` (NHWC, or (N, C) for fully
     connected inputs) are supported, as for the other layers. Neural-tangents sets no
-    spatial-diagonal requirement for this layer; ``Diagonal(YES, NO)``, the default, picks the
-    same mode in ``serial`` (no layer's output is MAYBE), and in a ``parallel`` branch may pick
-    the full covariance where neural-tangents keeps the diagonal (same numbers, more work).
+    spatial-diagonal requirement for this layer (it is neutral in the fold); ``Diagonal(YES,
+    NO)``, the default, picks the same mode except after a layer whose output is MAYBE
+    (``ConvLocal``) and in ``parallel`` branches, where it may pick the full covariance while
+    neural-tangents keeps the diagonal: the same numbers, more work. (A neutral value would
+    need `Diagonal` and the combinators to support one.)
     """
     axes = _check_axes(axis)
     _check_std("eps", eps)
