@@ -222,13 +222,14 @@ def test_conv_networks_need_nhwc_inputs_and_flatten():
 
 
 def test_memory_check_counts_sites(monkeypatch):
-    """The refusal before allocating counts N1·N2·|S| entries per array."""
+    """The refusal before allocating counts N1·N2 times the output's site pairs (a network
+    that ends in a Conv keeps its full site covariance: |S|² = 1024² per pair of points)."""
     import theory.kernels.kernel as kernel
 
     monkeypatch.setattr(kernel, "available_memory", lambda device=None: 10**9)
     monkeypatch.setattr(kernel, "_MEMORY_CHECK_FLOOR", 0)
-    net = build([C(4, (3, 3)), RELU, FLAT, D()])
-    with pytest.raises(KernelMemoryError, match=r"x 1024 sites"):
+    net = build([C(4, (3, 3)), RELU, C(2, (3, 3))])
+    with pytest.raises(KernelMemoryError, match=r"x 1048576 sites"):
         net[2](np.ones((400, 32, 32, 1), np.float32))
 
 

@@ -1,11 +1,14 @@
 """Tiled kernel evaluation: cache-sized tiles, half the work for symmetric kernels, all devices.
 
-Every layer of `theory.kernels.stax` acts entrywise on the kernel, given the variances of
-the two points of the entry. So an ``n1 × n2`` kernel splits into independent ``b × b``
-tiles: tile (i, j) needs only rows ``i·b…`` of ``x1`` and ``j·b…`` of ``x2``. That gives
+Every layer of `theory.kernels.stax` acts on each pair of points separately, given the
+variances of the two points (and, for spatial networks, of their sites). So an ``n1 × n2``
+kernel splits into independent ``b × b`` tiles: tile (i, j) needs only rows ``i·b…`` of ``x1``
+and ``j·b…`` of ``x2``. That gives
 
 - **speed**: a tile's intermediates stay in cache through the whole depth loop;
 - **symmetry**: for ``x2 = None`` only tiles with i ≤ j are computed, then mirrored;
+- **bounded memory**: a spatial network's intermediates (|S|² sites per pair with the full
+  covariance, 10⁶ for 32×32 images) exist for one tile at a time, never for all N² pairs;
 - **scale-out**: the tile list is split over the visible devices with ``jax.shard_map``
   (one CPU, several forced host devices, one or many GPUs: the same code).
 
@@ -30,11 +33,12 @@ from theory.kernels.kernel import (
     all_finite,
     check_inputs,
     check_memory,
+    input_kernel,
     kernel_names,
     nonfinite_probe,
 )
 
-__all__ = ["batch", "tiled_kernel", "tile_pairs"]
+__all__ = ["batch", "tiled_kernel", "tile_pairs", "mirror_block", "default_tile"]
 
 
 def tile_pairs(nb1: int, nb2: int, symmetric: bool) -> np.ndarray:
@@ -59,6 +63,16 @@ def _tile_size(n: int, target: int) -> int:
     return math.ceil(n / nb)
 
 
+def mirror_block(block: jax.Array, full_spatial: bool) -> jax.Array:
+    """The block of the transposed kernel: K(x2_j, x1_i) from K(x1_i, x2_j). Swaps the two point
+    axes and, with the full spatial covariance, the two sites of every zipped pair (S ↔ S')."""
+    perm = [1, 0]
+    for d in range((block.ndim - 2) // 2 if full_spatial else 0):
+        perm += [3 + 2 * d, 2 + 2 * d]
+    perm += list(range(len(perm), block.ndim))
+    return jnp.transpose(block, perm)
+
+
 def tiled_kernel(
     transform: Callable[[Kernel], Kernel],
     x1: jax.Array,
@@ -67,16 +81,23 @@ def tiled_kernel(
     tile: int,
     devices: Sequence[jax.Device] | None = None,
     with_flags: bool = False,
+    diagonal_spatial: bool = True,
 ) -> Kernel | tuple[Kernel, jax.Array]:
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
 
+    ``x1``/``x2`` are (n, d) or NHWC (n, *S, C); each tile builds its own input kernel
+    (`input_kernel`: on the spatial diagonal, or with the full covariance when
+    ``diagonal_spatial`` is False), so a tile's working set is b² times the bytes per pair of
+    points (|S|² sites with the full covariance) and never the whole N² |S|².
+
     Traceable (call it inside ``jax.jit``). Returns the full `Kernel` (``cov2`` is None when
-    ``x2`` is None). Each device loops over its share of the tiles and writes each result
-    straight into its place in the output (and, for a symmetric kernel, its transpose into
-    the mirrored place): no assembly pass over the n1 × n2 output. With several
-    ``devices`` every device fills the tiles it owns into its own full-size buffer and the
-    buffers are summed: the work is spread, the output's memory is not (each device holds
-    n1 × n2).
+    ``x2`` is None); its entries have whatever trailing pair axes the network's output has
+    (none after Flatten or global pooling). Each device loops over its share of the tiles and
+    writes each result straight into its place in the output (and, for a symmetric kernel, its
+    mirror, `mirror_block`, into the mirrored place): no assembly pass over the n1 × n2
+    output. With several ``devices`` every device fills the tiles it owns into its own
+    full-size buffer and the buffers are summed: the work is spread, the output's memory is
+    not (each device holds n1 × n2).
 
     With ``with_flags``, also returns whether every NNGP and NTK entry is finite, from a
     `nonfinite_probe` of each tile while it is in cache. On the depth-10 ReLU kernel at
@@ -85,7 +106,7 @@ def tiled_kernel(
     over the finished n1 × n2 outputs 50 ms (about 10%).
     """
     symmetric = x2 is None
-    n1, d = x1.shape
+    n1 = x1.shape[0]
     n2 = n1 if symmetric else x2.shape[0]
     b = _tile_size(max(n1, n2) if symmetric else min(n1, n2), tile)
     x1p = pad_rows(x1, b)
@@ -99,43 +120,38 @@ def tiled_kernel(
         pad = n_dev - len(pairs) % n_dev
         pairs = np.concatenate([pairs, np.repeat(pairs[-1:], pad, axis=0)])
         valid = np.concatenate([valid, np.zeros(pad, np.float32)])
-    cov1_all = jnp.sum(x1p * x1p, axis=1) / d  # (m1,)
-    cov2_all = cov1_all if symmetric else jnp.sum(x2p * x2p, axis=1) / d
-    static = {}
 
     def one_tile(i, j):
-        xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, d)
+        xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, …)
         xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
-        nngp = jnp.dot(xi, xj.T, precision=jax.lax.Precision.HIGHEST) / d  # (b, b)
-        k = Kernel(
-            nngp=nngp,
-            ntk=jnp.zeros_like(nngp) if compute_ntk else None,
-            cov1=jax.lax.dynamic_slice_in_dim(cov1_all, i * b, b),
-            cov2=jax.lax.dynamic_slice_in_dim(cov2_all, j * b, b),
-            width=d,
-            is_gaussian=False,
-            diag_offset=(i - j) * b if symmetric else None,
-        )
+        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial)
+        k = k.replace(diag_offset=(i - j) * b if symmetric else None)
         out = transform(k)
         if isinstance(out, (list, tuple)):
             raise ValueError(
                 f"the network ends with {len(out)} branches: close them with FanInSum() or "
                 "FanInProd() before asking for a kernel"
             )
-        static["width"], static["is_gaussian"] = out.width, out.is_gaussian
         return out
 
+    # The output's static fields and trailing pair shapes, from one traced tile.
+    probe = jax.eval_shape(lambda: one_tile(0, 0))
+    full = probe.full_spatial
+    pair_shape = probe.nngp.shape[2:]
+    cov_shape = probe.cov1.shape[1:]
+
     # One device: every entry is written exactly once, so tiles are stored as they are (a
-    # diagonal tile is then overwritten by its own transpose: the same values, mirrored).
+    # diagonal tile is then overwritten by its own mirror: the same values).
     # Several devices: each fills the tiles it owns into a zero buffer and the buffers are
     # summed, so padding tiles get weight 0 and diagonal tiles are not mirrored.
     summed = n_dev > 1
 
     def add_block(buf, block, r, c):
+        at = (r, c) + (jnp.zeros((), r.dtype),) * (block.ndim - 2)
         if not summed:
-            return jax.lax.dynamic_update_slice(buf, block, (r, c))
-        cur = jax.lax.dynamic_slice(buf, (r, c), block.shape)
-        return jax.lax.dynamic_update_slice(buf, cur + block, (r, c))
+            return jax.lax.dynamic_update_slice(buf, block, at)
+        cur = jax.lax.dynamic_slice(buf, at, block.shape)
+        return jax.lax.dynamic_update_slice(buf, cur + block, at)
 
     def weigh(w, block):  # select, not multiply: 0 · inf would be NaN
         return block if not summed else jnp.where(w > 0, block, 0)
@@ -147,13 +163,13 @@ def tiled_kernel(
         return jax.lax.dynamic_update_slice_in_dim(buf, cur + vec, r, 0)
 
     def fill(local_pairs, local_valid):
-        dtype = jnp.result_type(x1p.dtype)
-        zeros = jnp.zeros((m1, m2), dtype)
+        dtype = probe.nngp.dtype
+        zeros = jnp.zeros((m1, m2, *pair_shape), dtype)
         init = {
             "nngp": zeros,
             "ntk": zeros if compute_ntk else None,
-            "cov1": jnp.zeros((m1,), dtype),
-            "cov2": None if symmetric else jnp.zeros((m2,), dtype),
+            "cov1": jnp.zeros((m1, *cov_shape), dtype),
+            "cov2": None if symmetric else jnp.zeros((m2, *cov_shape), dtype),
             # Σ (v − v) over every tile entry: 0 while all are finite, NaN otherwise.
             "probe": jnp.zeros((), dtype),
         }
@@ -177,7 +193,8 @@ def tiled_kernel(
                 if with_flags:
                     acc["probe"] = acc["probe"] + nonfinite_probe(block)
                 if symmetric:
-                    acc[name] = add_block(acc[name], weigh(w_mirror, block.T), j * b, i * b)
+                    mirrored = weigh(w_mirror, mirror_block(block, full))
+                    acc[name] = add_block(acc[name], mirrored, j * b, i * b)
             acc["cov1"] = add_vec(acc["cov1"], weigh(w_row, out.cov1), i * b)
             if not symmetric:
                 acc["cov2"] = add_vec(acc["cov2"], weigh(w_col, out.cov2), j * b)
@@ -203,15 +220,16 @@ def tiled_kernel(
         )(pairs_arr, valid_arr)
 
     def crop(a, *n):  # no copy when nothing was padded
-        return a if a.shape == n else a[tuple(slice(0, k) for k in n)]
+        if a.shape[: len(n)] == n:
+            return a
+        return a[tuple(slice(0, k) for k in n)]
 
-    k = Kernel(
+    k = probe.replace(
         nngp=crop(acc["nngp"], n1, n2),
         ntk=None if acc["ntk"] is None else crop(acc["ntk"], n1, n2),
         cov1=crop(acc["cov1"], n1),
         cov2=None if symmetric else crop(acc["cov2"], n2),
-        width=static["width"],
-        is_gaussian=static["is_gaussian"],
+        diag_offset=None,
     )
     if not with_flags:
         return k
@@ -229,9 +247,12 @@ def batch(
     each tile does its own input matmul): 16-bit inputs raise `TypeError`, a non-finite
     output raises `NonFiniteKernelError` (float64 is the usual remedy), and outputs that
     cannot fit (each device holds a full n1 × n2 buffer per kernel; host devices share RAM)
-    raise `KernelMemoryError` before allocating. Tiles of a symmetric kernel (``x2=None``) are
-    computed once for i ≤ j and mirrored. ``devices`` defaults to ``jax.devices()``; on CPU,
-    several host devices come from ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+    raise `KernelMemoryError` before allocating. Spatial (NHWC) networks are tiled the same
+    way; a tile's working set is ``batch_size²`` times the bytes of one pair of points (|S|²
+    sites with the full spatial covariance), so choose ``batch_size`` from that, not from N.
+    Tiles of a symmetric kernel (``x2=None``) are computed once for i ≤ j and mirrored.
+    ``devices`` defaults to ``jax.devices()``; on CPU, several host devices come from
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -242,17 +263,27 @@ def batch(
     if not devs:
         raise ValueError("devices must not be empty")
 
+    diagonal = bool(getattr(kernel_fn, "diagonal", True))
+
     @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
     def compute(x1, x2, get, compute_ntk):
-        k, ok = tiled_kernel(transform, x1, x2, compute_ntk, batch_size, devs, with_flags=True)
+        k, ok = tiled_kernel(
+            transform, x1, x2, compute_ntk, batch_size, devs, with_flags=True,
+            diagonal_spatial=diagonal,
+        )  # fmt: skip
         return kernel_fn.select(k, get), ok & all_finite([k.cov1, k.cov2])
 
     name = f"batch({getattr(kernel_fn, '__name__', 'kernel_fn')}, {batch_size})"
 
     def batched(x1, x2=None, get=None):
         get, compute_ntk = kernel_fn.parse_get(get)
-        x1, x2 = check_inputs(x1, x2)
-        check_memory(name, x1, x2, kernel_names(get, compute_ntk), devices=devs)
+        x1, x2 = check_inputs(x1, x2, spatial_ndim=kernel_fn.spatial_ndim)
+        b = min(batch_size, x1.shape[0] if x2 is None else max(x1.shape[0], x2.shape[0]))
+        check_memory(
+            name, x1, x2, kernel_names(get, compute_ntk), devices=devs,
+            pair_size=kernel_fn.output_pair_size(x1),
+            extra_bytes=2 * b * b * kernel_fn.pair_bytes(x1),
+        )  # fmt: skip
         out, mask = compute(x1, x2, get=get, compute_ntk=compute_ntk)
         kernel_fn.check(name, out, mask, get, x1, x2)
         return out
@@ -261,13 +292,29 @@ def batch(
     return batched
 
 
-def default_tile(n1: int, n2: int) -> int | None:
+# Bytes of one NNGP or NTK array of a spatial tile (b² pairs × bytes per pair at the input's
+# resolution, where the sites are most numerous); see `default_tile`.
+SPATIAL_TILE_BYTES = 32 * 2**20
+
+
+def default_tile(n1: int, n2: int, pair_bytes: int = 0) -> int | None:
     """The tile size used automatically by ``kernel_fn``: None (no tiling) for small kernels.
 
-    Measured on 2 CPU cores (depth-10 ReLU, N = 4000, x2 = None): 0.43 s untiled; 0.20–0.28 s
-    with tiles of 256–1024 rows (the machine's noise is larger than the differences between
-    those sizes); 400 keeps a tile's arrays (640 KiB each in float32) near L2.
+    Fully connected (``pair_bytes`` 0), measured on 2 CPU cores (depth-10 ReLU, N = 4000,
+    x2 = None): 0.43 s untiled; 0.20–0.28 s with tiles of 256–1024 rows (the machine's noise is
+    larger than the differences between those sizes); 400 keeps a tile's arrays (640 KiB each
+    in float32) near L2.
+
+    Spatial networks (``pair_bytes``: the bytes of one pair of points at the input's resolution,
+    |S| or |S|² sites times the item size): tiles whose NNGP holds at most
+    `SPATIAL_TILE_BYTES` (32 MiB), so that the working set is bounded by the tile whatever N is
+    (a network holds a few such arrays at once: NNGP, NTK and the activation's intermediates);
+    None when the whole kernel fits in one such array.
     """
-    if n1 * n2 < 2**20 or min(n1, n2) < 512:
+    if pair_bytes <= 0:
+        if n1 * n2 < 2**20 or min(n1, n2) < 512:
+            return None
+        return 400
+    if n1 * n2 * pair_bytes <= SPATIAL_TILE_BYTES:
         return None
-    return 400
+    return max(1, math.isqrt(SPATIAL_TILE_BYTES // pair_bytes))

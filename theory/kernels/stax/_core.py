@@ -103,18 +103,51 @@ class KernelFn:
         self.diagonal = Diagonal() if diagonal is None else diagonal
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
+        self._pair_sizes: dict = {}
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.__name__}>"
 
+    def pair_bytes(self, x1) -> int:
+        """Bytes of one pair of points of the input kernel: 0 for fully connected networks,
+        else the sites on the spatial diagonal (|S|) or with the full covariance (|S|²) times
+        the item size. Sizes the automatic tiles (`theory.kernels.batching.default_tile`)."""
+        if x1.ndim == 2:
+            return 0
+        sites = math.prod(x1.shape[1:-1])
+        return (sites if bool(self.diagonal) else sites * sites) * x1.dtype.itemsize
+
+    def output_pair_size(self, x1) -> int:
+        """Entries per pair of points of the network's output kernel (1 unless it keeps sites),
+        from the traced shapes of a one-point kernel (nothing is computed)."""
+        if x1.ndim == 2:
+            return 1
+        key = (x1.shape[1:], str(x1.dtype))
+        if key not in self._pair_sizes:
+            one = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
+            out = jax.eval_shape(
+                lambda x: self.transform(input_kernel(x, None, False, bool(self.diagonal))), one
+            )
+            if isinstance(out, (list, tuple)):
+                raise ValueError(
+                    f"{self.__name__} ends with {len(out)} branches: close them with "
+                    "FanInSum() or FanInProd() before asking for a kernel"
+                )
+            self._pair_sizes[key] = math.prod(out.nngp.shape[2:])
+        return self._pair_sizes[key]
+
     def _compute(self, x1, x2, get, compute_ntk):
         """``(selected output, whether all of the kernel's arrays are finite)``."""
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
-        tile = default_tile(x1.shape[0], n2) if x1.ndim == 2 else None
+        tile = default_tile(x1.shape[0], n2, self.pair_bytes(x1))
+        diagonal = bool(self.diagonal)
         if tile is None:
-            k = self.transform(input_kernel(x1, x2, compute_ntk, bool(self.diagonal)))
+            k = self.transform(input_kernel(x1, x2, compute_ntk, diagonal))
         else:
-            k, ok = tiled_kernel(self.transform, x1, x2, compute_ntk, tile, with_flags=True)
+            k, ok = tiled_kernel(
+                self.transform, x1, x2, compute_ntk, tile, with_flags=True,
+                diagonal_spatial=diagonal,
+            )  # fmt: skip
         if isinstance(k, (list, tuple)):
             raise ValueError(
                 f"{self.__name__} ends with {len(k)} branches: close them with "
@@ -174,9 +207,14 @@ class KernelFn:
         x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
-        sites = math.prod(x1.shape[1:-1])
-        pairs = sites if bool(self.diagonal) else sites * sites
-        check_memory(where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs)
+        n2 = x1.shape[0] if x2 is None else x2.shape[0]
+        pairs = self.output_pair_size(x1)
+        tile = default_tile(x1.shape[0], n2, self.pair_bytes(x1))
+        # The output, plus (when tiled) one tile's NNGP and NTK at the input's resolution.
+        working = 0 if tile is None else 2 * tile * tile * self.pair_bytes(x1)
+        check_memory(
+            where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs, extra_bytes=working
+        )
         out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
         self.check(where, out, ok, get, x1, x2)
         return out
