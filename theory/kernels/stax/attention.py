@@ -32,9 +32,9 @@ def _mechanism_fn(name: str, axes: tuple[int, ...]):
     return {"IDENTITY": lambda g: g, "ABS": jnp.abs, "RELU": jax.nn.relu}[name]
 
 
-def _pos_emb_distance(sites: tuple[int, ...]) -> np.ndarray:
-    """Zipped (S1, S1', S2, S2', …) array of Σ_d |s_d − s'_d|^p without the power: the per-axis
-    absolute offsets |s_d − s'_d| (one array per axis, broadcastable)."""
+def _pos_emb_distance(sites: tuple[int, ...]) -> list[np.ndarray]:
+    """The per-axis absolute offsets |s_d − s'_d| between pairs of sites, one array per axis
+    d, each broadcastable to the zipped (S1, S1', S2, S2', …) shape."""
     out = []
     for d, n in enumerate(sites):
         r = np.arange(n, dtype=np.float64)
@@ -48,8 +48,8 @@ def _pos_emb_distance(sites: tuple[int, ...]) -> np.ndarray:
 def _pos_emb_cov(sites: tuple[int, ...], p_norm: float, decay_fn: Callable | None) -> np.ndarray:
     """The positional embeddings' covariance R over pairs of sites, zipped (S1, S1', …), as a
     float64 NumPy array: the indicator of s = s' (one-hot embeddings) when ``decay_fn`` is
-    None, else decay_fn(Σ_d |s_d − s'_d|^p) (Hron et al. 2020, §3.2; neural-tangents'
-    convention: the L-p distance to the power p, unnormalised)."""
+    None, else decay_fn(Σ_d |s_d − s'_d|^p) (Hron et al. 2020, positional encodings;
+    neural-tangents' convention: the L-p distance to the power p, unnormalised)."""
     if decay_fn is None:
         r = np.eye(math.prod(sites)).reshape(sites + sites)
         return np.transpose(r, [a for d in range(len(sites)) for a in (d, d + len(sites))])
@@ -126,7 +126,7 @@ def GlobalSelfAttention(
 ):
     r"""Global scaled dot-product self-attention over all sites of NHWC inputs (1–3 spatial
     axes), with neural-tangents 0.6.5's signature, defaults, parameters and kernel (Hron et al.
-    2020, arXiv:2006.10540, §3 and App. A; neural-tangents' ``stax.GlobalSelfAttention``).
+    2020, arXiv:2006.10540; neural-tangents 0.6.5's ``stax.GlobalSelfAttention``).
 
     **Finite network** (NTK parameterization, every weight N(0, 1); x of shape (n, *S, C),
     sites flattened to t = 1…|S|, heads h = 1…H):
@@ -148,8 +148,8 @@ def GlobalSelfAttention(
     (H, C̃, d_k), (H, C̃, d_k), (H, C_v, d_v), (H d_v, n_chan_out), (1, …, 1, n_chan_out),
     (1, *S, P), as neural-tangents'.
 
-    **Kernel** (heads and channels → ∞; Hron et al. 2020, Thm. 3 and eqs. (9)–(13), in
-    neural-tangents' form). Per point, the logits' covariance input is the interpolation
+    **Kernel** (heads and channels → ∞; Hron et al. 2020, in the form neural-tangents 0.6.5
+    computes). Per point, the logits' covariance input is the interpolation
     K̃ = w_x K + w_p R, R the embeddings' covariance over pairs of sites (the indicator of
     s = s' without decay function, else decay(Σ_d |s_d − s'_d|^p), p = ``pos_emb_p_norm``),
     (w_x, w_p) = (1, σ_pe²) for SUM and (C/(C+P), σ_pe² P/(C+P)) for CONCAT (C the input's
@@ -164,7 +164,7 @@ def GlobalSelfAttention(
 
       (σ_OV = σ_O σ_V; the last term is the gradient of W_V and W_O).
     - ``linear_scaling=False``: the logits stay Gaussian and a closed form exists only for
-      ``"IDENTITY"`` (Hron et al. 2020, eq. (11)): with ⟨A, B⟩ = Σ_{s, s'} A[s, s'] B[s, s'],
+      ``"IDENTITY"`` (Hron et al. 2020): with ⟨A, B⟩ = Σ_{s, s'} A[s, s'] B[s, s'],
 
           K'(x, y) = σ_QK² σ_OV² ⟨K̃, K_v⟩(x, y) K̃(x, y) + σ_b²,
           Θ'(x, y) = σ_QK² σ_OV² (D K̃ + ⟨K̃, K_v⟩ (Θ̃ + 4 K̃)) + σ_b²,
