@@ -375,3 +375,18 @@ def test_quadrature_activations_match_accurate_quadrature(layer, phi, dphi, x64)
     for i in range(2):
         want = gauss_expectation(lambda z: phi(z) ** 2, np.ones_like, q[i, i], q[i, i], 0.0)
         assert abs(float(k.nngp[i, i]) - want) <= 1e-5 * want, (name, i)  # measured 3e-6
+
+
+def test_serial_gives_each_layer_its_own_key():
+    """Two Dropout layers in one serial draw independent masks (serial and parallel split the
+    ``rng`` keyword per layer, as neural-tangents does); without ``rng`` train-mode Dropout
+    refuses to run."""
+    init_fn, apply_fn, _ = stax.serial(stax.Dropout(0.5), stax.Dropout(0.5))
+    x = jnp.ones((1, 4000))
+    _, params = init_fn(jax.random.key(0), x.shape)
+    y = apply_fn(params, x, rng=jax.random.key(1))
+    # independent masks: P(kept twice) = 1/4, values 4; shared masks would keep 1/2
+    kept = float(jnp.mean(y > 0))
+    assert abs(kept - 0.25) < 5 * np.sqrt(0.25 * 0.75 / 4000), kept
+    with pytest.raises(Exception, match="rng"):
+        apply_fn(params, x)

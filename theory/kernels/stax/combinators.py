@@ -57,8 +57,11 @@ def serial(*layers):
         return input_shape, params
 
     def apply_fn(params, inputs, **kwargs):
-        for f, p in zip(applies, params):
-            inputs = f(p, inputs, **kwargs)
+        # each layer its own key (two Dropout layers must not share a mask), as neural-tangents
+        rng = kwargs.pop("rng", None)
+        rngs = [None] * len(applies) if rng is None else jax.random.split(rng, len(applies))
+        for f, p, key in zip(applies, params, rngs):
+            inputs = f(p, inputs, rng=key, **kwargs)
         return inputs
 
     # One XLA computation per activation, with the linear layers before it fused in.
@@ -137,7 +140,9 @@ def parallel(*layers):
         return [o[0] for o in out], [o[1] for o in out]
 
     def apply_fn(params, inputs, **kwargs):
-        return [f(p, x, **kwargs) for f, p, x in zip(applies, params, inputs)]
+        rng = kwargs.pop("rng", None)
+        rngs = [None] * len(applies) if rng is None else jax.random.split(rng, len(applies))
+        return [f(p, x, rng=r, **kwargs) for f, p, x, r in zip(applies, params, inputs, rngs)]
 
     def transform(ks):
         if not isinstance(ks, (list, tuple)) or len(ks) != len(kernels):
