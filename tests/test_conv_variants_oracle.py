@@ -15,8 +15,8 @@ letters, CIRCULAR transposed convolution and ConvLocal's parameter layout; init_
 shape is apply_fn's; and a Monte Carlo check that random finite transposed-conv networks
 have the analytic NNGP as the mean of f f'.
 
-Known gap (strict xfail): a network that ends in a ConvLocal is computed on the spatial
-diagonal, as in neural-tangents, and KernelFn (stax/_core.py) refuses such an output.
+A network that ends in a ConvLocal is computed on the spatial diagonal and returns it,
+(n1, n2, *S), as neural-tangents does.
 """
 
 import jax
@@ -445,12 +445,6 @@ def test_finite_transposed_cnn_matches_the_kernel_by_monte_carlo(x64):
     assert np.all(np.abs(mean - nngp) <= 4 * se + 1e-12), (mean, nngp, se)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="KernelFn (stax/_core.py) refuses a spatial output computed on the diagonal; "
-    "neural-tangents returns it for a network that ends in a ConvLocal (Diagonal output MAYBE)",
-)
 def test_network_ending_in_conv_local_returns_its_kernel(x64):
     """A network ending in a ConvLocal is computed on the spatial diagonal (neural-tangents
     returns the diagonal, (n1, n2, *S)); its sites are Conv's diagonal, and with the full

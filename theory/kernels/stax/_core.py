@@ -153,8 +153,8 @@ class KernelFn:
                 f"{self.__name__} ends with {len(k)} branches: close them with "
                 "FanInSum() or FanInProd() before asking for a kernel"
             )
-        if k.spatial and k.diagonal_spatial:  # cannot happen: such networks run full
-            raise AssertionError(f"{self.__name__}: a spatial output on the diagonal only")
+        # A spatial output on the diagonal (a network ending in ConvLocal, whose output may
+        # stay diagonal) is returned as it is, (n1, n2, *S), as neural-tangents does.
         if tile is None:
             ok = all_finite([k.nngp, k.ntk])
         return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
