@@ -7,9 +7,12 @@
   embeddings in the values, with and without bias, 1-D and 2-D sites (the 2-D shape is not
   square so that an ordering error of the site axes would show). One oracle process per input
   shape: x2 is sent as [x1; x2], so that one cross kernel holds both the self block and the
-  cross block.
-- Finite network: apply_fn equals neural-tangents' on the same parameters; and the Monte
-  Carlo mean of f(x)f(y) over random networks matches the NNGP within 4 standard errors.
+  cross block. The default run checks 8 architectures covering every option against one
+  process; the other 19 (two more processes) are marked slow.
+- Tiles (kernel_fn tiles spatial kernels) give the untiled numbers.
+- Finite network: apply_fn equals neural-tangents' on the same parameters (slow); and the
+  Monte Carlo mean of f(x)f(y) over random networks matches the NNGP within 4 standard
+  errors (SOFTMAX; CONCAT embeddings with a decay function, slow).
 - Errors: the combinations neural-tangents refuses, and bad arguments.
 
 The decay function of positional embeddings cannot be named through the oracle's JSON yet
@@ -120,6 +123,20 @@ ARCHS = {
         [C(f=(2, 2)), A("IDENTITY", linear_scaling=False, pos_emb_type="SUM", **PE), GAP],
     ),
 }
+# The default run checks these against one oracle process; the other architectures (a second
+# 1-D process and the 2-D one) are slow.
+FAST = {
+    "1d_softmax", "1d_abs_bias", "1d_relu_bias", "1d_identity_bias", "1d_identity_sqrt_bias",
+    "1d_softmax_concat_val1", "1d_identity_sum_val0", "1d_spatial_output",
+}  # fmt: skip
+assert FAST <= set(ARCHS)
+
+
+def group(name):
+    sites, chan, _ = ARCHS[name]
+    return sites, chan, name in FAST
+
+
 # "2d_identity_sqrt" ends with the spatial output of one convolution: neural-tangents then
 # reverses the order of the site axes (ours never does), so it is compared after the
 # reversal; "1d_spatial_output" needs none (one site axis).
@@ -149,15 +166,15 @@ def unreverse(a, batch_nd=2):
 
 @pytest.fixture(scope="module")
 def reference(nt_oracle):
-    """One oracle process per input shape (2 in all, each run on first use): the kernel of
-    x1 against [x1; x2]."""
+    """One oracle process per input shape and speed (`group`; 3 in all, each run on first
+    use): the kernel of x1 against [x1; x2]."""
     cache = {}
 
     def get(name):
-        shape = ARCHS[name][:2]
-        if shape not in cache:
-            names = [n for n, (sites, chan, _) in ARCHS.items() if (sites, chan) == shape]
-            x1, x2 = inputs(*shape)
+        key = group(name)
+        if key not in cache:
+            names = [n for n in ARCHS if group(n) == key]
+            x1, x2 = inputs(*key[:2])
             r = nt_oracle(
                 {"specs": [ARCHS[n][2] for n in names], "tasks": ["kernels"], "x64": 1}
                 | {"x1": x1, "x2": np.concatenate([x1, x2])}
@@ -169,16 +186,14 @@ def reference(nt_oracle):
                     a = unreverse(a) if n in REVERSED else a
                     ref[("sym", what)], ref[("cross", what)] = a[:, : len(x1)], a[:, len(x1) :]
                 cache[n] = ref
-            cache[shape] = True
+            cache[key] = True
         return cache[name]
 
     return get
 
 
-# The 2-D architectures cost a second oracle process: slow (the 1-D ones cover every option).
 @pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n.startswith("2d") else n for n in ARCHS],
+    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in ARCHS]
 )
 def test_kernel_matches_neural_tangents(name, reference, x64):
     sites, chan, spec = ARCHS[name]
@@ -195,16 +210,15 @@ def test_kernel_matches_neural_tangents(name, reference, x64):
             )  # fmt: skip
 
 
-def test_mechanisms_differ(x64):
-    """The comparisons above are not vacuous: the four mechanisms give different kernels (the
-    attention's input covariances have entries of both signs, so |·| and ReLU act)."""
-    sites, chan, spec = ARCHS["1d_softmax"]
-    x1, _ = inputs(sites, chan)
-    got = [np.asarray(build(ARCHS[f"1d_{m}"][2])[2](x1, get="nngp")) for m in
-           ("softmax", "identity", "abs", "relu")]  # fmt: skip
-    for i in range(4):
+def test_mechanisms_differ(reference):
+    """The comparisons are not vacuous: IDENTITY, ABS and RELU give different kernels (the
+    attention's input covariances there have entries of both signs, so |·| and ReLU act;
+    after a ReLU they would not, and the three would coincide)."""
+    names = ("1d_identity_bias", "1d_abs_bias", "1d_relu_bias")
+    got = [reference(n)[("sym", "nngp")] for n in names]
+    for i in range(3):
         for j in range(i):
-            assert np.max(np.abs(got[i] - got[j])) > 1e-3 * np.abs(got[i]).max()
+            assert np.max(np.abs(got[i] - got[j])) > 1e-3 * np.abs(got[i]).max(), names[i]
 
 
 # ------------------------------------------------------------------- finite network
@@ -294,7 +308,7 @@ def test_indicator_decay_is_the_default(x64):
     """neural-tangents: no decay function is the indicator of s = s' (one-hot embeddings);
     an explicit indicator gives the same kernel (any p-norm: d = 0 iff s = s')."""
     x1, x2 = inputs((3, 4), 2)
-    for t in ("SUM", "CONCAT"):
+    for t in ("CONCAT",):  # the same R enters SUM
         kw = dict(pos_emb_type=t, val_pos_emb=True, W_pos_emb_std=0.8)
         plain = build([C(f=(2, 2)), ["GlobalSelfAttention", {**A()[1], **kw}], GAP])[2]
         ind = stax.serial(
@@ -326,6 +340,36 @@ def test_decay_changes_the_kernel(x64):
     exp1 = kernel(pos_emb_decay_fn=lambda d: jnp.exp(-d / 3), pos_emb_p_norm=1)
     assert np.max(np.abs(exp2 - base)) > 1e-3 * np.abs(base).max()
     assert np.max(np.abs(exp1 - exp2)) > 1e-4 * np.abs(base).max()
+
+
+@pytest.mark.slow
+def test_tiles_equal_the_untiled_kernel(x64):
+    """kernel_fn tiles spatial kernels (`theory.kernels.batching.tiled_kernel`): each tile's
+    attention weights A(x) come from its own points' blocks (cov1 of the row tile, cov2 of the
+    column tile), so tiles of 1 and 3 points give the untiled numbers, to float64 roundoff
+    (1e-10 relative), with the sites kept (mirrored tiles swap the site pairs too) or pooled."""
+    from theory.kernels.batching import tiled_kernel
+
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.standard_normal((7, 5, 2)), rng.standard_normal((4, 5, 2))
+    for head in ([], [stax.Relu(), stax.GlobalAvgPool()]):
+        kf = stax.serial(
+            stax.Conv(3, (2,), padding="SAME", b_std=0.1),
+            stax.Relu(),
+            stax.GlobalSelfAttention(3, 2, 2, 2, pos_emb_type="SUM", b_std=0.2),
+            *head,
+        )[2]
+        for xs in ((x1, None), (x1, x2)):
+            f = kf.transform
+            whole = jax.jit(lambda a, b, f=f: f(input_kernel(a, b, True, False)))(*xs)
+            for tile in (1, 3):
+                tiled = jax.jit(
+                    lambda a, b, t=tile, f=f: tiled_kernel(f, a, b, True, t,
+                                                           diagonal_spatial=False)
+                )(*xs)  # fmt: skip
+                for what in ("nngp", "ntk"):
+                    u, v = np.asarray(getattr(whole, what)), np.asarray(getattr(tiled, what))
+                    np.testing.assert_allclose(v, u, rtol=1e-10, atol=1e-10 * np.abs(u).max())
 
 
 # --------------------------------------------------------------------------- errors
