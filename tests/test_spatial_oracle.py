@@ -299,6 +299,10 @@ def test_pooling_needs_a_gaussian_input_and_spatial_axes():
         build([C(4, (3, 3)), RELU, POOL([2, 2]), RELU, GAP, D()])[2](np.ones((2, 4, 4, 1)))
     with pytest.raises(ValueError, match="needs inputs with spatial axes"):
         stax.serial(stax.Dense(2), stax.GlobalAvgPool())[2](np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"window \(2, 2\) .* does not fit the input sites"):
+        build([C(2, (3, 3)), RELU, POOL([2, 2], [2, 2]), POOL([2, 2], [2, 2])])[2](
+            np.ones((2, 2, 2, 1))
+        )
 
 
 def test_max_pool_runs_finite_networks_and_refuses_a_kernel():

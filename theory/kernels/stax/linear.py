@@ -583,6 +583,13 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
                 f"{name} with a {nd}-D window needs inputs with {nd} spatial axes, got "
                 f"{len(k.spatial)} (sites {k.spatial})"
             )
+        try:  # a window larger than the (padded) sites: a clear error, not an empty kernel
+            spatial.pool_output_shape(k.spatial, window_shape, strides, padding)
+        except ValueError:
+            raise ValueError(
+                f"{name}: window {tuple(window_shape)} with {padding} padding does not fit the "
+                f"input sites {k.spatial}"
+            ) from None
         # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
         op = spatial.pool_full if k.full_spatial else spatial.pool_diagonal
 
