@@ -1,7 +1,8 @@
 """experiments.cntk at the --quick settings: the run, its figure and settings, the tiled
 kernels against the whole kernel, the regression against a direct solve, and --plot-only.
 
-One quick run (4×4 images, 40 training and 20 test images; module fixture) feeds the checks.
+One quick run (4×4 images, 40 training and 20 test images; module fixture: ~36 s of CPU, so
+``slow``) feeds the figure checks; the tiled-kernel checks compile their own kernels (slow).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def cfg():
     return common.with_overrides(cntk.Config(), cntk.QUICK)
 
 
+@pytest.mark.slow  # the quick run: ~36 s of CPU, mostly compiling 5 kernels × 2 tile shapes
 def test_figure_settings_and_accuracies(quick_run, cfg, dirs):
     out = quick_run
     assert (out / "cntk_accuracy.png").stat().st_size > 10_000
@@ -56,6 +58,7 @@ def test_figure_settings_and_accuracies(quick_run, cfg, dirs):
     assert all(row["ours_s_per_1e6"] > 0 for row in timing.values())
 
 
+@pytest.mark.slow  # needs the quick run
 def test_plot_only_reuses_results(quick_run, dirs, monkeypatch, capsys):
     results, figs = dirs
     monkeypatch.setattr(common, "RESULTS_DIR", results)
