@@ -79,6 +79,7 @@ bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.information
 	$(PY) -m benchmarks.attention
 	$(PY) -m benchmarks.criticality
+	$(PY) -m benchmarks.spatial
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference

@@ -1,0 +1,332 @@
+r"""Convolutional kernels with pooling (full spatial covariance): ours against neural-tangents.
+
+Usage::
+
+    python -m benchmarks.spatial [--quick] [--repeats R] [--scaling-ns 100 300] [--no-reference]
+
+Two parts, both float32, NNGP + NTK, ``x2 = None``:
+
+- **Myrtle-style CNN** (the issue's headline): 4 Conv 3×3 SAME of 64 channels with ReLU,
+  2×2 average pools after the second and third, global average pooling, Dense; 16 images of
+  16×16×3. Ours (``kernel_fn``, jitted on first call) and neural-tangents 0.6.5 (its
+  ``kernel_fn`` under ``jax.jit`` with ``get`` static, in ``.venv-ref`` through
+  ``reference/nt_spatial_bench.py``) on the same inputs, timed with
+  `benchmarks.timing.time_call` (one first call, then ``repeats``; median). Agreement: the
+  largest entrywise difference of each kernel relative to its largest entry, at most 1e-4
+  (float32 rounding through 4 layers of 65 536 site pairs; measured ~3e-6).
+- **Scaling with N** (Myrtle-5 of Shankar et al. 2020 — Conv-ReLU ×2, AvgPool, Conv-ReLU,
+  AvgPool, Conv-ReLU, AvgPool ×3, Flatten, Dense, ``W_std = √2``, ``b_std = 0`` — on CIFAR-shaped
+  32×32×3 inputs): each N in a fresh process, so that its peak resident memory
+  (``ru_maxrss``) is its own: wall time of one call (compilation included, reported apart) and
+  peak memory. Ours tiles the kernel (`theory.kernels.batching.default_tile`: tiles whose
+  NNGP holds at most ``SPATIAL_TILE_BYTES``), so its memory is bounded by the tile, not by N;
+  neural-tangents computes the whole batch at once, so its memory grows like N²·|S|²; it is
+  run at ``nt_scaling_ns`` while each call finishes within ``nt_timeout_s``.
+
+Writes ``results/bench/spatial.json`` and ``spatial_scaling.png`` (``--quick``: ``-quick``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from benchmarks import timing
+from experiments._common import RESULTS_DIR, Interval, check_fields, git_commit, save_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+REF_SCRIPT = ROOT / "reference" / "nt_spatial_bench.py"
+AGREEMENT = 1e-4
+
+
+@dataclass(frozen=True)
+class Args:
+    """Spatial (CNN-GP / CNTK with pooling) kernels: ours against neural-tangents 0.6.5."""
+
+    quick: bool = False
+    """a smoke run: 4 images of 8×8 for the headline, N = 2, 3 for the scaling"""
+    repeats: Annotated[int, Interval(ge=1)] = 3
+    """timed calls after the first one (headline)"""
+    scaling_ns: tuple[int, ...] = (100, 300)
+    """N for our scaling runs (32×32×3; N = 1000 takes hours on 2 CPU cores: see the note)"""
+    nt_scaling_ns: tuple[int, ...] = (4, 8, 16, 32)
+    """N for neural-tangents' scaling runs, in order, until one fails or times out"""
+    nt_timeout_s: Annotated[float, Interval(gt=0)] = 600.0
+    """per-N limit for neural-tangents' scaling runs"""
+    skip_scaling: bool = False
+    """run the headline comparison only"""
+    no_reference: bool = False
+    """skip neural-tangents (also skipped, with a note, when .venv-ref is absent)"""
+    seed: int = 0
+    """inputs are standard normal from this seed"""
+
+
+def myrtle_spec(width: int = 64) -> list:
+    """The headline network in `reference/nt_oracle.py`'s spec format."""
+    conv = ["Conv", {"out_chan": width, "filter_shape": [3, 3], "padding": "SAME"}]
+    relu = ["Relu", {}]
+    pool = ["AvgPool", {"window_shape": [2, 2], "strides": [2, 2]}]
+    return [conv, relu, conv, relu, pool, conv, relu, pool, conv, relu] + [
+        ["GlobalAvgPool", {}],
+        ["Dense", {"out_dim": 1}],
+    ]
+
+
+def myrtle5_spec(width: int = 1) -> list:
+    """Myrtle-5 (Shankar et al. 2020), as neural-tangents' Myrtle example builds it."""
+    w, b = float(np.sqrt(2.0)), 0.0
+    conv = ["Conv", {"out_chan": width, "filter_shape": [3, 3], "padding": "SAME", "W_std": w,
+                     "b_std": b}]  # fmt: skip
+    relu = ["Relu", {}]
+    pool = ["AvgPool", {"window_shape": [2, 2], "strides": [2, 2]}]
+    return [conv, relu, conv, relu, pool, conv, relu, pool, conv, relu, pool, pool, pool] + [
+        ["Flatten", {}],
+        ["Dense", {"out_dim": 10, "W_std": w, "b_std": b}],
+    ]
+
+
+def ours(spec: list):
+    from theory.kernels import stax
+
+    def one(node):
+        name, kw = node
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
+        return getattr(stax, name)(**kw)
+
+    return stax.serial(*[one(n) for n in spec])[2]
+
+
+def inputs(n: int, side: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, side, side, 3)).astype(np.float32)
+
+
+def reference_available(args: Args) -> str | None:
+    """None if neural-tangents can run, else why not."""
+    if args.no_reference:
+        return "--no-reference"
+    if not REF_PYTHON.exists():
+        return f"{REF_PYTHON} is absent (run `make reference`)"
+    return None
+
+
+def run_reference(spec, x, repeats, values, timeout):
+    """neural-tangents' timing row (and kernels) from a subprocess, or raise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req, res = Path(tmp) / "req.npz", Path(tmp) / "res.npz"
+        cfg = {"repeats": repeats, "get": ["nngp", "ntk"], "values": values}
+        np.savez(req, spec=json.dumps(spec), config=json.dumps(cfg), x=x)
+        proc = subprocess.run(
+            [str(REF_PYTHON), str(REF_SCRIPT), str(req), str(res)],
+            capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""},
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"neural-tangents failed: {proc.stderr[-1500:]}")
+        r = np.load(res)
+        row = json.loads(str(r["timing"]))
+        kernels = {k: r[k] for k in ("nngp", "ntk") if k in r.files}
+    return row, kernels
+
+
+def headline(args: Args) -> dict:
+    import jax
+
+    n, side = (4, 8) if args.quick else (16, 16)
+    spec = myrtle_spec(8 if args.quick else 64)
+    x = inputs(n, side, args.seed)
+    kf = ours(spec)
+    xj = jax.numpy.asarray(x)
+    row, k = timing.time_call(
+        lambda: kf(xj, get=("nngp", "ntk")), args.repeats, jax.block_until_ready, True
+    )
+    out = {"n": n, "side": side, "ours": row}
+    why = reference_available(args)
+    if why:
+        out["reference_skipped"] = why
+        return out
+    ref_row, ref = run_reference(spec, x, args.repeats, True, args.nt_timeout_s)
+    out["neural_tangents"] = ref_row
+    out["speedup"] = ref_row["steady_s"] / row["steady_s"]
+    errs = {}
+    for name in ("nngp", "ntk"):
+        diff = np.max(np.abs(np.asarray(getattr(k, name)) - ref[name]))
+        errs[name] = float(diff / np.max(np.abs(ref[name])))
+    out["relative_difference"] = errs
+    out["agreement_passed"] = max(errs.values()) <= AGREEMENT
+    return out
+
+
+WORKER = "_spatial_worker"
+
+
+def worker(n: int, side: int, seed: int) -> dict:
+    """One scaling point of ours, in this (fresh) process."""
+    import jax
+
+    from theory.kernels import batching
+
+    kf = ours(myrtle5_spec())
+    x = jax.numpy.asarray(inputs(n, side, seed))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    k = jax.block_until_ready(kf(x, get=("nngp", "ntk")))
+    first = time.perf_counter() - t0
+    small = jax.numpy.asarray(inputs(2, side, seed + 1))
+    t0 = time.perf_counter()  # compilation cost alone: a 2-point kernel, compiled anew
+    jax.block_until_ready(ours(myrtle5_spec())(small, get=("nngp", "ntk")))
+    small_s = time.perf_counter() - t0
+    return {
+        "n": n,
+        "side": side,
+        "wall_s": first,
+        "compile_estimate_s": small_s,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_before_bytes": rss0,
+        "tile": batching.default_tile(n, n, kf.pair_bytes(x)),
+        "tile_bytes": batching.SPATIAL_TILE_BYTES,
+        "finite": bool(np.isfinite(np.asarray(k.ntk)).all()),
+        "pairs_computed": n * (n + 1) // 2,
+    }
+
+
+def scaling(args: Args) -> dict:
+    side = 32  # Myrtle-5 pools five times: 32 → 1
+    ns = (2, 3) if args.quick else args.scaling_ns
+    rows = []
+    for n in ns:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.spatial", WORKER, str(n), str(side), str(args.seed)],
+            capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""},
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"our scaling run at N={n} failed: {proc.stderr[-1500:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"  ours  N={n:5d}: {row['wall_s']:8.1f} s (compile ~{row['compile_estimate_s']:.1f}"
+            f" s), peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB, tile {row['tile']}",
+            flush=True,
+        )
+    out = {"side": side, "ours": rows, "neural_tangents": [], "neural_tangents_stopped": None}
+    why = reference_available(args)
+    if why:
+        out["neural_tangents_stopped"] = why
+        return out
+    for n in (2,) if args.quick else args.nt_scaling_ns:
+        try:
+            row, _ = run_reference(myrtle5_spec(), inputs(n, side, args.seed), 1, False,
+                                   args.nt_timeout_s)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            out["neural_tangents_stopped"] = f"N={n}: over {args.nt_timeout_s:.0f} s"
+            break
+        except RuntimeError as e:
+            out["neural_tangents_stopped"] = f"N={n}: {str(e)[-300:]}"
+            break
+        row["n"] = n
+        row["wall_s"] = row["first_s"]
+        out["neural_tangents"].append(row)
+        print(
+            f"  neural-tangents N={n:5d}: {row['first_s']:8.1f} s first call, "
+            f"{row['steady_s']:.1f} s steady, peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB",
+            flush=True,
+        )
+    if out["neural_tangents_stopped"]:
+        print(f"  neural-tangents stopped: {out['neural_tangents_stopped']}")
+    return out
+
+
+def plot(scale: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label, style in (
+        ("ours", "ours", "o-"),
+        ("neural_tangents", "neural-tangents", "s--"),
+    ):
+        rows = scale[key]
+        if not rows:
+            continue
+        ns = [r["n"] for r in rows]
+        a.loglog(ns, [r["wall_s"] for r in rows], style, label=label)
+        b.loglog(ns, [r["peak_rss_bytes"] / 2**30 for r in rows], style, label=label)
+    a.set(xlabel="N (images)", ylabel="seconds (one call, compile included)",
+          title=f"Myrtle-5 NNGP+NTK, {scale['side']}×{scale['side']}×3, float32")  # fmt: skip
+    b.set(xlabel="N (images)", ylabel="peak resident memory (GiB)", title="memory")
+    for ax in (a, b):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == WORKER:
+        print(json.dumps(worker(*(int(v) for v in argv[1:4]))))
+        return None
+    args = tyro.cli(Args, args=argv, prog="python -m benchmarks.spatial")
+    check_fields(args)
+    import jax
+
+    load_before = timing.load_average()
+    print("Myrtle-style CNN, NNGP + NTK with the full spatial covariance, float32:")
+    head = headline(args)
+    line = f"  ours {head['ours']['steady_s']:.3f} s (compile {head['ours']['compile_s']:.1f} s)"
+    if "neural_tangents" in head:
+        nt = head["neural_tangents"]
+        line += (
+            f"; neural-tangents {nt['steady_s']:.3f} s: {head['speedup']:.1f}x faster; largest "
+            f"relative difference nngp {head['relative_difference']['nngp']:.1e}, ntk "
+            f"{head['relative_difference']['ntk']:.1e} (<= {AGREEMENT:g}: "
+            f"{'passed' if head['agreement_passed'] else 'FAILED'})"
+        )
+    else:
+        line += f"; neural-tangents skipped: {head['reference_skipped']}"
+    print(f"  {head['n']} images of {head['side']}x{head['side']}x3")
+    print(line, flush=True)
+    scale = None
+    if not args.skip_scaling:
+        print("Scaling with N (Myrtle-5):")
+        scale = scaling(args)
+    out = {
+        "headline": head,
+        "scaling": scale,
+        "provenance": {
+            "git": git_commit(),
+            "jax": jax.__version__,
+            "platform": jax.devices()[0].platform,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": timing.load_average(),
+        },
+    }
+    stem = "spatial-quick" if args.quick else "spatial"
+    path = save_json_atomic(RESULTS_DIR / "bench" / f"{stem}.json", out)
+    if scale is not None:
+        plot(scale, RESULTS_DIR / "bench" / f"{stem}_scaling.png")
+    print(f"wrote {path}" + ("" if scale is None else f" and {stem}_scaling.png"))
+    if head.get("agreement_passed") is False:
+        sys.exit(1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
