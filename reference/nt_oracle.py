@@ -41,7 +41,16 @@ def named_functions():
     def erf_nngp(cov12, var1, var2):  # Williams (1997)
         return jnp.arcsin(2 * cov12 / jnp.sqrt((1 + 2 * var1) * (1 + 2 * var2))) * 2 / jnp.pi
 
-    return {"erf": erf, "tanh": jnp.tanh, "sin": jnp.sin, "erf_nngp": erf_nngp}
+    def exp_decay(distance):  # a positional-embedding decay for GlobalSelfAttention
+        return jnp.exp(-distance / 4.0)
+
+    return {
+        "erf": erf,
+        "tanh": jnp.tanh,
+        "sin": jnp.sin,
+        "erf_nngp": erf_nngp,
+        "exp_decay": exp_decay,
+    }
 
 
 def build(spec):
@@ -58,7 +67,8 @@ def build(spec):
         name, arg = node
         if name in ("serial", "parallel"):
             return getattr(stax, name)(*[one(c) for c in arg])
-        arg = {k: (fns[v] if k in ("fn", "nngp_fn", "d_nngp_fn") else v) for k, v in arg.items()}
+        named = ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn")
+        arg = {k: (fns[v] if k in named and isinstance(v, str) else v) for k, v in arg.items()}
         # JSON has no tuples; neural-tangents' pooling concatenates these with tuples
         shapes = ("filter_shape", "window_shape", "strides")
         arg = {k: (tuple(v) if k in shapes and isinstance(v, list) else v) for k, v in arg.items()}

@@ -122,12 +122,39 @@ ARCHS = {
         2,
         [C(f=(2, 2)), A("IDENTITY", linear_scaling=False, pos_emb_type="SUM", **PE), GAP],
     ),
+    # a decay of the positional embeddings' covariance with distance (named for the oracle)
+    "1d_softmax_concat_decay": (
+        (5,),
+        3,
+        [
+            C(),
+            RELU,
+            A(
+                pos_emb_type="CONCAT",
+                val_pos_emb=True,
+                pos_emb_decay_fn="exp_decay",
+                n_chan_pos_emb=4,
+                **PE,
+            ),
+            RELU,
+            GAP,
+            D,
+        ],
+    ),  # fmt: skip
+    "2d_identity_sum_decay": (
+        (3, 4),
+        2,
+        [C(f=(2, 2)), RELU, A("IDENTITY", pos_emb_type="SUM", pos_emb_decay_fn="exp_decay"), GAP],
+    ),
+    # attention as the first layer: NHWC inputs with any number of site axes
+    "1d_attention_first": ((5,), 3, [A(b_std=0.1), RELU, GAP, D]),
 }
 # The default run checks these against one oracle process; the other architectures (a second
 # 1-D process and the 2-D one) are slow.
 FAST = {
     "1d_softmax", "1d_abs_bias", "1d_relu_bias", "1d_identity_bias", "1d_identity_sqrt_bias",
     "1d_softmax_concat_val1", "1d_identity_sum_val0", "1d_spatial_output",
+    "1d_softmax_concat_decay", "1d_attention_first",
 }  # fmt: skip
 assert FAST <= set(ARCHS)
 
@@ -143,8 +170,16 @@ def group(name):
 REVERSED = {"2d_identity_sqrt"}
 
 
+# functions the specs name (reference/nt_oracle.py's named_functions has the same)
+NAMED = {"exp_decay": lambda distance: jnp.exp(-distance / 4.0)}
+
+
 def build(spec):
-    return stax.serial(*[getattr(stax, name)(**kw) for name, kw in spec])
+    def one(name, kw):
+        kw = {k: NAMED.get(v, v) if isinstance(v, str) else v for k, v in kw.items()}
+        return getattr(stax, name)(**kw)
+
+    return stax.serial(*[one(name, kw) for name, kw in spec])
 
 
 def inputs(sites, chan):

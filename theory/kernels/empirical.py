@@ -341,7 +341,7 @@ def empirical_ntk(
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {apply_fn!r}")
-    x1, x2 = check_inputs(x1, x2)
+    x1, x2 = check_inputs(x1, x2, spatial_ndim="any")
     batch_size = check_batch_size(batch_size)
     check_params(params)
     impl = resolve_implementation(apply_fn, params, implementation)

@@ -120,17 +120,25 @@ class Kernel:
 
 
 def check_inputs(
-    x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2", spatial_ndim: int | None = None
+    x1: Any,
+    x2: Any = None,
+    name1: str = "x1",
+    name2: str = "x2",
+    spatial_ndim: int | str | None = None,
 ):
     """Validate a pair of input batches; return them as arrays of a common float dtype.
 
     ``spatial_ndim`` None: 2-D (n_points, n_features); an integer k: NHWC arrays
-    (n_points, *S, channels) with k site axes (networks with convolutions)."""
+    (n_points, *S, channels) with k site axes (networks with convolutions); ``"sites"``: NHWC
+    with any number ≥ 1 of site axes (networks that start with global pooling or attention);
+    ``"any"``: any
+    array whose first axis indexes points (finite networks: `empirical_ntk`,
+    `monte_carlo_kernel`)."""
     x1 = _check_matrix(x1, name1, spatial_ndim)
     if x2 is not None:
         x2 = _check_matrix(x2, name2, spatial_ndim)
         if x1.shape[1:] != x2.shape[1:]:
-            what = "feature dimension" if x1.ndim == 2 else "sites and channels"
+            what = "feature dimension" if x1.ndim == 2 else "shape after the point axis"
             raise ValueError(
                 f"{name1} and {name2} must have the same {what}, got "
                 f"{name1}.shape={x1.shape} and {name2}.shape={x2.shape}"
@@ -140,18 +148,30 @@ def check_inputs(
     return x1, x2
 
 
-def _check_matrix(x: Any, name: str, spatial_ndim: int | None = None) -> jax.Array:
+def _check_matrix(x: Any, name: str, spatial_ndim: int | str | None = None) -> jax.Array:
     if isinstance(x, jax.core.Tracer):
         arr = x
     else:
         if not hasattr(x, "shape"):
             x = np.asarray(x)
         arr = x
-    if spatial_ndim is None and arr.ndim != 2:
+    if spatial_ndim == "any":
+        if arr.ndim < 2:
+            raise ValueError(
+                f"{name} must be an array of shape (n_points, ...) with at least 2 axes, got "
+                f"shape {arr.shape}"
+            )
+    elif spatial_ndim == "sites":
+        if arr.ndim < 3:
+            raise ValueError(
+                f"{name} must be an NHWC array (n_points, spatial axes, channels) with at least "
+                f"one spatial axis for this network's spatial layers, got shape {arr.shape}"
+            )
+    elif spatial_ndim is None and arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_points, n_features), got shape {arr.shape}"
         )
-    if spatial_ndim is not None and arr.ndim != 2 + spatial_ndim:
+    elif spatial_ndim is not None and arr.ndim != 2 + spatial_ndim:
         raise ValueError(
             f"{name} must be a {2 + spatial_ndim}-D array of shape (n_points, "
             f"{spatial_ndim} spatial axes, channels) (NHWC) for this network's convolutions, "

@@ -135,7 +135,7 @@ def monte_carlo_kernel(
     """
     if not callable(init_fn) or not callable(apply_fn):
         raise TypeError("init_fn and apply_fn must be callables (a stax layer's first two)")
-    x1, x2 = check_inputs(x1, x2)
+    x1, x2 = check_inputs(x1, x2, spatial_ndim="any")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     batch_size = empirical.check_batch_size(batch_size)

@@ -92,13 +92,14 @@ class KernelFn:
         name: str,
         is_activation: bool = False,
         hints: Sequence[str] = (),
-        spatial_ndim: int | None = None,
+        spatial_ndim: int | str | None = None,
         diagonal: Diagonal | None = None,
     ):
         self.transform = transform
         self.__name__ = name
         self.is_activation = is_activation
-        # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions)
+        # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions);
+        # "sites": NHWC with any number of site axes (global pooling, attention)
         self.spatial_ndim = spatial_ndim
         self.diagonal = Diagonal() if diagonal is None else diagonal
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError

@@ -429,5 +429,5 @@ def GlobalSelfAttention(
     name += "" if linear_scaling else ", linear_scaling=False"
     name += "" if not use_pe else f", pos_emb_type={pe_type!r}"
     name += ")"
-    kfn = KernelFn(transform, name, diagonal=Diagonal(NO, NO))
+    kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(NO, NO))
     return init_fn, _mark(apply_fn, ("other",)), kfn

@@ -97,13 +97,15 @@ def serial(*layers):
     return init_fn, _mark(apply_fn, structure), kfn
 
 
-def _spatial_ndim(kernels) -> int | None:
-    """The site-axis count a network's inputs need: that of its first convolution."""
-    for kf in kernels:
-        nd = getattr(kf, "spatial_ndim", None)
-        if nd is not None:
-            return nd
-    return None
+def _spatial_ndim(kernels) -> int | str | None:
+    """The site axes a network's inputs need: those of its first convolution or pool; else
+    ``"sites"`` (NHWC, any number of site axes) if a layer needs sites without fixing their
+    number (global pooling, attention); else None (2-D inputs)."""
+    nds = [getattr(kf, "spatial_ndim", None) for kf in kernels]
+    fixed = [nd for nd in nds if isinstance(nd, int)]
+    if fixed:
+        return fixed[0]
+    return "sites" if "sites" in nds else None
 
 
 def _hints(kernels) -> tuple[str, ...]:

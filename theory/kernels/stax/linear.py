@@ -697,7 +697,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             spatial=(),
         )
 
-    kfn = KernelFn(transform, name, diagonal=Diagonal(MAYBE, YES))
+    kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(MAYBE, YES))
     return init_fn, _mark(apply_fn, ("other",)), kfn
 
 
