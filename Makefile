@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality bench lint clean
+.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk bench lint clean
 
 setup: $(STAMP)
 
@@ -53,7 +53,7 @@ test-slow: $(STAMP) $(REF_STAMP)
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
 
-figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality
+figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk
 
 fig-ntk: $(STAMP)
 	$(PY) -m experiments.ntk $(FIG_ARGS)
@@ -72,6 +72,9 @@ fig-attention: $(STAMP)
 
 fig-criticality: $(STAMP)
 	$(PY) -m experiments.criticality $(FIG_ARGS)
+
+fig-cntk: $(STAMP)
+	$(PY) -m experiments.cntk $(FIG_ARGS)
 
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.kernels

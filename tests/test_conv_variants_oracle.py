@@ -418,6 +418,7 @@ def test_bad_arguments_are_refused_clearly():
         net[2](np.ones((2, 3, 4, 4)))
 
 
+@pytest.mark.slow
 def test_finite_transposed_cnn_matches_the_kernel_by_monte_carlo(x64):
     """The finite network our ConvTranspose builds has the analytic NNGP as its mean: 2000
     random networks (width 8: ConvTranspose SAME stride 2, ReLU, GlobalAvgPool, Dense; the

@@ -67,7 +67,9 @@ def assert_same(a, b, what):
         )
 
 
-@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize(
+    "net", ["pool_gap", *[pytest.param(n, marks=pytest.mark.slow) for n in NETS if n != "pool_gap"]]
+)
 def test_tiles_equal_the_untiled_kernel(net, x64):
     kf = NETS[net]()[2]
     diagonal = bool(kf.diagonal)
@@ -83,6 +85,7 @@ def test_tiles_equal_the_untiled_kernel(net, x64):
             assert_same(whole, tiled, f"{net} tile {tile} cross={xs[1] is not None}")
 
 
+@pytest.mark.slow
 def test_kernel_fn_tiles_large_spatial_kernels_itself(monkeypatch, x64):
     """Above the tile budget kernel_fn tiles on its own, with the same numbers."""
     x1, x2 = data()
