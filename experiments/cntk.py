@@ -65,16 +65,17 @@ NTK: at 100 images FC 0.788/0.784 (NNGP/NTK), CNN-GP 0.808/0.796, CNTK-GAP 0.864
 Myrtle-5 0.860/0.854; at 500 FC 0.920/0.912, CNN-GP 0.934/0.928, CNTK-GAP 0.938/0.940, Myrtle-5
 0.950/0.942; at 4 000 FC 0.972/0.974, CNN-GP 0.980/0.982. The pooled kernels' gain is largest
 with little data (+7 points at 100 images, translation invariance as a prior); CNN-GP without
-pooling gains only 0.6–2 points over FC (Novak et al. 2019: without pooling the CNN-GP equals the
-GP of a locally connected network, which discards translation equivariance; pooling keeps it).
-FC on the full 28×28 images is *worse* than FC on 8×8 below 2 000 images (0.742 at 100): the
-block average is itself a smoothness prior. Every curve rises monotonically with the training
-size. Timing (2 cores, load ≈ 7): ours 0.063 / 8.6 / 475 / 287 s per 10⁶ entries for FC /
-CNN-GP / CNTK-GAP / Myrtle-5, neural-tangents 0.20 / 20 / 9200 / 4300 (15–19× slower on the
-full-covariance kernels); the two agree to 2.5e-6 relative (FC at 28×28: 1.9e-5). The whole run
-took 27 min on the shared machine (load ≈ 11; 7 min of CPU time), most of it CNN-GP's kernels
-(18·10⁶ entries, the upper half of K(X, X) computed: 560 s of tiles) and CNTK-GAP's (600 s); on
-two idle cores we expect well under 15 minutes (not measured: the machine was never idle).
+pooling gains only 0.6–2 points over FC (Novak et al. 2019: without pooling the CNN-GP equals
+the GP of a locally connected network, which discards translation equivariance; pooling keeps
+it). FC on the full 28×28 images is *worse* than FC on 8×8 below 2 000 images (0.742 at 100):
+the block average is itself a smoothness prior. Every curve rises monotonically with the
+training size. Timing (2 cores, load ≈ 7.5): ours 0.031 / 9.5 / 514 / 250 s per 10⁶ entries for
+FC / CNN-GP / CNTK-GAP / Myrtle-5, neural-tangents 0.18 / 25 / 15900 / 6900: 27–31× slower on
+the full-covariance kernels (15–19× in an earlier run under heavier load; the ratios move with
+the machine's load), 1.2–6× on the others; the two agree to 2.5e-6 relative (FC at 28×28:
+1.9e-5). From scratch the run took 643 s (10.7 min; 487 s of CPU) at load 4–8: 318 s of kernel
+tiles (CNN-GP 67 s, CNTK-GAP 128 s, Myrtle-5 114 s), about 4 min timing neural-tangents, the
+rest compilation; under load ≈ 11 the same run took 27 min.
 
 Run ``python -m experiments.cntk`` (figures ``paper_figs/cntk_accuracy.png`` and
 ``cntk_settings.json``) or ``--quick`` (4×4 images, a few dozen training points).
