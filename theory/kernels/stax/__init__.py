@@ -29,18 +29,28 @@ The package is split by what a layer does to the kernel:
   kernel, `theory.kernels.spatial`);
 - `theory.kernels.stax.combinators`: serial, parallel, fan-out/fan-in, Identity;
 - `theory.kernels.stax.normalization`: LayerNorm, Dropout;
-- `theory.kernels.stax.attention`: GlobalSelfAttention.
+- `theory.kernels.stax.attention`: GlobalSelfAttention;
+- `theory.kernels.stax.graph`: Aggregate (graph networks).
 
 Each module lists its public layers in its own ``__all__``; this package re-exports them all.
 """
 
 # ruff: noqa: F401, F403
 from theory.kernels.kernel import Kernel
-from theory.kernels.stax import _core, attention, combinators, elementwise, linear, normalization
+from theory.kernels.stax import (
+    _core,
+    attention,
+    combinators,
+    elementwise,
+    graph,
+    linear,
+    normalization,
+)
 from theory.kernels.stax._core import *
 from theory.kernels.stax.attention import *
 from theory.kernels.stax.combinators import *
 from theory.kernels.stax.elementwise import *
+from theory.kernels.stax.graph import *
 from theory.kernels.stax.linear import *
 from theory.kernels.stax.normalization import *
 
@@ -52,4 +62,5 @@ __all__ = [
     *linear.__all__,
     *normalization.__all__,
     *attention.__all__,
+    *graph.__all__,
 ]

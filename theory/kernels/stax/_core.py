@@ -4,6 +4,7 @@ compilation, numerical guards), the spatial-diagonal requirement `Diagonal`, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
@@ -74,6 +75,15 @@ class KernelFn:
     Also accepts a `Kernel` (or a list of them, for fan-in layers) instead of ``x1`` and
     then applies just this layer's transformation, which is how layers compose.
 
+    Call-time keyword arguments: a layer that needs data given with the inputs (`Aggregate`'s
+    graph ``pattern``) declares their names in ``call_kwargs`` and receives them as
+    ``transform(k, **kwargs)``; `serial` and `parallel` forward each keyword to the layers
+    that declare it, and ``kernel_fn(x1, x2, get, pattern=...)`` passes them into the compiled
+    computation as traced arguments (one compilation per shape, not per value). A keyword that
+    no layer of the network declares raises `TypeError` naming it. A network called with
+    array-valued keywords is not tiled (`theory.kernels.batching` slices only ``x1``/``x2``,
+    not per-point data such as a pattern), so its whole input kernel is held at once.
+
     Numerical guards (see `theory.kernels.kernel`): ``x1``/``x2`` must be finite float32 or
     float64 arrays (16-bit floats raise `TypeError`); an output that cannot fit in memory
     raises `KernelMemoryError` before anything is allocated; and a returned array that is not
@@ -94,8 +104,11 @@ class KernelFn:
         hints: Sequence[str] = (),
         spatial_ndim: int | str | None = None,
         diagonal: Diagonal | None = None,
+        call_kwargs: Sequence[str] = (),
     ):
         self.transform = transform
+        # names of the call-time keyword arguments ``transform`` accepts (see the class notes)
+        self.call_kwargs = tuple(dict.fromkeys(call_kwargs))
         self.__name__ = name
         self.is_activation = is_activation
         # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions);
@@ -137,16 +150,24 @@ class KernelFn:
             self._pair_sizes[key] = math.prod(out.nngp.shape[2:])
         return self._pair_sizes[key]
 
-    def _compute(self, x1, x2, get, compute_ntk):
-        """``(selected output, whether all of the kernel's arrays are finite)``."""
+    def _tile(self, x1, x2, kwargs) -> int | None:
+        """The automatic tile size; None (untiled) when array-valued call-time keywords
+        (per-point data such as a graph pattern) are given: tiles slice only x1 and x2."""
+        if jax.tree_util.tree_leaves(kwargs):
+            return None
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
-        tile = default_tile(x1.shape[0], n2, self.pair_bytes(x1))
+        return default_tile(x1.shape[0], n2, self.pair_bytes(x1))
+
+    def _compute(self, x1, x2, kwargs, get, compute_ntk):
+        """``(selected output, whether all of the kernel's arrays are finite)``."""
+        tile = self._tile(x1, x2, kwargs)
         diagonal = bool(self.diagonal)
         if tile is None:
-            k = self.transform(input_kernel(x1, x2, compute_ntk, diagonal))
+            k = self.transform(input_kernel(x1, x2, compute_ntk, diagonal), **kwargs)
         else:
             k, ok = tiled_kernel(
-                self.transform, x1, x2, compute_ntk, tile, with_flags=True,
+                functools.partial(self.transform, **kwargs), x1, x2, compute_ntk, tile,
+                with_flags=True,
                 diagonal_spatial=diagonal,
             )  # fmt: skip
         if isinstance(k, (list, tuple)):
@@ -194,29 +215,45 @@ class KernelFn:
             arrays = [out] if isinstance(get, str) else list(out)
         check_outputs(where, ok, dict(zip(names, arrays)), (x1, x2), out, self.hints)
 
+    def check_kwargs(self, kwargs: dict) -> None:
+        """Raise `TypeError` naming any keyword that no layer of this network takes."""
+        unknown = sorted(set(kwargs) - set(self.call_kwargs))
+        if unknown:
+            takes = (
+                f"; it takes {sorted(self.call_kwargs)}"
+                if self.call_kwargs
+                else " (no layer of it takes call-time keywords)"
+            )
+            raise TypeError(f"{self.__repr__()} got unexpected keyword arguments {unknown}{takes}")
+
     def __call__(self, x1, x2=None, get=None, **kwargs):
-        if kwargs:
-            raise TypeError(f"kernel_fn got unexpected keyword arguments {sorted(kwargs)}")
+        self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
         if isinstance(x1, Kernel) or (
             isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
         ):
             if x2 is not None:
                 raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
-            k = self.transform(x1)
+            k = self.transform(x1, **kwargs)
             return k if isinstance(k, (list, tuple)) else self.select(k, get)
         x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         pairs = self.output_pair_size(x1)
-        tile = default_tile(x1.shape[0], n2, self.pair_bytes(x1))
-        # The output, plus (when tiled) one tile's NNGP and NTK at the input's resolution.
-        working = 0 if tile is None else 2 * tile * tile * self.pair_bytes(x1)
+        tile = self._tile(x1, x2, kwargs)
+        # The output, plus (when tiled) one tile's NNGP and NTK at the input's resolution;
+        # untiled because of call-time data, the whole input kernel.
+        if tile is not None:
+            working = 2 * tile * tile * self.pair_bytes(x1)
+        elif jax.tree_util.tree_leaves(kwargs):
+            working = x1.shape[0] * n2 * self.pair_bytes(x1)
+        else:
+            working = 0
         check_memory(
             where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs, extra_bytes=working
         )
-        out, ok = self._jitted(x1, x2, get=get, compute_ntk=compute_ntk)
+        out, ok = self._jitted(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
         self.check(where, out, ok, get, x1, x2)
         return out
 

@@ -67,21 +67,22 @@ def serial(*layers):
     # One XLA computation per activation, with the linear layers before it fused in.
     groups, pending = [], []
     for kf in kernels:
-        pending.append(kf.transform)
+        pending.append(kf)
         if kf.is_activation:
             groups.append(pending)
             pending = []
     if pending:
         groups.append(pending)
 
-    def run_group(fs, k):
-        for f in fs:
-            k = f(k)
+    def run_group(kfs, k_and_kwargs):
+        k, kwargs = k_and_kwargs
+        for kf in kfs:
+            k = _apply(kf, k, kwargs)
         return k
 
-    def transform(k):
-        for fs in groups:
-            k = _fusion_boundary(functools.partial(run_group, fs), k)
+    def transform(k, **kwargs):
+        for kfs in groups:
+            k = _fusion_boundary(functools.partial(run_group, kfs), (k, kwargs))
         return k
 
     structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
@@ -93,8 +94,20 @@ def serial(*layers):
         hints=_hints(kernels),
         spatial_ndim=_spatial_ndim(kernels),
         diagonal=diagonal,
+        call_kwargs=_call_kwargs(kernels),
     )
     return init_fn, _mark(apply_fn, structure), kfn
+
+
+def _call_kwargs(kernels) -> tuple[str, ...]:
+    """The call-time keywords (see `KernelFn`) that any of ``kernels`` takes."""
+    return tuple(n for kf in kernels for n in getattr(kf, "call_kwargs", ()))
+
+
+def _apply(kf, k, kwargs: dict):
+    """``kf``'s transform of ``k``, given the call-time keywords that ``kf`` declares."""
+    names = getattr(kf, "call_kwargs", ())
+    return kf.transform(k, **{n: v for n, v in kwargs.items() if n in names})
 
 
 def _spatial_ndim(kernels) -> int | str | None:
@@ -146,12 +159,12 @@ def parallel(*layers):
         rngs = [None] * len(applies) if rng is None else jax.random.split(rng, len(applies))
         return [f(p, x, rng=r, **kwargs) for f, p, x, r in zip(applies, params, inputs, rngs)]
 
-    def transform(ks):
+    def transform(ks, **kwargs):
         if not isinstance(ks, (list, tuple)) or len(ks) != len(kernels):
             raise ValueError(
                 f"parallel of {len(kernels)} layers needs {len(kernels)} inputs (use FanOut)"
             )
-        return [kf.transform(k) for kf, k in zip(kernels, ks)]
+        return [_apply(kf, k, kwargs) for kf, k in zip(kernels, ks)]
 
     name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
     diagonal = functools.reduce(lambda a, b: a & b, [kf.diagonal for kf in kernels])
@@ -161,6 +174,7 @@ def parallel(*layers):
         hints=_hints(kernels),
         spatial_ndim=_spatial_ndim(kernels),
         diagonal=diagonal,
+        call_kwargs=_call_kwargs(kernels),
     )
     return init_fn, _mark(apply_fn, ("other",)), kfn
 
