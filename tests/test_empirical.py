@@ -292,4 +292,7 @@ def test_bad_inputs_raise_naming_the_argument():
         with pytest.raises(ValueError, match=name):
             monte_carlo_kernel(init_fn, apply_fn, jax.random.PRNGKey(0), x, **kw)
     with pytest.raises(ValueError, match="x1"):
-        monte_carlo_kernel(init_fn, apply_fn, jax.random.PRNGKey(0), np.ones((2, 2, 2)))
+        monte_carlo_kernel(init_fn, apply_fn, jax.random.PRNGKey(0), np.ones(4))
+    with pytest.raises(ValueError, match="2-D inputs x1"):
+        key = jax.random.PRNGKey(0)
+        monte_carlo_kernel(init_fn, apply_fn, key, np.ones((2, 2, 3)), implementation="structured")

@@ -270,15 +270,19 @@ def _output_size_cached(apply_fn, key, dtype, params, x):
 _OUTPUT_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def resolve_implementation(apply_fn: Callable, params: Any, implementation: str) -> str:
-    """Map "auto" to "structured" or "jacobian"; reject impossible requests."""
+def resolve_implementation(
+    apply_fn: Callable, params: Any, implementation: str, input_ndim: int = 2
+) -> str:
+    """Map "auto" to "structured" or "jacobian"; reject impossible requests. The structured
+    route needs 2-D inputs (n_points, features)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    structured = structured_layers(structure_of(apply_fn), params) is not None
+    structured = input_ndim == 2 and structured_layers(structure_of(apply_fn), params) is not None
     if implementation == "structured" and not structured:
         raise ValueError(
             "implementation='structured' needs apply_fn from stax.serial of Dense and "
-            "elementwise layers (with matching params); use implementation='jacobian'"
+            "elementwise layers (with matching params) and 2-D inputs x1 (n_points, "
+            "features); use implementation='jacobian'"
         )
     if implementation == "auto":
         return "structured" if structured else "jacobian"
@@ -344,7 +348,7 @@ def empirical_ntk(
     x1, x2 = check_inputs(x1, x2, spatial_ndim="any")
     batch_size = check_batch_size(batch_size)
     check_params(params)
-    impl = resolve_implementation(apply_fn, params, implementation)
+    impl = resolve_implementation(apply_fn, params, implementation, x1.ndim)
     if impl == "jacobian" and batch_size is None:
         n_params = sum(int(np.prod(jnp.shape(p))) for p in jax.tree_util.tree_leaves(params))
         k = _output_size(apply_fn, params, x1)

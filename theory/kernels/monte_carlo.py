@@ -49,8 +49,12 @@ def _one_sample(init_fn, apply_fn, key, x1, x2, get, implementation, batch_size)
     if "ntk" in get:
         impl = implementation
         if impl == "auto":
-            ok = empirical.structured_layers(empirical.structure_of(apply_fn), params)
-            impl = "structured" if ok is not None else "jacobian"
+            ok = (
+                x1.ndim == 2
+                and empirical.structured_layers(empirical.structure_of(apply_fn), params)
+                is not None
+            )
+            impl = "structured" if ok else "jacobian"
         out["ntk"] = empirical.ntk_traced(apply_fn, params, x1, x2, impl, batch_size)
     return out, k
 
@@ -155,7 +159,7 @@ def monte_carlo_kernel(
         raise ValueError(f"key must be a jax.random key, got {key!r}") from e
     if implementation == "structured":
         _, params = jax.eval_shape(lambda k: init_fn(k, x1.shape), key)
-        empirical.resolve_implementation(apply_fn, params, "structured")
+        empirical.resolve_implementation(apply_fn, params, "structured", x1.ndim)
     kernels = tuple(g for g in _GETS if g in inner)
     check_memory("monte_carlo_kernel", x1, x2, kernels, copies=chunk + 1)
     res, ok = _mc_jit(
