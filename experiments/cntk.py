@@ -667,11 +667,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # XLA's constant folding spends minutes per compilation folding the Conv layers' pooled
-    # zero NTK (the NTK is 0 before the first layer) on a 500 × 500 tile; without the pass a
-    # CNN-GP compiles in seconds. Set only when run as a script (it must precede JAX's
-    # start-up, and it would change other code's compilation in a shared process).
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "constant_folding" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + " --xla_disable_hlo_passes=constant_folding").strip()
     main()
