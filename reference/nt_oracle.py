@@ -13,7 +13,8 @@ A request ``.npz`` holds
   ``"empirical_ntk"`` (needs ``params_*`` arrays and ``implementation``), ``"apply"``,
   ``"predict"`` (``gradient_descent_mse``; needs ``k_train_train``, ``y_train``,
   ``k_test_train``, ``t``, ``learning_rate``, ``diag_reg``), ``"gp_inference"``;
-- ``x1`` and optionally ``x2``; ``x64`` (0/1).
+- ``x1`` and optionally ``x2``; ``x64`` (0/1); for ``"kernels"`` of graph networks
+  (``Aggregate``), ``pattern1_<i>`` and optionally ``pattern2_<i>`` for spec i.
 
 A spec is a list of layers ``[name, kwargs]`` read as ``serial``; the combinators are
 ``["serial", [layer, ...]]``, ``["parallel", [layer, ...]]``, ``["FanOut", {"num": k}]``.
@@ -70,7 +71,7 @@ def build(spec):
         named = ("fn", "nngp_fn", "d_nngp_fn", "pos_emb_decay_fn")
         arg = {k: (fns[v] if k in named and isinstance(v, str) else v) for k, v in arg.items()}
         # JSON has no tuples; neural-tangents' pooling concatenates these with tuples
-        shapes = ("filter_shape", "window_shape", "strides")
+        shapes = ("filter_shape", "window_shape", "strides", "aggregate_axis")
         arg = {k: (tuple(v) if k in shapes and isinstance(v, list) else v) for k, v in arg.items()}
         return getattr(stax, name)(**arg)
 
@@ -105,7 +106,12 @@ def handle(req):
     for task in tasks:
         if task == "kernels":  # many architectures, one process: nngp_<i>, ntk_<i>
             for i, sp in enumerate(json.loads(str(req["specs"]))):
-                k = build(sp)[2](x1, x2, ("nngp", "ntk"))
+                kw = {}
+                if f"pattern1_{i}" in req:  # graph networks (Aggregate): per-point patterns
+                    p1 = jnp.asarray(req[f"pattern1_{i}"])
+                    p2 = jnp.asarray(req[f"pattern2_{i}"]) if f"pattern2_{i}" in req else p1
+                    kw["pattern"] = (p1, p2)
+                k = build(sp)[2](x1, x2, ("nngp", "ntk"), **kw)
                 out[f"nngp_{i}"], out[f"ntk_{i}"] = np.asarray(k[0]), np.asarray(k[1])
         elif task == "kernel":
             k = kernel_fn(x1, x2, ("nngp", "ntk"))
