@@ -45,6 +45,12 @@ def POOL(window, strides=None, pad="VALID", normalize_edges=False):
     return ["AvgPool", kw]
 
 
+def WRN(channels, strides=(1, 1), mismatch=False):
+    main = ["serial", [RELU, C(channels, (3, 3), strides=strides), RELU, C(channels, (3, 3))]]
+    shortcut = C(channels, (3, 3), strides=strides) if mismatch else ["Identity", {}]
+    return [["FanOut", {"num": 2}], ["parallel", [main, shortcut]], ["FanInSum", {}]]
+
+
 # name: (spatial shape of the inputs, channels, spec)
 ARCHS = {
     "conv2d_same_ntk": ((5, 6), 2, [C(6, (3, 3)), RELU, FLAT, D()]),
@@ -140,13 +146,27 @@ ARCHS = {
             D(1, p="standard"),
         ],
     ),
+    # residual networks: a WideResNet block (neural-tangents' example: ReLU, Conv, ReLU, Conv
+    # beside an identity or, with a channel or stride change, a Conv shortcut; FanInSum)
+    "wide_resnet_blocks": (
+        (5, 6),
+        2,
+        [C(4, (3, 3)), *WRN(4), *WRN(3, (2, 2), True), RELU, GAP, D()],
+    ),
+    "residual_flatten": ((5, 6), 2, [C(4, (3, 3)), *WRN(4), RELU, FLAT, D()]),
     "conv1d_pool_gap": ((7,), 3, [C(4, (3,)), RELU, POOL([2], [2]), C(3, (2,)), RELU, GAP, D()]),
     "conv3d_gap": ((3, 4, 3), 2, [C(4, (2, 2, 2), "SAME"), RELU, GAP, D()]),
 }
 
 
 def build(spec):
-    return stax.serial(*[getattr(stax, name)(**kw) for name, kw in spec])
+    def one(node):
+        name, arg = node
+        if name in ("serial", "parallel"):
+            return getattr(stax, name)(*[one(c) for c in arg])
+        return getattr(stax, name)(**arg)
+
+    return stax.serial(*[one(n) for n in spec])
 
 
 def inputs(sites, chan):
