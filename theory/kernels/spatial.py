@@ -75,16 +75,21 @@ def conv_mean(
 ) -> jax.Array:
     """(1/|f|) Σ_{a ∈ f} A[..., s·stride + a] over the trailing site axes of ``a`` (the
     diagonal-mode Conv of a kernel), zero padding for SAME, wrap-around for CIRCULAR."""
+    return window_sum(a, batch_nd, filter_shape, strides, padding) / math.prod(filter_shape)
+
+
+def window_sum(a: jax.Array, batch_nd: int, window, strides, padding: str) -> jax.Array:
+    """Σ over each window of the trailing site axes (one offset per site: the spatial
+    diagonal), zero padding for SAME, wrap-around for CIRCULAR, none for VALID."""
     spatial = a.shape[batch_nd:]
-    pads = conv_pads(spatial, filter_shape, strides, padding)
+    pads = conv_pads(spatial, window, strides, padding)
     if padding == "CIRCULAR":
         a = jnp.pad(a, [(0, 0)] * batch_nd + [tuple(p) for p in pads], mode="wrap")
         pads = [(0, 0)] * len(spatial)
-    window = (1,) * batch_nd + tuple(filter_shape)
+    dims = (1,) * batch_nd + tuple(window)
     steps = (1,) * batch_nd + tuple(strides)
-    full_pads = [(0, 0)] * batch_nd + [tuple(p) for p in pads]
-    out = lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, window, steps, full_pads)
-    return out / math.prod(filter_shape)
+    cfg = [(0, 0)] * batch_nd + [tuple(p) for p in pads]
+    return lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, dims, steps, cfg)
 
 
 def flatten_mean(a: jax.Array, batch_nd: int) -> jax.Array:
@@ -368,22 +373,11 @@ def pool_diagonal(
     unshared convolution), on the spatial diagonal: the site diagonal of `pool_full`,
     K'[o] = Σ_t K[o s + t] / norm(o)², norm = 1 (``"sum"``), |w| (``"window"``) or the
     number of non-padding sites in the window (``"edges"``)."""
-    spatial = a.shape[batch_nd:]
-    pads = conv_pads(spatial, window, strides, padding)
-    if padding == "CIRCULAR":
-        a = jnp.pad(a, [(0, 0)] * batch_nd + [tuple(p) for p in pads], mode="wrap")
-        pads = [(0, 0)] * len(spatial)
-    dims = (1,) * batch_nd + tuple(window)
-    steps = (1,) * batch_nd + tuple(strides)
-    cfg = [(0, 0)] * batch_nd + [tuple(p) for p in pads]
-    out = lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, dims, steps, cfg)
+    out = window_sum(a, batch_nd, window, strides, padding)
     if normalize == "window":
         return out / math.prod(window) ** 2
-    if normalize == "edges":
-        ones = jnp.ones(spatial, a.dtype)
-        count = lax.reduce_window(
-            ones, jnp.zeros((), a.dtype), lax.add, tuple(window), tuple(strides), pads
-        )
+    if normalize == "edges":  # the non-padding sites of each window
+        count = window_sum(jnp.ones(a.shape[batch_nd:], a.dtype), 0, window, strides, padding)
         return out / count**2
     return out
 
