@@ -311,6 +311,7 @@ def mc_inputs(chan):
     return x.astype(np.float32)  # float32: the Monte Carlo error is ~1e-2
 
 
+@pytest.mark.slow
 def test_monte_carlo_softmax():
     """The finite SOFTMAX layer (linear scaling, bias, 8 heads) on raw inputs: the mean over 300
     networks of f f' matches the NNGP within 4 standard errors at every pair of points and

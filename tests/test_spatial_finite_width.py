@@ -55,6 +55,7 @@ def test_empirical_ntk_of_cnns_converges_like_one_over_width(x64):
     assert 0.5 < scaled[2] / scaled[1] < 2.0, scaled
 
 
+@pytest.mark.slow
 def test_monte_carlo_kernel_of_a_cnn_matches_the_nngp(x64):
     """monte_carlo_kernel on NHWC inputs: the mean of f f' over 256 networks of width 64 is the
     NNGP within 4 standard errors (estimated from two independent halves of the draws,

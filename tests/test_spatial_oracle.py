@@ -276,6 +276,7 @@ def test_finite_cnn_matches_the_kernel_by_monte_carlo(x64):
     assert np.all(np.abs(mean - nngp) <= 4 * se + 1e-12), (mean, nngp, se)
 
 
+@pytest.mark.slow
 def test_full_and_diagonal_modes_agree(x64):
     """On networks that need only the diagonal, the full covariance's site diagonal is the
     diagonal computation (Conv's same-offset sum, activations with correlation 1 only on the

@@ -100,6 +100,7 @@ def test_kernel_fn_tiles_large_spatial_kernels_itself(monkeypatch, x64):
         assert_same(whole_sym[net], kf(x1), f"{net} auto-tiled self")
 
 
+@pytest.mark.slow
 def test_batch_runs_spatial_networks_on_every_device(x64):
     """`batch` over the 4 forced host devices (tests/conftest.py) sums per-device buffers."""
     assert len(jax.devices()) == 4
