@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk bench lint clean
+.PHONY: setup test test-slow test-all oracle-cache reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk bench lint clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,14 @@ test-slow: $(STAMP) $(REF_STAMP)
 
 test-all: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
+
+# Re-record neural-tangents' answers that the tests compare with (tests/oracle_cache/; see
+# ORACLE_CACHE in tests/conftest.py): needed after a change to reference/nt_oracle.py, to the
+# reference environment, or to a test's request (until then that test asks the live oracle).
+ORACLE_TESTS = $(shell grep -l 'nt_oracle' tests/test_*.py tests/*/test_*.py)
+oracle-cache: $(STAMP) $(REF_STAMP)
+	rm -rf tests/oracle_cache
+	THEORY_ORACLE=record $(PY) -m pytest -n 2 --dist loadfile -q -m '' -p no:cacheprovider $(ORACLE_TESTS)
 
 figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk
 

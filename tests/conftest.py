@@ -11,6 +11,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("THEORY_NO_PROGRESS", "1")
 
+import ast  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
@@ -37,20 +39,58 @@ def x64():
         jax.config.update("jax_enable_x64", old)
 
 
-def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
-    """Send ``request`` to neural-tangents 0.6.5 in ``.venv-ref`` and return its arrays.
+# Recorded oracle answers. neural-tangents is slow (its op-by-op kernels and a fresh JAX per
+# process: 215 s of the default suite's CPU time, measured), and its answers are a pure
+# function of the request, so each answer is kept under tests/oracle_cache/, named by a hash
+# of the request's arrays, the oracle script's code and the pinned reference environment
+# (reference/requirements.txt): changing any of them changes the name, and the live oracle
+# answers instead. THEORY_ORACLE selects the mode: "cached" (default: recorded answer, else
+# live), "live" (never read the cache), "record" (live, and write the answer and its request;
+# `make oracle-cache` rebuilds the directory). The slow suite's
+# tests/test_oracle_cache.py re-asks neural-tangents every recorded request and requires the
+# same answer, so a recorded answer is checked against the live library on every CI run.
+ORACLE_CACHE = REPO / "tests" / "oracle_cache"
+ORACLE_MODES = ("cached", "live", "record")
 
-    ``spec`` and ``tasks`` may be given as Python lists; they are sent as JSON.
-    """
+
+def _encode(request: dict) -> dict:
+    req = dict(request)
+    for key in ("spec", "specs", "tasks", "jit"):
+        if key in req and not isinstance(req[key], (str, np.ndarray)):
+            req[key] = json.dumps(req[key])
+    return {k: np.asarray(v) for k, v in req.items()}
+
+
+def _code_of(path: Path) -> str:
+    """The script's code without its comments, docstrings and layout (its syntax tree), so
+    that rewording a comment does not discard the recorded answers."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def oracle_key(request: dict) -> str:
+    """The name of ``request``'s recorded answer (see ORACLE_CACHE)."""
+    h = hashlib.sha256()
+    h.update(_code_of(ORACLE).encode())
+    h.update((REPO / "reference" / "requirements.txt").read_bytes())
+    for k, v in sorted(_encode(request).items()):
+        h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()[:24]
+
+
+def live_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
+    """Ask neural-tangents 0.6.5 in ``.venv-ref`` (a subprocess), never the cache."""
     if not REF_PYTHON.exists():
         raise RuntimeError(f"{REF_PYTHON} is missing: run `make reference` (make test does)")
-    req = dict(request)
-    for key in ("spec", "specs", "tasks"):
-        if key in req and not isinstance(req[key], str):
-            req[key] = json.dumps(req[key])
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "request.npz", Path(d) / "result.npz"
-        np.savez(src, **req)
+        np.savez(src, **_encode(request))
         proc = subprocess.run(
             [str(REF_PYTHON), str(ORACLE), str(src), str(dst)],
             capture_output=True,
@@ -62,6 +102,27 @@ def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
             raise RuntimeError(f"neural-tangents oracle failed:\n{proc.stderr[-4000:]}")
         with np.load(dst) as z:
             return {k: z[k] for k in z.files}
+
+
+def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
+    """neural-tangents 0.6.5's answer to ``request`` (see reference/nt_oracle.py): recorded, or
+    live (see ORACLE_CACHE for the modes). ``spec``, ``specs``, ``tasks`` and ``jit`` may be
+    given as Python lists; they are sent as JSON."""
+    mode = os.environ.get("THEORY_ORACLE", "cached")
+    if mode not in ORACLE_MODES:
+        raise ValueError(f"THEORY_ORACLE must be one of {ORACLE_MODES}, got {mode!r}")
+    path = ORACLE_CACHE / f"{oracle_key(request)}.npz"
+    if mode == "cached" and path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = live_oracle(request, timeout)
+    if mode == "record":
+        ORACLE_CACHE.mkdir(exist_ok=True)
+        for target, arrays in ((path, out), (path.with_suffix(".request.npz"), _encode(request))):
+            tmp = target.with_name(target.name + ".tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, target)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -433,7 +433,8 @@ def test_permutation_patterns_match_neural_tangents(nt_oracle, x64):
         xp[i, pi] = x[i].reshape(v, PERM_C)
     p = p.reshape(n, *PERM_SITES, *PERM_SITES)
     xp = xp.reshape(x.shape)
-    ref = nt_oracle({"specs": PERM_SPECS, "tasks": ["kernels"], "x64": 1, "x1": xp})  # 5 × 5
+    req = {"specs": PERM_SPECS, "tasks": ["kernels"], "x64": 1, "x1": xp}
+    ref = nt_oracle(req)  # 5 × 5
     kf = stax.serial(
         stax.Dense(1, 1.3, 0.2), stax.Relu(), stax.Aggregate(), stax.Dense(1, 0.9, 0.05),
         stax.Relu(), stax.Flatten(), stax.Dense(1, 1.1, 0.3),
@@ -475,7 +476,7 @@ def test_random_graphs_match_neural_tangents(nt_oracle, x64):
         a = tuple(sites[d] for d in axes)
         p = rng.uniform(0, 1, (5, *a, *a)) * (rng.uniform(size=(5, *a, *a)) < 0.6)
         patterns.append((p[:3], p[3:]))
-    req = {"specs": GRAPH_SPECS, "tasks": ["kernels"], "x64": 1, "x1": x1, "x2": x2}
+    req = {"specs": GRAPH_SPECS, "tasks": ["kernels"], "x64": 1, "jit": 1, "x1": x1, "x2": x2}
     for i, (p1, p2) in enumerate(patterns):
         req[f"pattern1_{i}"], req[f"pattern2_{i}"] = p1, p2
     ref = nt_oracle(req)

@@ -211,7 +211,7 @@ def reference(nt_oracle):
             names = [n for n in ARCHS if group(n) == key]
             x1, x2 = inputs(*key[:2])
             r = nt_oracle(
-                {"specs": [ARCHS[n][2] for n in names], "tasks": ["kernels"], "x64": 1}
+                {"specs": [ARCHS[n][2] for n in names], "tasks": ["kernels"], "x64": 1, "jit": 1}
                 | {"x1": x1, "x2": np.concatenate([x1, x2])}
             )
             for i, n in enumerate(names):

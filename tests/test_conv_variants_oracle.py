@@ -283,7 +283,7 @@ def _oracle(nt_oracle, names, shape, with_apply=False):
     jax.config.update("jax_enable_x64", True)
     try:
         xall = np.concatenate(inputs(*shape))
-        req = {"specs": [ARCHS[n][1] for n in names], "tasks": ["kernels"], "x64": 1}
+        req = {"specs": [ARCHS[n][1] for n in names], "tasks": ["kernels"], "x64": 1, "jit": 1}
         if with_apply:
             _, leaves = apply_params(jnp.asarray(xall))
             req.update(tasks=["kernels", "apply"], spec=APPLY_SPEC)
