@@ -241,8 +241,18 @@ def _mp_log_koenigs(d, eps, stop="1e-60"):
     return mp.log(abs(xi)) - n * mp.log(c), mp.sign(xi)
 
 
-@pytest.mark.parametrize("name", ["cubic", "alpha8", "sine", "erf"])
-@pytest.mark.parametrize("method", ["exact", "table"])
+# Each method once by default (8-13 s a case); every dual with both methods in the slow suite.
+KOENIGS_DEFAULT = {("exact", "cubic"), ("table", "sine")}
+
+
+@pytest.mark.parametrize(
+    "method, name",
+    [
+        (m, n) if (m, n) in KOENIGS_DEFAULT else pytest.param(m, n, marks=pytest.mark.slow)
+        for m in ("exact", "table")
+        for n in ("cubic", "alpha8", "sine", "erf")
+    ],
+)
 def test_koenigs_against_high_precision_iteration(duals, name, method):
     """log|Φ(1 − ε)| against mpmath iteration at ε from 1e-200 to 2 (dps 250: 1 − 1e-200
     must be representable). Tolerance 1e-10 absolute in log Φ (relative 1e-10 in Φ): the

@@ -48,7 +48,15 @@ def rel_err(a, b):
 
 @pytest.mark.parametrize(
     "depth, W_std, b_std",
-    [(1, 1.0, 0.0), (5, 1.5, 0.1), (50, math.sqrt(2), 0.0), (10, 10.0, 1.0), (50, 3.0, 0.5)],
+    [
+        (1, 1.0, 0.0),
+        (5, 1.5, 0.1),
+        (10, 10.0, 1.0),
+        # depth 50 (7 s a case): slow; test_critical_relu_preserves_the_diagonal_at_depth_50
+        # checks that depth by default
+        pytest.param(50, math.sqrt(2), 0.0, marks=pytest.mark.slow),
+        pytest.param(50, 3.0, 0.5, marks=pytest.mark.slow),
+    ],
 )
 def test_relu_kernel_matches_numpy_recursion_deep_and_large_weights(depth, W_std, b_std, x64):
     """Depth 50 and W_std = 10 (neural-tangents issues #14, #197 report NaN): finite, correct."""

@@ -42,7 +42,8 @@ def _gap_points(t, hi):
     return tsd.interpolation_points(t, hi)
 
 
-@pytest.mark.parametrize("dim", [2, 3, 5, 9])
+# d = 2 by default; 3, 5 and 9 (about 10 s each) in the slow suite
+@pytest.mark.parametrize("dim", [2, *[pytest.param(d, marks=pytest.mark.slow) for d in (3, 5, 9)]])
 def test_matched_deep_classifier_is_the_hilbert_estimate(dim):
     """Claim 2 on the paper's tasks (1,000 training and 1,000 test points; the authors used
     10,000): the depth-∞ classifier of the α = m polynomial dual and the Hilbert rule with
