@@ -17,7 +17,8 @@ def _builders():
         "Dense": (3,), "Conv": (3, (2, 2)), "ConvTranspose": (3, (2, 2)), "ConvLocal": (3, (2, 2)),
         "AvgPool": ((2, 2),), "SumPool": ((2, 2),), "MaxPool": ((2, 2),), "FanOut": (2,),
         "GlobalSelfAttention": (4, 4, 2, 1), "Dropout": (0.5,), "Monomial": (2,),
-        "RectifiedMonomial": (2,), "Polynomial": ([0.0, 1.0],), "Hermite": (2,), "LeakyRelu": (0.1,), "ABRelu": (-0.5, 1.0),
+        "RectifiedMonomial": (2,), "Polynomial": ([0.0, 1.0],), "Hermite": (2,),
+        "LeakyRelu": (0.1,), "ABRelu": (-0.5, 1.0),
     }  # fmt: skip
     out = {}
     for name in stax.__all__:
