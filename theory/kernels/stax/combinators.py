@@ -86,22 +86,22 @@ def serial(*layers) -> Layer:
             k = _fusion_boundary(functools.partial(run_group, kfs), (k, kwargs))
         return k
 
-    name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    diagonal = functools.reduce(lambda a, b: a >> b, [kf.diagonal for kf in kernels])
-    kfn = KernelFn(
-        transform,
-        name,
-        hints=_hints(kernels),
-        spatial_ndim=_spatial_ndim(kernels),
-        diagonal=diagonal,
-        call_kwargs=_call_kwargs(kernels),
-    )
+    kfn = _combined("serial", transform, kernels, lambda a, b: a >> b)
     return new_layer(init_fn, apply_fn, kfn, SerialRule(tuple(f.rule for f in applies)))
 
 
-def _call_kwargs(kernels) -> tuple[str, ...]:
-    """The call-time keywords (see `KernelFn`) that any of ``kernels`` takes."""
-    return tuple(n for kf in kernels for n in kf.call_kwargs)
+def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
+    """The `KernelFn` of a combinator over ``kernels``: their names, hints, input needs and
+    call-time keywords, and their `Diagonal` requirements folded with ``fold`` (``>>`` in
+    series, ``&`` in parallel)."""
+    return KernelFn(
+        transform,
+        f"{name}(" + ", ".join(kf.__name__ for kf in kernels) + ")",
+        hints=tuple(h for kf in kernels for h in kf.hints),
+        spatial_ndim=_spatial_ndim(kernels),
+        diagonal=functools.reduce(fold, [kf.diagonal for kf in kernels]),
+        call_kwargs=tuple(n for kf in kernels for n in kf.call_kwargs),
+    )
 
 
 def _apply(kf, k, kwargs: dict):
@@ -118,10 +118,6 @@ def _spatial_ndim(kernels) -> int | str | None:
     if fixed:
         return fixed[0]
     return "sites" if "sites" in nds else None
-
-
-def _hints(kernels) -> tuple[str, ...]:
-    return tuple(h for kf in kernels for h in kf.hints)
 
 
 def _fusion_boundary(f: Callable, k):
@@ -166,16 +162,7 @@ def parallel(*layers) -> Layer:
             )
         return [_apply(kf, k, kwargs) for kf, k in zip(kernels, ks)]
 
-    name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    diagonal = functools.reduce(lambda a, b: a & b, [kf.diagonal for kf in kernels])
-    kfn = KernelFn(
-        transform,
-        name,
-        hints=_hints(kernels),
-        spatial_ndim=_spatial_ndim(kernels),
-        diagonal=diagonal,
-        call_kwargs=_call_kwargs(kernels),
-    )
+    kfn = _combined("parallel", transform, kernels, lambda a, b: a & b)
     return new_layer(init_fn, apply_fn, kfn)
 
 
