@@ -33,7 +33,6 @@ import itertools
 import string
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -286,15 +285,48 @@ def test_new_pattern_values_reuse_the_compilation(x64):
     np.testing.assert_allclose(b, _reference(layers, x, q)[0], rtol=RTOL, atol=0)
 
 
-def test_a_pattern_disables_tiling(x64):
-    """Tiles slice x1 and x2 only, not the per-point patterns: with a pattern kernel_fn is
-    computed whole, even where it would tile without one."""
-    kf = stax.serial(stax.Dense(3), stax.Aggregate(), stax.GlobalAvgPool())[2]
-    x = jnp.zeros((4096, 64, 1))
-    assert kf._tile(x, None, {}) is not None
-    assert kf._tile(x, None, {"pattern": (jnp.zeros(1), jnp.zeros(1))}) is None
-    with pytest.raises(TypeError, match="pattern"):  # batch() has no pattern argument
-        batch(kf, 2)(np.ones((2, 3, 1)), pattern=(np.ones((2, 3, 3)),) * 2)
+def test_patterns_are_tiled_with_the_points(x64, monkeypatch):
+    """Per-point patterns are sliced into tiles with their points: automatic tiles (forced
+    small), `batch` over 1 and 4 devices, self and cross, equal the whole kernel to 1e-12
+    relative (each tile builds its own input kernel: float64 roundoff); a pattern that is
+    not per-point is refused by batch, naming the keywords."""
+    from theory.kernels import batching
+
+    rng = np.random.default_rng(3)
+    kf = stax.serial(
+        stax.Conv(2, (2,), padding="SAME", W_std=1.2, b_std=0.1), stax.Relu(),
+        stax.Aggregate(), stax.Dense(2, 0.9, 0.05), stax.Relu(), stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )[2]  # fmt: skip
+    x1, x2 = rng.standard_normal((7, 5, 2)), rng.standard_normal((5, 5, 2))
+    p = rng.uniform(0, 1, (12, 5, 5)) * (rng.uniform(size=(12, 5, 5)) < 0.6)
+    p1, p2 = p[:7], p[7:]
+    cases = {"cross": ((x1, x2), (p1, p2)), "self": ((x1, None), (p1, None))}
+    whole = {c: kf(*xs, ("nngp", "ntk"), pattern=pat) for c, (xs, pat) in cases.items()}
+    assert kf._tile(x1, None, {"pattern": (p1, None)}) is None  # small: one piece
+
+    def same(got, want, what):
+        for g, w, name in zip(got, want, ("nngp", "ntk")):
+            np.testing.assert_allclose(
+                np.asarray(g), np.asarray(w), rtol=1e-12, atol=1e-12 * np.abs(w).max(),
+                err_msg=f"{what} {name}",
+            )  # fmt: skip
+
+    for devices in (jax.devices()[:1], jax.devices()):
+        for c, (xs, pat) in cases.items():
+            got = batch(kf, 3, devices)(*xs, ("nngp", "ntk"), pattern=pat)
+            same(got, whole[c], f"batch 3 on {len(devices)} devices, {c}")
+    monkeypatch.setattr(batching, "SPATIAL_TILE_BYTES", 4 * 25 * 8)  # 2×2 tiles of 5×5 sites
+    kf2 = stax.serial(
+        stax.Conv(2, (2,), padding="SAME", W_std=1.2, b_std=0.1), stax.Relu(),
+        stax.Aggregate(), stax.Dense(2, 0.9, 0.05), stax.Relu(), stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )[2]  # fmt: skip
+    assert kf2._tile(x1, None, {"pattern": (p1, None)}) == 2
+    for c, (xs, pat) in cases.items():
+        same(kf2(*xs, ("nngp", "ntk"), pattern=pat), whole[c], f"automatic tiles, {c}")
+    with pytest.raises(ValueError, match=r"batch\(.*\['pattern'\] must be per-point pairs"):
+        batch(kf, 3)(x1, None, "nngp", pattern=(p1[:3], None))
 
 
 # -------------------------------------------------------------------- finite network

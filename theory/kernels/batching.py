@@ -19,7 +19,7 @@ the untiled computation.
 
 from __future__ import annotations
 
-import functools
+import abc
 import math
 from collections.abc import Callable, Sequence
 
@@ -30,15 +30,11 @@ from jax.sharding import Mesh, PartitionSpec
 
 from theory.kernels.kernel import (
     Kernel,
-    all_finite,
-    check_inputs,
-    check_memory,
     input_kernel,
-    kernel_names,
     nonfinite_probe,
 )
 
-__all__ = ["batch", "tiled_kernel", "tile_pairs", "mirror_block", "default_tile"]
+__all__ = ["Batchable", "batch", "tiled_kernel", "tile_pairs", "mirror_block", "default_tile"]
 
 
 def tile_pairs(nb1: int, nb2: int, symmetric: bool) -> np.ndarray:
@@ -82,8 +78,14 @@ def tiled_kernel(
     devices: Sequence[jax.Device] | None = None,
     with_flags: bool = False,
     diagonal_spatial: bool = True,
+    per_point: dict | None = None,
 ) -> Kernel | tuple[Kernel, jax.Array]:
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
+
+    ``per_point``: call-time data given point by point (`Aggregate`'s graph ``pattern``), a
+    dict ``name -> (a1, a2)`` of arrays whose leading axis is x1's points and x2's (``a2`` None
+    when ``x2`` is None); each tile's transform receives ``name=(a1[its rows], a2[its
+    columns])``, so per-point data costs one tile's worth of memory too.
 
     ``x1``/``x2`` are (n, d) or NHWC (n, *S, C); each tile builds its own input kernel
     (`input_kernel`: on the spatial diagonal, or with the full covariance when
@@ -121,12 +123,24 @@ def tiled_kernel(
         pairs = np.concatenate([pairs, np.repeat(pairs[-1:], pad, axis=0)])
         valid = np.concatenate([valid, np.zeros(pad, np.float32)])
 
-    def one_tile(i, j):
+    rows = {n: pad_rows(a1, b) for n, (a1, _) in (per_point or {}).items()}
+    cols = {
+        n: rows[n] if a2 is None else pad_rows(a2, b) for n, (_, a2) in (per_point or {}).items()
+    }
+
+    def one_tile(i, j, rows=rows, cols=cols):
         xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, …)
         xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
         k = input_kernel(xi, xj, compute_ntk, diagonal_spatial)
         k = k.replace(diag_offset=(i - j) * b if symmetric else None)
-        out = transform(k)
+        kwargs = {
+            n: (
+                jax.lax.dynamic_slice_in_dim(rows[n], i * b, b),
+                jax.lax.dynamic_slice_in_dim(cols[n], j * b, b),
+            )
+            for n in rows
+        }
+        out = transform(k, **kwargs)
         if isinstance(out, (list, tuple)):
             raise ValueError(
                 f"the network ends with {len(out)} branches: close them with FanInSum() or "
@@ -162,7 +176,7 @@ def tiled_kernel(
         cur = jax.lax.dynamic_slice_in_dim(buf, r, vec.shape[0])
         return jax.lax.dynamic_update_slice_in_dim(buf, cur + vec, r, 0)
 
-    def fill(local_pairs, local_valid):
+    def fill(local_pairs, local_valid, rows, cols):
         dtype = probe.nngp.dtype
         zeros = jnp.zeros((m1, m2, *pair_shape), dtype)
         init = {
@@ -176,7 +190,7 @@ def tiled_kernel(
 
         def body(t, acc):
             i, j = local_pairs[t, 0], local_pairs[t, 1]
-            out = one_tile(i, j)
+            out = one_tile(i, j, rows, cols)
             if summed:  # each entry from exactly one tile, padding tiles from none
                 w = local_valid[t].astype(dtype)
                 w_mirror = w * (i != j)
@@ -204,20 +218,20 @@ def tiled_kernel(
 
     pairs_arr, valid_arr = jnp.asarray(pairs), jnp.asarray(valid)
     if n_dev == 1:
-        acc = fill(pairs_arr, valid_arr)
+        acc = fill(pairs_arr, valid_arr, rows, cols)
     else:
         mesh = Mesh(np.asarray(devices), ("tiles",))
 
-        def fill_and_sum(p, v):
-            return jax.tree_util.tree_map(lambda a: jax.lax.psum(a, "tiles"), fill(p, v))
+        def fill_and_sum(p, v, r, c):
+            return jax.tree_util.tree_map(lambda a: jax.lax.psum(a, "tiles"), fill(p, v, r, c))
 
         acc = jax.shard_map(
             fill_and_sum,
             mesh=mesh,
-            in_specs=(PartitionSpec("tiles"), PartitionSpec("tiles")),
+            in_specs=(PartitionSpec("tiles"),) * 2 + (PartitionSpec(),) * 2,
             out_specs=PartitionSpec(),
             check_vma=False,
-        )(pairs_arr, valid_arr)
+        )(pairs_arr, valid_arr, rows, cols)
 
     def crop(a, *n):  # no copy when nothing was padded
         if a.shape[: len(n)] == n:
@@ -236,8 +250,18 @@ def tiled_kernel(
     return k, acc["probe"] == 0
 
 
+class Batchable(abc.ABC):
+    """A kernel function that can evaluate itself in tiles spread over devices: what `batch`
+    accepts (`theory.kernels.stax.KernelFn` is one). This module knows nothing of stax; stax
+    builds on it."""
+
+    @abc.abstractmethod
+    def batched(self, batch_size: int, devices: tuple[jax.Device, ...]) -> Callable:
+        """The kernel function evaluated in ``batch_size × batch_size`` tiles on ``devices``."""
+
+
 def batch(
-    kernel_fn: Callable,
+    kernel_fn: Batchable,
     batch_size: int,
     devices: Sequence[jax.Device] | None = None,
 ) -> Callable:
@@ -256,40 +280,14 @@ def batch(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    transform = getattr(kernel_fn, "transform", None)
-    if transform is None:
-        raise TypeError("batch needs a kernel_fn from theory.kernels.stax")
+    if not isinstance(kernel_fn, Batchable):
+        raise TypeError(
+            f"batch needs a kernel_fn from theory.kernels.stax, got {type(kernel_fn).__name__}"
+        )
     devs = tuple(jax.devices() if devices is None else devices)
     if not devs:
         raise ValueError("devices must not be empty")
-
-    diagonal = bool(getattr(kernel_fn, "diagonal", True))
-
-    @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
-    def compute(x1, x2, get, compute_ntk):
-        k, ok = tiled_kernel(
-            transform, x1, x2, compute_ntk, batch_size, devs, with_flags=True,
-            diagonal_spatial=diagonal,
-        )  # fmt: skip
-        return kernel_fn.select(k, get), ok & all_finite([k.cov1, k.cov2])
-
-    name = f"batch({getattr(kernel_fn, '__name__', 'kernel_fn')}, {batch_size})"
-
-    def batched(x1, x2=None, get=None):
-        get, compute_ntk = kernel_fn.parse_get(get)
-        x1, x2 = check_inputs(x1, x2, spatial_ndim=kernel_fn.spatial_ndim)
-        b = min(batch_size, x1.shape[0] if x2 is None else max(x1.shape[0], x2.shape[0]))
-        check_memory(
-            name, x1, x2, kernel_names(get, compute_ntk), devices=devs,
-            pair_size=kernel_fn.output_pair_size(x1),
-            extra_bytes=2 * b * b * kernel_fn.pair_bytes(x1),
-        )  # fmt: skip
-        out, mask = compute(x1, x2, get=get, compute_ntk=compute_ntk)
-        kernel_fn.check(name, out, mask, get, x1, x2)
-        return out
-
-    batched.__name__ = name
-    return batched
+    return kernel_fn.batched(batch_size, devs)
 
 
 # Bytes of one NNGP or NTK array of a spatial tile (b² pairs × bytes per pair at the input's

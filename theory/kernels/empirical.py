@@ -23,7 +23,7 @@ Two implementations give the same numbers:
   with s_W = σ_w/√n_{l−1}, s_b = σ_b (NTK parameterization) or s_W = 1/√s_in, s_b = 1
   (standard; s_b = 0 without a bias). No per-example Jacobian is ever formed.
 
-``"auto"`` takes the structured path when `stax.structure_of(apply_fn)` allows it.
+``"auto"`` takes the structured path when `stax.rule_of(apply_fn)` allows it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,14 @@ from theory.kernels.kernel import (
     check_outputs,
     check_precision,
 )
-from theory.kernels.stax import structure_of
+from theory.kernels.stax import (
+    DenseRule,
+    ElementwiseRule,
+    IdentityRule,
+    Rule,
+    SerialRule,
+    rule_of,
+)
 
 __all__ = ["empirical_ntk", "structured_layers"]
 
@@ -64,70 +71,64 @@ _HI = jax.lax.Precision.HIGHEST
 # ------------------------------------------------------------------ structure
 
 
-def structured_layers(structure: Any, params: Any) -> list | None:
-    """Flatten a serial chain into ``[(kind, info, layer_params), ...]``, or None.
-
-    ``kind`` is ``"dense"`` or ``"elementwise"`` (identity layers are dropped). Returns None
-    when any layer is something else (then only the generic Jacobian path applies).
-    """
-    if structure is None:
-        return None
-    tag = structure[0]
-    if tag == "serial":
-        children = structure[1]
-        if not isinstance(params, (list, tuple)) or len(params) != len(children):
+def structured_layers(rule: Rule | None, params: Any) -> list | None:
+    """Flatten a serial chain into ``[(rule, layer_params), ...]`` of `DenseRule` and
+    `ElementwiseRule` layers (identity layers are dropped), or None when any layer has another
+    rule or none (then only the generic Jacobian path applies) or ``params`` do not match."""
+    if isinstance(rule, SerialRule):
+        if not isinstance(params, (list, tuple)) or len(params) != len(rule.children):
             return None
         out = []
-        for child, p in zip(children, params):
+        for child, p in zip(rule.children, params):
             sub = structured_layers(child, p)
             if sub is None:
                 return None
             out.extend(sub)
         return out
-    if tag == "dense":
+    if isinstance(rule, DenseRule):
         if not (isinstance(params, (list, tuple)) and len(params) == 2):
             return None
-        return [("dense", structure[1], params)]
-    if tag == "elementwise":
-        return [("elementwise", structure[1], params)]
-    if tag == "identity":
+        return [(rule, params)]
+    if isinstance(rule, ElementwiseRule):
+        return [(rule, params)]
+    if isinstance(rule, IdentityRule):
         return []
     return None
 
 
-def _dense_scales(info: dict, n_in: int, has_bias: bool) -> tuple[float, float]:
+def _dense_scales(rule: DenseRule, n_in: int, has_bias: bool) -> tuple[float, float]:
     """(s_W, s_b) with z = s_W a W + s_b b (see module docstring)."""
-    if info["parameterization"] == "ntk":
-        return info["W_std"] / math.sqrt(n_in), (info["b_std"] if has_bias else 0.0)
-    return 1.0 / math.sqrt(info["s"][0]), (1.0 if has_bias else 0.0)
+    if rule.parameterization == "ntk":
+        return rule.W_std / math.sqrt(n_in), (rule.b_std if has_bias else 0.0)
+    return 1.0 / math.sqrt(rule.s[0]), (1.0 if has_bias else 0.0)
 
 
 def _features(layers: list, x: jax.Array):
     """Forward and backward pass: per Dense layer, (a_{l−1} (n, n_in), δ_l (n, k·n_out))."""
     acts, pre = [], []  # Dense-layer inputs; elementwise pre-activations
     h = x
-    for kind, info, p in layers:
-        if kind == "dense":
+    for rule, p in layers:
+        if isinstance(rule, DenseRule):
             W, b = p
-            s_w, s_b = _dense_scales(info, h.shape[-1], b is not None)
+            s_w, s_b = _dense_scales(rule, h.shape[-1], b is not None)
             acts.append(h)
             h = s_w * jnp.dot(h, W, precision=_HI)
             if b is not None:
                 h = h + s_b * b
         else:
             pre.append(h)
-            h = info(h)
+            h = rule.fn(h)
     n, k = h.shape
     # g: sensitivity of the k outputs to the current layer's output, (n, k, width).
     g = jnp.broadcast_to(jnp.eye(k, dtype=h.dtype), (n, k, k))
     deltas = []
     i_act, i_pre = len(acts), len(pre)
-    for kind, info, p in reversed(layers):
-        if kind == "dense":
+    for rule, p in reversed(layers):
+        if isinstance(rule, DenseRule):
             i_act -= 1
             W, b = p
             a = acts[i_act]
-            s_w, _ = _dense_scales(info, a.shape[-1], b is not None)
+            s_w, _ = _dense_scales(rule, a.shape[-1], b is not None)
             deltas.append(g)
             if i_act > 0 or i_pre > 0:
                 g = s_w * jnp.einsum("nkj,ij->nki", g, W, precision=_HI)
@@ -135,12 +136,12 @@ def _features(layers: list, x: jax.Array):
             i_pre -= 1
             z = pre[i_pre]
             # φ is elementwise, so its Jacobian is diag(φ'(z)) and one JVP gives φ'(z).
-            dphi = jax.jvp(info, (z,), (jnp.ones_like(z),))[1]
+            dphi = jax.jvp(rule.fn, (z,), (jnp.ones_like(z),))[1]
             g = g * dphi[:, None, :]
     deltas = deltas[::-1]
+    dense = [(rule, p) for rule, p in layers if isinstance(rule, DenseRule)]
     scales = [
-        _dense_scales(info, a.shape[-1], p[1] is not None)
-        for (kind, info, p), a in zip([ly for ly in layers if ly[0] == "dense"], acts)
+        _dense_scales(rule, a.shape[-1], p[1] is not None) for (rule, p), a in zip(dense, acts)
     ]
     feats = [(a, d.reshape(n, -1)) for a, d in zip(acts, deltas)]
     return feats, scales, k
@@ -166,7 +167,7 @@ def _blocks(x: jax.Array, size: int) -> jax.Array:
 
 
 def _structured_ntk(apply_fn, params, x1, x2, batch_size):
-    layers = structured_layers(structure_of(apply_fn), params)
+    layers = structured_layers(rule_of(apply_fn), params)
     x2_given = x2 is not None
     feats2, scales, k = _features(layers, x2 if x2_given else x1)
     if batch_size is None or batch_size >= x1.shape[0]:
@@ -277,7 +278,7 @@ def resolve_implementation(
     route needs 2-D inputs (n_points, features)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    structured = input_ndim == 2 and structured_layers(structure_of(apply_fn), params) is not None
+    structured = input_ndim == 2 and structured_layers(rule_of(apply_fn), params) is not None
     if implementation == "structured" and not structured:
         raise ValueError(
             "implementation='structured' needs apply_fn from stax.serial of Dense and "

@@ -27,7 +27,7 @@ from theory.kernels.kernel import (
     check_memory,
     check_outputs,
 )
-from theory.kernels.stax import KernelFn
+from theory.kernels.stax import KernelFn, rule_of
 
 __all__ = ["monte_carlo_kernel"]
 
@@ -49,11 +49,7 @@ def _one_sample(init_fn, apply_fn, key, x1, x2, get, implementation, batch_size)
     if "ntk" in get:
         impl = implementation
         if impl == "auto":
-            ok = (
-                x1.ndim == 2
-                and empirical.structured_layers(empirical.structure_of(apply_fn), params)
-                is not None
-            )
+            ok = x1.ndim == 2 and empirical.structured_layers(rule_of(apply_fn), params) is not None
             impl = "structured" if ok else "jacobian"
         out["ntk"] = empirical.ntk_traced(apply_fn, params, x1, x2, impl, batch_size)
     return out, k

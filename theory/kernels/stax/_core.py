@@ -1,5 +1,7 @@
-"""The kernel function of a network and what every layer shares: `KernelFn` (validation,
-compilation, numerical guards), the spatial-diagonal requirement `Diagonal`, and small helpers."""
+"""What every layer shares: the typed layer record `Layer` (``init_fn``, ``apply_fn``,
+``kernel_fn``), the kernel function `KernelFn` (validation, compilation, tiling, numerical
+guards), the spatial-covariance requirement `Diagonal`, the linear rules (`Rule`) that the
+structured empirical NTK reads from an `ApplyFn`, and small helpers."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import functools
 import math
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 
-from theory.kernels.batching import default_tile, tiled_kernel
+from theory.kernels.batching import Batchable, default_tile, tiled_kernel
 from theory.kernels.kernel import (
     Kernel,
     all_finite,
@@ -23,8 +26,16 @@ from theory.kernels.kernel import (
 )
 
 __all__ = [
+    "Layer",
+    "ApplyFn",
     "KernelFn",
     "Diagonal",
+    "Rule",
+    "DenseRule",
+    "ElementwiseRule",
+    "IdentityRule",
+    "SerialRule",
+    "rule_of",
     "NO",
     "MAYBE",
     "YES",
@@ -69,7 +80,7 @@ class Diagonal:
         return self.input == YES and self.output > NO
 
 
-class KernelFn:
+class KernelFn(Batchable):
     """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
 
     Also accepts a `Kernel` (or a list of them, for fan-in layers) instead of ``x1`` and
@@ -80,9 +91,11 @@ class KernelFn:
     ``transform(k, **kwargs)``; `serial` and `parallel` forward each keyword to the layers
     that declare it, and ``kernel_fn(x1, x2, get, pattern=...)`` passes them into the compiled
     computation as traced arguments (one compilation per shape, not per value). A keyword that
-    no layer of the network declares raises `TypeError` naming it. A network called with
-    array-valued keywords is not tiled (`theory.kernels.batching` slices only ``x1``/``x2``,
-    not per-point data such as a pattern), so its whole input kernel is held at once.
+    no layer of the network declares raises `TypeError` naming it. Per-point keywords (pairs
+    ``(a1, a2)`` with x1's and x2's points on the leading axes, `per_point`, as a graph
+    pattern is) are sliced into tiles with the points, so such networks are tiled and batched
+    like any other; a network called with other array-valued keywords is not tiled, and holds
+    its whole input kernel at once.
 
     Numerical guards (see `theory.kernels.kernel`): ``x1``/``x2`` must be finite float32 or
     float64 arrays (16-bit floats raise `TypeError`); an output that cannot fit in memory
@@ -100,7 +113,7 @@ class KernelFn:
         self,
         transform: Callable,
         name: str,
-        is_activation: bool = False,
+        activation: Any = None,
         hints: Sequence[str] = (),
         spatial_ndim: int | str | None = None,
         diagonal: Diagonal | None = None,
@@ -110,7 +123,9 @@ class KernelFn:
         # names of the call-time keyword arguments ``transform`` accepts (see the class notes)
         self.call_kwargs = tuple(dict.fromkeys(call_kwargs))
         self.__name__ = name
-        self.is_activation = is_activation
+        # an elementwise layer's `theory.kernels.stax.ActivationInfo` (φ, its dual, φ'); None
+        # for every other layer
+        self.activation = activation
         # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions);
         # "sites": NHWC with any number of site axes (global pooling, attention)
         self.spatial_ndim = spatial_ndim
@@ -121,6 +136,10 @@ class KernelFn:
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.__name__}>"
+
+    @property
+    def is_activation(self) -> bool:
+        return self.activation is not None
 
     def pair_bytes(self, x1) -> int:
         """Bytes of one pair of points of the input kernel: 0 for fully connected networks,
@@ -150,10 +169,32 @@ class KernelFn:
             self._pair_sizes[key] = math.prod(out.nngp.shape[2:])
         return self._pair_sizes[key]
 
+    @staticmethod
+    def per_point(kwargs: dict, x1, x2) -> dict | None:
+        """The call-time keywords as per-point data that tiles can slice, or None when one of
+        them is not: each must be a pair ``(a1, a2)`` of arrays whose leading axis is x1's
+        points and x2's (``a2`` None or x1's when ``x2`` is None), as `Aggregate`'s
+        ``pattern=(pattern1, pattern2)`` is."""
+        n1 = x1.shape[0]
+        n2 = n1 if x2 is None else x2.shape[0]
+        out = {}
+        for name, v in kwargs.items():
+            if not (isinstance(v, (tuple, list)) and len(v) == 2):
+                return None
+            a1, a2 = v
+            if getattr(a1, "shape", ())[:1] != (n1,):
+                return None
+            if a2 is None and x2 is not None:
+                return None
+            if a2 is not None and getattr(a2, "shape", ())[:1] != (n2,):
+                return None
+            out[name] = (a1, a2)
+        return out
+
     def _tile(self, x1, x2, kwargs) -> int | None:
-        """The automatic tile size; None (untiled) when array-valued call-time keywords
-        (per-point data such as a graph pattern) are given: tiles slice only x1 and x2."""
-        if jax.tree_util.tree_leaves(kwargs):
+        """The automatic tile size; None (untiled) when call-time keywords carry arrays that
+        are not per-point pairs (`per_point`): tiles slice only points."""
+        if jax.tree_util.tree_leaves(kwargs) and self.per_point(kwargs, x1, x2) is None:
             return None
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         return default_tile(x1.shape[0], n2, self.pair_bytes(x1))
@@ -166,9 +207,10 @@ class KernelFn:
             k = self.transform(input_kernel(x1, x2, compute_ntk, diagonal), **kwargs)
         else:
             k, ok = tiled_kernel(
-                functools.partial(self.transform, **kwargs), x1, x2, compute_ntk, tile,
+                self.transform, x1, x2, compute_ntk, tile,
                 with_flags=True,
                 diagonal_spatial=diagonal,
+                per_point=self.per_point(kwargs, x1, x2),
             )  # fmt: skip
         if isinstance(k, (list, tuple)):
             raise ValueError(
@@ -246,7 +288,7 @@ class KernelFn:
         # untiled because of call-time data, the whole input kernel.
         if tile is not None:
             working = 2 * tile * tile * self.pair_bytes(x1)
-        elif jax.tree_util.tree_leaves(kwargs):
+        elif jax.tree_util.tree_leaves(kwargs):  # call-time data that tiles cannot slice
             working = x1.shape[0] * n2 * self.pair_bytes(x1)
         else:
             working = 0
@@ -257,14 +299,155 @@ class KernelFn:
         self.check(where, out, ok, get, x1, x2)
         return out
 
+    def batched(self, batch_size: int, devices: tuple[jax.Device, ...]) -> Callable:
+        """This kernel function in ``batch_size``² tiles spread over ``devices``: what
+        `theory.kernels.batch` returns (its docstring has the contract)."""
+        diagonal = bool(self.diagonal)
+
+        @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
+        def compute(x1, x2, kwargs, get, compute_ntk):
+            k, ok = tiled_kernel(
+                self.transform, x1, x2, compute_ntk, batch_size, devices, with_flags=True,
+                diagonal_spatial=diagonal, per_point=self.per_point(kwargs, x1, x2),
+            )  # fmt: skip
+            return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
+
+        name = f"batch({self.__name__}, {batch_size})"
+
+        def batched(x1, x2=None, get=None, **kwargs):
+            self.check_kwargs(kwargs)
+            get, compute_ntk = self.parse_get(get)
+            x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
+            if self.per_point(kwargs, x1, x2) is None:
+                raise ValueError(
+                    f"{name}: call-time keywords {sorted(kwargs)} must be per-point pairs "
+                    "(a1, a2) with x1's and x2's points on their leading axes (a2 None when x2 "
+                    "is None) to be sliced into tiles"
+                )
+            b = min(batch_size, x1.shape[0] if x2 is None else max(x1.shape[0], x2.shape[0]))
+            check_memory(
+                name, x1, x2, kernel_names(get, compute_ntk), devices=devices,
+                pair_size=self.output_pair_size(x1),
+                extra_bytes=2 * b * b * self.pair_bytes(x1),
+            )  # fmt: skip
+            out, mask = compute(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
+            self.check(name, out, mask, get, x1, x2)
+            return out
+
+        batched.__name__ = name
+        return batched
+
+
+# ------------------------------------------------------------------- the layer record
+
+
+class Rule:
+    """How a layer's output depends on its parameters and input, for the structured empirical
+    NTK (`theory.kernels.empirical`): a Dense layer is linear in its weights, an elementwise
+    layer has none. A layer without a rule (``None``) sends the empirical NTK to the generic
+    Jacobian route."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseRule(Rule):
+    """z = s_W · a W + s_b · b (see `theory.kernels.empirical` for s_W, s_b)."""
+
+    W_std: float
+    b_std: float | None
+    parameterization: str
+    s: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ElementwiseRule(Rule):
+    """z = φ(a), no parameters."""
+
+    fn: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityRule(Rule):
+    """z = a."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SerialRule(Rule):
+    """The layers of a `serial` chain in order (None for a layer without a rule)."""
+
+    children: tuple[Rule | None, ...]
+
+
+class ApplyFn:
+    """A layer's ``apply_fn(params, inputs, **kwargs)`` with its linear `Rule` (None: none)."""
+
+    __slots__ = ("fn", "rule", "__name__", "__wrapped__", "__weakref__")
+
+    def __init__(self, fn: Callable, rule: Rule | None, name: str):
+        if rule is not None and not isinstance(rule, Rule):
+            raise TypeError(f"rule must be a Rule or None, got {type(rule).__name__}")
+        self.fn, self.rule, self.__name__, self.__wrapped__ = fn, rule, name, fn
+
+    def __call__(self, params, inputs, **kwargs):
+        return self.fn(params, inputs, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<apply_fn of {self.__name__}>"
+
+
+def rule_of(apply_fn: Callable) -> Rule | None:
+    """The `Rule` of a stax ``apply_fn`` (None for any other function)."""
+    return apply_fn.rule if isinstance(apply_fn, ApplyFn) else None
+
+
+class Layer(NamedTuple):
+    """What every stax layer and combinator returns. A named triple, so it unpacks as
+    neural-tangents' ``init_fn, apply_fn, kernel_fn = stax.serial(...)``; the fields below are
+    what `serial`, `parallel`, `theory.kernels.batch`, the empirical NTK and Monte Carlo read:
+
+    - ``init_fn(key, input_shape) -> (output_shape, params)``;
+    - ``apply_fn``: an `ApplyFn`, the finite network, with ``apply_fn.rule`` its linear `Rule`;
+    - ``kernel_fn``: a `KernelFn`, the infinite-width transformation, with ``.diagonal`` (what
+      the layer requires of the spatial covariance), ``.spatial_ndim`` (the inputs it needs),
+      ``.call_kwargs`` (call-time data such as a graph pattern) and ``.activation``.
+    """
+
+    init_fn: Callable
+    apply_fn: ApplyFn
+    kernel_fn: KernelFn
+
+    @property
+    def requires(self) -> Diagonal:
+        """Whether the layer can be computed on the spatial diagonal (see `Diagonal`)."""
+        return self.kernel_fn.diagonal
+
+    @property
+    def rule(self) -> Rule | None:
+        return self.apply_fn.rule
+
+
+def new_layer(init_fn: Callable, apply_fn: Callable, kernel_fn: KernelFn, rule: Rule | None = None):
+    """A `Layer` from its three functions; ``apply_fn`` gets the linear ``rule`` (None: none)."""
+    return Layer(init_fn, ApplyFn(apply_fn, rule, kernel_fn.__name__), kernel_fn)
+
+
+def as_layer(obj, where: str) -> Layer:
+    """``obj`` as a `Layer`: a `Layer`, or a triple whose ``kernel_fn`` is a `KernelFn` (a user's
+    own ``apply_fn`` then has no rule); otherwise `TypeError` naming ``where``."""
+    if isinstance(obj, Layer):
+        return obj
+    if isinstance(obj, tuple) and len(obj) == 3 and isinstance(obj[2], KernelFn):
+        init_fn, apply_fn, kernel_fn = obj
+        if not isinstance(apply_fn, ApplyFn):
+            apply_fn = ApplyFn(apply_fn, None, kernel_fn.__name__)
+        return Layer(init_fn, apply_fn, kernel_fn)
+    raise TypeError(
+        f"{where} is not a stax layer: expected (init_fn, apply_fn, kernel_fn) with a kernel_fn "
+        f"from theory.kernels.stax, got {type(obj).__name__}"
+        + (f" of length {len(obj)}" if isinstance(obj, tuple) else "")
+    )
+
 
 # ------------------------------------------------------------------- layer builders
-
-
-def _mark(apply_fn: Callable, structure: tuple) -> Callable:
-    """Record what a layer is, for the structured empirical-NTK fast path."""
-    apply_fn.structure = structure
-    return apply_fn
 
 
 def _stateless_init(rng, input_shape):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import NO, Diagonal, KernelFn, _check_std, _mark
+from theory.kernels.stax._core import NO, Diagonal, KernelFn, _check_std, new_layer
 
 __all__ = ["GlobalSelfAttention"]
 
@@ -430,4 +430,4 @@ def GlobalSelfAttention(
     name += "" if not use_pe else f", pos_emb_type={pe_type!r}"
     name += ")"
     kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(NO, NO))
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from theory.kernels.stax._core import (
+    IdentityRule,
     KernelFn,
-    _mark,
+    Layer,
+    SerialRule,
     _stateless_init,
+    as_layer,
+    new_layer,
 )
 
 __all__ = [
@@ -22,30 +25,28 @@ __all__ = [
     "FanInSum",
     "FanInProd",
     "Identity",
-    "structure_of",
 ]
 
 
 # --------------------------------------------------------------------- combinators
 
 
-def Identity():
+def Identity() -> Layer:
     """The identity layer."""
-    return (
+    return new_layer(
         _stateless_init,
-        _mark(lambda params, x, **kw: x, ("identity",)),
+        lambda params, x, **kw: x,
         KernelFn(lambda k: k, "Identity"),
+        IdentityRule(),
     )
 
 
-def serial(*layers):
+def serial(*layers) -> Layer:
     """Compose layers: the output of each feeds the next. Parameters are a list, one entry
     per layer."""
     if not layers:
         raise ValueError("serial needs at least one layer")
-    for i, layer in enumerate(layers):
-        if not (isinstance(layer, tuple) and len(layer) == 3):
-            raise TypeError(f"serial: argument {i} is not an (init_fn, apply_fn, kernel_fn) triple")
+    layers = [as_layer(x, f"serial: argument {i}") for i, x in enumerate(layers)]
     inits, applies, kernels = zip(*layers)
 
     def init_fn(rng, input_shape):
@@ -85,44 +86,38 @@ def serial(*layers):
             k = _fusion_boundary(functools.partial(run_group, kfs), (k, kwargs))
         return k
 
-    structure = ("serial", [getattr(f, "structure", ("other",)) for f in applies])
-    name = "serial(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    diagonal = functools.reduce(lambda a, b: a >> b, [kf.diagonal for kf in kernels])
-    kfn = KernelFn(
+    kfn = _combined("serial", transform, kernels, lambda a, b: a >> b)
+    return new_layer(init_fn, apply_fn, kfn, SerialRule(tuple(f.rule for f in applies)))
+
+
+def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
+    """The `KernelFn` of a combinator over ``kernels``: their names, hints, input needs and
+    call-time keywords, and their `Diagonal` requirements folded with ``fold`` (``>>`` in
+    series, ``&`` in parallel)."""
+    return KernelFn(
         transform,
-        name,
-        hints=_hints(kernels),
+        f"{name}(" + ", ".join(kf.__name__ for kf in kernels) + ")",
+        hints=tuple(h for kf in kernels for h in kf.hints),
         spatial_ndim=_spatial_ndim(kernels),
-        diagonal=diagonal,
-        call_kwargs=_call_kwargs(kernels),
+        diagonal=functools.reduce(fold, [kf.diagonal for kf in kernels]),
+        call_kwargs=tuple(n for kf in kernels for n in kf.call_kwargs),
     )
-    return init_fn, _mark(apply_fn, structure), kfn
-
-
-def _call_kwargs(kernels) -> tuple[str, ...]:
-    """The call-time keywords (see `KernelFn`) that any of ``kernels`` takes."""
-    return tuple(n for kf in kernels for n in getattr(kf, "call_kwargs", ()))
 
 
 def _apply(kf, k, kwargs: dict):
     """``kf``'s transform of ``k``, given the call-time keywords that ``kf`` declares."""
-    names = getattr(kf, "call_kwargs", ())
-    return kf.transform(k, **{n: v for n, v in kwargs.items() if n in names})
+    return kf.transform(k, **{n: v for n, v in kwargs.items() if n in kf.call_kwargs})
 
 
 def _spatial_ndim(kernels) -> int | str | None:
     """The site axes a network's inputs need: those of its first convolution or pool; else
     ``"sites"`` (NHWC, any number of site axes) if a layer needs sites without fixing their
     number (global pooling, attention); else None (2-D inputs)."""
-    nds = [getattr(kf, "spatial_ndim", None) for kf in kernels]
+    nds = [kf.spatial_ndim for kf in kernels]
     fixed = [nd for nd in nds if isinstance(nd, int)]
     if fixed:
         return fixed[0]
     return "sites" if "sites" in nds else None
-
-
-def _hints(kernels) -> tuple[str, ...]:
-    return tuple(h for kf in kernels for h in getattr(kf, "hints", ()))
 
 
 def _fusion_boundary(f: Callable, k):
@@ -143,10 +138,11 @@ def _fusion_boundary(f: Callable, k):
     return jax.lax.cond(probe == probe, f, f, k)
 
 
-def parallel(*layers):
+def parallel(*layers) -> Layer:
     """Apply layer i to input i of a list (as produced by `FanOut`)."""
     if not layers:
         raise ValueError("parallel needs at least one layer")
+    layers = [as_layer(x, f"parallel: argument {i}") for i, x in enumerate(layers)]
     inits, applies, kernels = zip(*layers)
 
     def init_fn(rng, input_shapes):
@@ -166,20 +162,11 @@ def parallel(*layers):
             )
         return [_apply(kf, k, kwargs) for kf, k in zip(kernels, ks)]
 
-    name = "parallel(" + ", ".join(kf.__name__ for kf in kernels) + ")"
-    diagonal = functools.reduce(lambda a, b: a & b, [kf.diagonal for kf in kernels])
-    kfn = KernelFn(
-        transform,
-        name,
-        hints=_hints(kernels),
-        spatial_ndim=_spatial_ndim(kernels),
-        diagonal=diagonal,
-        call_kwargs=_call_kwargs(kernels),
-    )
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    kfn = _combined("parallel", transform, kernels, lambda a, b: a & b)
+    return new_layer(init_fn, apply_fn, kfn)
 
 
-def FanOut(num: int):
+def FanOut(num: int) -> Layer:
     """Copy the input into ``num`` branches."""
     if not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be a positive integer, got {num!r}")
@@ -187,10 +174,8 @@ def FanOut(num: int):
     def init_fn(rng, input_shape):
         return [input_shape] * num, ()
 
-    return (
-        init_fn,
-        _mark(lambda params, x, **kw: [x] * num, ("other",)),
-        KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+    return new_layer(
+        init_fn, lambda params, x, **kw: [x] * num, KernelFn(lambda k: [k] * num, f"FanOut({num})")
     )
 
 
@@ -206,7 +191,7 @@ def _fan_in_init(rng, input_shapes):
     return input_shapes[0], ()
 
 
-def FanInSum():
+def FanInSum() -> Layer:
     """Sum the branches: K = Σ Kᵢ, Θ = Σ Θᵢ (branches must be Gaussian, as in
     neural-tangents: the sum of non-centred branches would need their means)."""
 
@@ -230,14 +215,14 @@ def FanInSum():
             is_gaussian=gaussian,
         )
 
-    return (
+    return new_layer(
         _fan_in_init,
-        _mark(lambda params, xs, **kw: functools.reduce(jnp.add, xs), ("other",)),
+        lambda params, xs, **kw: functools.reduce(jnp.add, xs),
         KernelFn(transform, "FanInSum"),
     )
 
 
-def FanInProd():
+def FanInProd() -> Layer:
     """Multiply the branches elementwise: K = Π Kᵢ, Θ = Σᵢ Θᵢ Π_{j≠i} Kⱼ (independent
     branches)."""
 
@@ -257,13 +242,8 @@ def FanInProd():
             is_gaussian=len(ks) == 1 and ks[0].is_gaussian,
         )
 
-    return (
+    return new_layer(
         _fan_in_init,
-        _mark(lambda params, xs, **kw: functools.reduce(jnp.multiply, xs), ("other",)),
+        lambda params, xs, **kw: functools.reduce(jnp.multiply, xs),
         KernelFn(transform, "FanInProd"),
     )
-
-
-def structure_of(apply_fn: Callable) -> Any:
-    """The recorded layer structure of a stax ``apply_fn`` (None for other functions)."""
-    return getattr(apply_fn, "structure", None)

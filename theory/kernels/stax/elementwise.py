@@ -15,10 +15,11 @@ from theory.kernels.kernel import (
     Kernel,
 )
 from theory.kernels.stax._core import (
+    ElementwiseRule,
     KernelFn,
     _check_std,
-    _mark,
     _stateless_init,
+    new_layer,
 )
 
 __all__ = [
@@ -67,9 +68,9 @@ class ActivationInfo:
 def activation_info(layer) -> ActivationInfo | None:
     """The `ActivationInfo` of an elementwise ``stax`` layer ``(init_fn, apply_fn, kernel_fn)``,
     None for any other layer."""
-    if not (isinstance(layer, tuple) and len(layer) == 3):
-        return None
-    return getattr(layer[2], "activation", None)
+    if isinstance(layer, tuple) and len(layer) == 3 and isinstance(layer[2], KernelFn):
+        return layer[2].activation
+    return None
 
 
 def _elementwise(
@@ -123,9 +124,10 @@ def _elementwise(
                 ntk = ntk.at[r, c].set(ntk_rr * dot_rr, mode="drop")
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
-    kernel_fn = KernelFn(transform, name, is_activation=True, hints=(hint,) if hint else ())
-    kernel_fn.activation = ActivationInfo(name, fn, pair, exact, derivative)
-    return _stateless_init, _mark(apply_fn, ("elementwise", fn)), kernel_fn
+    info = ActivationInfo(name, fn, pair, exact, derivative)
+    kernel_fn = KernelFn(transform, name, activation=info, hints=(hint,) if hint else ())
+    rule = None if fn is None else ElementwiseRule(fn)
+    return new_layer(_stateless_init, apply_fn, kernel_fn, rule)
 
 
 # --------------------------------------------------------------------- activations

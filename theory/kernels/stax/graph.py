@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import NO, Diagonal, KernelFn, _mark, _stateless_init
+from theory.kernels.stax._core import NO, Diagonal, KernelFn, _stateless_init, new_layer
 
 __all__ = ["Aggregate"]
 
@@ -242,7 +242,7 @@ def Aggregate(
         diagonal=Diagonal(NO, NO),
         call_kwargs=("pattern",),
     )
-    return _stateless_init, _mark(apply_fn, ("other",)), kfn
+    return new_layer(_stateless_init, apply_fn, kfn)
 
 
 def _edges(pattern, n: int, agg_shape: tuple[int, ...], what: str):

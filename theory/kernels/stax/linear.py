@@ -17,10 +17,11 @@ from theory.kernels.stax._core import (
     MAYBE,
     NO,
     YES,
+    DenseRule,
     Diagonal,
     KernelFn,
     _check_std,
-    _mark,
+    new_layer,
 )
 
 __all__ = [
@@ -132,8 +133,8 @@ def Dense(
         width = out_dim * (s[1] if parameterization == "standard" else 1)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
 
-    structure = ("dense", dict(W_std=W_std, b_std=b_std, parameterization=parameterization, s=s))
-    return init_fn, _mark(apply_fn, structure), KernelFn(transform, f"Dense({out_dim})")
+    rule = DenseRule(W_std, b_std, parameterization, tuple(s))
+    return new_layer(init_fn, apply_fn, KernelFn(transform, f"Dense({out_dim})"), rule)
 
 
 # ---------------------------------------------------------------- convolutions
@@ -370,7 +371,7 @@ def _conv_layer(
 
     diagonal = Diagonal(YES, NO if shared else MAYBE)
     kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal)
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 _CONV_ARGS = r"""
@@ -523,7 +524,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
         )
 
     kfn = KernelFn(transform, "Flatten", diagonal=Diagonal(YES, YES))
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 def _reduce_windows(x, window_shape, strides, padding: str, init: float, op):
@@ -606,7 +607,7 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
         )
 
     kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO))
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 def AvgPool(
@@ -663,7 +664,7 @@ def MaxPool(
         )
 
     kfn = KernelFn(transform, f"MaxPool({window_shape}, {padding})", spatial_ndim=nd)
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
@@ -698,7 +699,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         )
 
     kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(MAYBE, YES))
-    return init_fn, _mark(apply_fn, ("other",)), kfn
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):

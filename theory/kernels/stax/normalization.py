@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from theory.kernels import spatial
 from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import KernelFn, _check_std, _mark, _stateless_init
+from theory.kernels.stax._core import KernelFn, _check_std, _stateless_init, new_layer
 
 __all__ = ["LayerNorm", "Dropout"]
 
@@ -160,7 +160,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         )
 
     kernel_fn = KernelFn(transform, name)
-    return _stateless_init, _mark(apply_fn, ("other",)), kernel_fn
+    return new_layer(_stateless_init, apply_fn, kernel_fn)
 
 
 # -------------------------------------------------------------------------- Dropout
@@ -242,4 +242,4 @@ def Dropout(rate: float, mode: str = "train"):
         )
 
     kernel_fn = KernelFn(transform, name)
-    return _stateless_init, _mark(apply_fn, ("other",)), kernel_fn
+    return new_layer(_stateless_init, apply_fn, kernel_fn)
