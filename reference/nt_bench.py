@@ -26,20 +26,11 @@ our side), with ``jax.block_until_ready``. The un-jitted ``kernel_fn`` is timed 
 ``theory``.
 """
 
-import importlib.util
 import json
 import sys
-import types
-from pathlib import Path
 
 import numpy as np
-
-sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
-
-_TIMING_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "timing.py"
-_spec = importlib.util.spec_from_file_location("bench_timing", _TIMING_PATH)
-timing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(timing)
+from _common import read_request, timing, versions
 
 
 def time_call(fn, repeats, jitted):
@@ -141,22 +132,8 @@ def bench_b(cfg, x_all, leaves, repeats, out):
     return timings
 
 
-def versions():
-    from importlib import metadata
-
-    import jax
-
-    out = {p: metadata.version(p) for p in ("neural-tangents", "jax", "jaxlib", "numpy")}
-    out["python"] = sys.version.split()[0]
-    out["device"] = str(jax.devices()[0])
-    return out
-
-
 def main(argv):
-    if len(argv) != 3:
-        raise SystemExit(__doc__)
-    with np.load(argv[1], allow_pickle=False) as z:
-        req = {k: z[k] for k in z.files}
+    req, result_path = read_request(argv, __doc__)
     config = json.loads(str(req["config"]))
     repeats = int(config["repeats"])
     out, timings = {}, {"versions": versions()}
@@ -166,7 +143,7 @@ def main(argv):
         n_leaves = sum(k.startswith("b_params_") for k in req)
         leaves = [req[f"b_params_{i}"] for i in range(n_leaves)]
         timings["B"] = bench_b(config["B"], req["b_x"], leaves, repeats, out)
-    np.savez(argv[2], timings=json.dumps(timings), **out)
+    np.savez(result_path, timings=json.dumps(timings), **out)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,11 @@ our side) with ``jax.block_until_ready``: compile time apart, steady state the b
 ``repeats`` calls. This file never imports ``theory``.
 """
 
-import importlib.util
 import json
 import sys
-import types
-from pathlib import Path
 
 import numpy as np
-
-sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
-
-_TIMING_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "timing.py"
-_spec = importlib.util.spec_from_file_location("bench_timing", _TIMING_PATH)
-timing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(timing)
+from _common import read_request, timing, versions
 
 
 def _tuples(v):
@@ -51,25 +42,11 @@ def build(spec):
     return stax.serial(*layers)[2]
 
 
-def versions():
-    from importlib import metadata
-
-    import jax
-
-    out = {p: metadata.version(p) for p in ("neural-tangents", "jax", "jaxlib", "numpy")}
-    out["python"] = sys.version.split()[0]
-    out["device"] = str(jax.devices()[0])
-    return out
-
-
 def main(argv):
-    if len(argv) != 3:
-        raise SystemExit(__doc__)
+    req, result_path = read_request(argv, __doc__)
     import jax
     import jax.numpy as jnp
 
-    with np.load(argv[1], allow_pickle=False) as z:
-        req = {k: z[k] for k in z.files}
     config = json.loads(str(req["config"]))
     repeats = int(config["repeats"])
     timings, out = {"versions": versions()}, {}
@@ -89,7 +66,7 @@ def main(argv):
             f"{row['steady_s']:8.4f} s  compile {row['compile_s']:7.2f} s",
             flush=True,
         )
-    np.savez(argv[2], timings=json.dumps(timings), **out)
+    np.savez(result_path, timings=json.dumps(timings), **out)
 
 
 if __name__ == "__main__":

@@ -14,29 +14,16 @@ resident memory after the calls, and ``versions``) and, with ``values``, ``nngp`
 called on ``x1 = x, x2 = None``. This file never imports ``theory``.
 """
 
-import importlib.util
 import json
 import resource
 import sys
-import types
-from pathlib import Path
 
 import numpy as np
-
-sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
-_HERE = Path(__file__).resolve().parent
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _common import HERE, load, read_request, timing, versions
 
 
 def main(argv):
-    req_path, res_path = argv
-    req = np.load(req_path)
+    req, res_path = read_request(argv, __doc__)
     spec = json.loads(str(req["spec"]))
     cfg = json.loads(str(req["config"]))
     x_np = req["x"]
@@ -45,10 +32,8 @@ def main(argv):
     if x_np.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
-    import neural_tangents
 
-    timing = _load("bench_timing", _HERE.parent / "benchmarks" / "timing.py")
-    build = _load("nt_oracle", _HERE / "nt_oracle.py").build
+    build = load("nt_oracle", HERE / "nt_oracle.py").build
     kernel_fn = jax.jit(build(spec)[2], static_argnames="get")
     x = jnp.asarray(x_np)
     get = tuple(cfg["get"])
@@ -56,7 +41,7 @@ def main(argv):
         lambda: kernel_fn(x, None, get), cfg["repeats"], jax.block_until_ready, True
     )
     row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    row["versions"] = {"jax": jax.__version__, "neural_tangents": neural_tangents.__version__}
+    row["versions"] = versions()
     out = {"timing": json.dumps(row)}
     if cfg.get("values", True):
         for name, value in zip(get, k):
@@ -65,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv)
