@@ -311,6 +311,7 @@ def test_poly_under_jit_and_grad_needs_a_degree():
             jax.jit(lambda *a: poly_tensor_attention(*a, eps=1e-3))(q, k1, k2, v1, v2)
 
 
+@pytest.mark.slow  # 15 s; test_float32_precision_is_refused_or_warned checks the guard itself
 def test_float32_breakdown_follows_the_roundoff_estimate():
     """Degree 40 makes truncation negligible (≤ 1e-12 for R ≤ 8): what is left in float32 is
     the roundoff of summing monomials of size up to e^R into values near e^(−R), ~u e^(2R).

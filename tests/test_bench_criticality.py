@@ -31,6 +31,7 @@ def test_agreement_flags_a_sampler_that_is_off():
     )
 
 
+@pytest.mark.slow  # 26 s; like the other benchmarks' quick runs
 def test_quick_run(tmp_path, monkeypatch):
     """--quick (widths 16 and 32 at depth 2; about 10 s on 2 cores): positive rates, rates =
     networks / steady time, ratios = quotients of the rates, the agreement check passed, and

@@ -10,6 +10,7 @@ import pytest
 from benchmarks import singular
 
 
+@pytest.mark.slow  # 13 s; like the other benchmarks' quick runs (argument errors stay fast)
 def test_core_run_agrees_and_records_the_fields(tmp_path):
     record = singular.run((200,), repeats=1, quick=True, echo=False)
     paths = singular.write(record, tmp_path / "singular.json", tmp_path / "figs")

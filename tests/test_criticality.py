@@ -375,6 +375,7 @@ def test_relu_ntk_variance_extrapolates_to_the_leading_order():
     assert abs(coef[0] - expect) <= 4 * math.sqrt(cov[0, 0]), (coef, cov, expect)
 
 
+@pytest.mark.slow  # 18 s; batch over four devices is checked by default in test_stax.py
 def test_sampler_spreads_networks_over_devices():
     """With 4 host devices the chunk is sharded over the network axis and the numbers are those
     of one device (same keys, same per-network computation)."""

@@ -195,7 +195,9 @@ def test_monte_carlo_converges_to_kernel_fn(x64):
     assert full.width == k
 
 
-@pytest.mark.parametrize("n_samples, batch_size", [(5, 2), (7, 3)])
+@pytest.mark.parametrize(
+    "n_samples, batch_size", [(5, 2), pytest.param(7, 3, marks=pytest.mark.slow)]
+)
 def test_monte_carlo_is_the_plain_average_whatever_the_batching(x64, n_samples, batch_size):
     """S networks in chunks of ``batch_size`` (the last chunk padded when it does not divide
     S) give exactly the plain average over ``split(key, S)``: each network's kernels are

@@ -55,6 +55,7 @@ def test_vmapped_seeds_equal_separate_runs(tanh_run):
     np.testing.assert_allclose(alone["train_loss"][0], tanh_run["train_loss"][1], rtol=1e-5)
 
 
+@pytest.mark.slow  # 8 s
 def test_original_split_and_custom_record():
     cfg = TrainConfig(split="original", activation="relu", batch_size=None)
     tr, te = split_indices(4096, cfg, None)
@@ -70,6 +71,7 @@ def test_original_split_and_custom_record():
     assert np.all(r["mean_abs"] >= 0)
 
 
+@pytest.mark.slow  # 10 s
 def test_l2_shrinks_the_activations():
     """λ‖W‖²/2 with λ = 0.5 pulls the weights (and tanh activations) towards 0."""
     plain = train(TrainConfig(), X, Y, seeds=[0], record_epochs=[200])

@@ -49,7 +49,7 @@ def test_float32_overflow_raises_naming_x64(depth, bad):
         assert not np.all(np.isfinite(info.value.result.ntk))  # the values stay available
 
 
-@pytest.mark.parametrize("depth", [22, 25])
+@pytest.mark.parametrize("depth", [pytest.param(22, marks=pytest.mark.slow), 25])
 def test_float64_gives_the_overflowing_kernels_exactly(depth, x64):
     """The same networks in float64: finite (~1e44 and ~1e50) and equal to the independent
     numpy recursion to 1e-10 (float64 roundoff through depth ~25 layers)."""

@@ -247,7 +247,9 @@ def test_singular_kernel_classifier_equals_weighted_knn():
         np.testing.assert_array_equal(ours, knn.fit(x, y).predict(x_new))
 
 
-@pytest.mark.parametrize("dual", [SINE3, POLY3], ids=["sine", "polynomial"])
+@pytest.mark.parametrize(
+    "dual", [SINE3, pytest.param(POLY3, marks=pytest.mark.slow)], ids=["sine", "polynomial"]
+)
 def test_depth_inf_equals_brute_force_koenigs_nw(dual):
     # whole sphere (negative correlations too; the sine dual is odd, so Φ < 0 there)
     rng = np.random.default_rng(5)

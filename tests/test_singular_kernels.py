@@ -300,6 +300,7 @@ def test_koenigs_functional_equation_and_normalization(duals):
         np.testing.assert_allclose(koenigs_from_correlation(small, d), small, rtol=1e-5)
 
 
+@pytest.mark.slow  # 10 s
 def test_koenigs_sandwiches_the_power_law_with_a_log_periodic_factor(duals):
     """r(ε) = Φ(1 − ε)·(2ε)^(α/2) = Φ·‖x − z‖^α stays between two positive constants for
     ε ∈ [1e-300, 1e-2], and is log-periodic with period ln λ as ε → 0: r(ε) = r(ε/λ)

@@ -280,6 +280,7 @@ def test_memory_check_counts_sites(monkeypatch):
         net[2](np.ones((400, 32, 32, 1), np.float32))
 
 
+@pytest.mark.slow  # 12 s; test_spatial_finite_width.py (slow) checks the 1/width law too
 def test_finite_cnn_matches_the_kernel_by_monte_carlo(x64):
     """The finite network our Conv builds has the analytic NNGP as its mean: 2000 random
     CNNs (width 8, one Conv SAME + ReLU + Flatten + Dense), the mean of f(x1)f(x2)ᵀ within
