@@ -297,6 +297,7 @@ def test_small_values_do_not_underflow_in_the_one_pass_kernel():
     np.testing.assert_allclose(out, 1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # 11 s
 def test_poly_under_jit_and_grad_needs_a_degree():
     with jax.enable_x64(True):
         q, k1, k2, v1, v2 = (jnp.asarray(a) for a in _draw(6, 2, b=0.5, seed=14))

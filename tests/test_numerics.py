@@ -88,6 +88,7 @@ def test_exp_with_large_variance_is_reported_with_its_dual(x64):
     assert "709.8" in str(info.value) and "jax_enable_x64" not in str(info.value)
 
 
+@pytest.mark.slow  # 18 s; the kernel functions' overflow checks stay in the default suite
 def test_finite_networks_overflowing_float32_raise_too():
     """empirical_ntk and monte_carlo_kernel follow the same rule: Θ̂ of a depth-12,
     W_std = 100 network is ~(100²/2)^12 ≈ 2e44 > float32's range."""

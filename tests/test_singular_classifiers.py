@@ -131,6 +131,7 @@ def test_sklearn_checks_slow(estimator, check):
 # ------------------------------------------------------------------ composition
 
 
+@pytest.mark.slow  # 17 s; the estimator API is checked by default by test_sklearn_checks
 def test_pipeline_and_grid_search():
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(60, 3))) * rng.uniform(0.5, 3, size=(60, 1))  # off the sphere
@@ -293,7 +294,9 @@ def test_nearest_neighbor_duals_become_1nn(dual, orthant4):
     assert np.mean(pred == nn1) >= 0.99
 
 
-@pytest.mark.parametrize("dual", [SINE3, POLY3], ids=["sine", "polynomial"])
+@pytest.mark.parametrize(
+    "dual", [SINE3, pytest.param(POLY3, marks=pytest.mark.slow)], ids=["sine", "polynomial"]
+)
 def test_singular_duals_become_power_law_nw(dual, orthant4):
     x, y, x_new = orthant4
     assert dual.kind == "singular" and abs(dual.alpha - 3) < 1e-9

@@ -68,7 +68,10 @@ def assert_same(a, b, what):
 
 
 @pytest.mark.parametrize(
-    "net", ["pool_gap", *[pytest.param(n, marks=pytest.mark.slow) for n in NETS if n != "pool_gap"]]
+    # all slow (20 s and more each): by default, tiles of spatial kernels are checked against
+    # whole kernels by test_experiment_cntk.py (pooled CNTK) and test_aggregate_oracle.py
+    "net",
+    [pytest.param(n, marks=pytest.mark.slow) for n in NETS],
 )
 def test_tiles_equal_the_untiled_kernel(net, x64):
     kf = NETS[net]()[2]

@@ -246,6 +246,7 @@ def test_finite_network_shapes_and_parameterizations():
     assert y.shape == (4, 3)
 
 
+@pytest.mark.slow  # 14 s; test_empirical.py checks Monte Carlo against kernel_fn by default
 def test_finite_network_variance_matches_nngp():
     """Monte Carlo: Var f(x) over 4096 random wide (n = 256) networks ≈ NNGP(x, x);
     standard error √(2/4096) ≈ 2.2% plus O(1/n) finite-width bias; tolerance 10%."""
