@@ -12,6 +12,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("THEORY_NO_PROGRESS", "1")
 
 import ast  # noqa: E402
+import functools  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -61,23 +62,31 @@ def _encode(request: dict) -> dict:
     return {k: np.asarray(v) for k, v in req.items()}
 
 
-def _code_of(path: Path) -> str:
-    """The script's code without its comments, docstrings and layout (its syntax tree), so
-    that rewording a comment does not discard the recorded answers."""
-    tree = ast.parse(path.read_text())
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read into memory."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+@functools.cache
+def _environment_digest() -> bytes:
+    """What an answer depends on besides its request, read once per session: the oracle
+    script's code without its comments, docstrings and layout (its syntax tree, so that
+    rewording a comment does not discard the recorded answers) and the pinned reference
+    environment."""
+    tree = ast.parse(ORACLE.read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
             if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    requirements = (REPO / "reference" / "requirements.txt").read_bytes()
+    return ast.dump(tree).encode() + requirements
 
 
 def oracle_key(request: dict) -> str:
     """The name of ``request``'s recorded answer (see ORACLE_CACHE)."""
-    h = hashlib.sha256()
-    h.update(_code_of(ORACLE).encode())
-    h.update((REPO / "reference" / "requirements.txt").read_bytes())
+    h = hashlib.sha256(_environment_digest())
     for k, v in sorted(_encode(request).items()):
         h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
         h.update(np.ascontiguousarray(v).tobytes())
@@ -100,8 +109,7 @@ def live_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"neural-tangents oracle failed:\n{proc.stderr[-4000:]}")
-        with np.load(dst) as z:
-            return {k: z[k] for k in z.files}
+        return load_npz(dst)
 
 
 def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
@@ -113,8 +121,7 @@ def run_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
         raise ValueError(f"THEORY_ORACLE must be one of {ORACLE_MODES}, got {mode!r}")
     path = ORACLE_CACHE / f"{oracle_key(request)}.npz"
     if mode == "cached" and path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        return load_npz(path)
     out = live_oracle(request, timeout)
     if mode == "record":
         ORACLE_CACHE.mkdir(exist_ok=True)

@@ -3,20 +3,16 @@ conftest.py) are what neural-tangents answers: the slow suite asks it again, liv
 
 import numpy as np
 import pytest
-from conftest import ORACLE_CACHE, live_oracle, oracle_key
+from conftest import ORACLE_CACHE, live_oracle, load_npz, oracle_key
 
 REQUESTS = sorted(ORACLE_CACHE.glob("*.request.npz"))
 
 
-def _load(path):
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 def test_every_recorded_answer_is_named_by_its_request():
     """Each answer has its request, and the request (with today's oracle script and reference
-    environment) hashes to the answer's name: a stale or orphaned file fails here, with the
-    remedy, instead of lingering unused."""
+    environment) hashes to the answer's name: a stale file, or an answer without its request,
+    fails here with the remedy. (An answer that no test asks for any more is not detected;
+    `make oracle-cache` rebuilds the directory from scratch.)"""
     answers = {p.name.removesuffix(".npz") for p in ORACLE_CACHE.glob("*.npz")} - {
         p.name.removesuffix(".npz") for p in REQUESTS
     }
@@ -24,7 +20,7 @@ def test_every_recorded_answer_is_named_by_its_request():
     for key in answers:
         req = ORACLE_CACHE / f"{key}.request.npz"
         assert req.exists(), f"{key}.npz has no request: run `make oracle-cache`"
-        assert oracle_key(_load(req)) == key, (
+        assert oracle_key(load_npz(req)) == key, (
             f"{key}: the oracle script or reference environment changed since it was recorded; "
             "run `make oracle-cache`"
         )
@@ -38,8 +34,8 @@ def test_recorded_answer_equals_the_live_oracle(request_path):
     and loose enough for another CPU, whose XLA code may round differently (an ulp becomes
     √ulp through arccos at correlation 1). NaN entries (neural-tangents' float32 kernels of
     rectified monomials) may move between machines for the same reason: at most 1% of them."""
-    want = _load(request_path.with_name(request_path.name.replace(".request", "")))
-    got = live_oracle(_load(request_path))
+    want = load_npz(request_path.with_name(request_path.name.replace(".request", "")))
+    got = live_oracle(load_npz(request_path))
     assert sorted(got) == sorted(want)
     for name in want:
         a, b = np.asarray(got[name]), np.asarray(want[name])
