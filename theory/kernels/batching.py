@@ -79,6 +79,7 @@ def tiled_kernel(
     with_flags: bool = False,
     diagonal_spatial: bool = True,
     per_point: dict | None = None,
+    channel_axis: int | None = None,
 ) -> Kernel | tuple[Kernel, jax.Array]:
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
 
@@ -87,10 +88,11 @@ def tiled_kernel(
     when ``x2`` is None); each tile's transform receives ``name=(a1[its rows], a2[its
     columns])``, so per-point data costs one tile's worth of memory too.
 
-    ``x1``/``x2`` are (n, d) or NHWC (n, *S, C); each tile builds its own input kernel
-    (`input_kernel`: on the spatial diagonal, or with the full covariance when
-    ``diagonal_spatial`` is False), so a tile's working set is b² times the bytes per pair of
-    points (|S|² sites with the full covariance) and never the whole N² |S|².
+    ``x1``/``x2`` are (n, d) or NHWC (n, *S, C) (channels on ``channel_axis``, default the
+    last); each tile builds its own input kernel (`input_kernel`: on the spatial diagonal, or
+    with the full covariance when ``diagonal_spatial`` is False), so a tile's working set is
+    b² times the bytes per pair of points (|S|² sites with the full covariance) and never the
+    whole N² |S|².
 
     Traceable (call it inside ``jax.jit``). Returns the full `Kernel` (``cov2`` is None when
     ``x2`` is None); its entries have whatever trailing pair axes the network's output has
@@ -131,7 +133,7 @@ def tiled_kernel(
     def one_tile(i, j, rows=rows, cols=cols):
         xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, …)
         xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
-        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial)
+        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial, channel_axis)
         k = k.replace(diag_offset=(i - j) * b if symmetric else None)
         kwargs = {
             n: (

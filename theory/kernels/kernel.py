@@ -19,6 +19,11 @@ field         shape       meaning
                           nngp/ntk are (n1, n2, *S) and cov1/cov2 (n1, *S), (n2, *S):
                           the spatial diagonal, K(x_i at s, x_j at s) (see
                           `theory.kernels.spatial`)
+``channel_axis`` static   where the network's activations at this point hold their
+                          channels: None for the last axis (NHWC, and (N, C) for FC),
+                          else the axis (1 for NCHW); the sites S are the other non-batch
+                          axes in order, so the arrays above do not depend on it: layers
+                          that name a ``channel_axis`` check it (`check_channel_axis`)
 ============  ==========  ==========================================================
 
 Conventions follow neural-tangents: the input kernel is ``x1·x2ᵀ / d`` and the NTK is 0
@@ -65,6 +70,7 @@ class Kernel:
     diag_offset: jax.Array | None = None
     spatial: tuple[int, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     diagonal_spatial: bool = dataclasses.field(default=True, metadata=dict(static=True))
+    channel_axis: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
         return dataclasses.replace(self, **kw)
@@ -204,13 +210,24 @@ def _zero_ntk(nngp: jax.Array) -> jax.Array:
 
 
 def input_kernel(
-    x1: jax.Array, x2: jax.Array | None, compute_ntk: bool, diagonal_spatial: bool = True
+    x1: jax.Array,
+    x2: jax.Array | None,
+    compute_ntk: bool,
+    diagonal_spatial: bool = True,
+    channel_axis: int | None = None,
 ) -> Kernel:
     """The kernel of the raw inputs: ``x1 x2ᵀ / d`` (neural-tangents' convention); for NHWC
     inputs (ndim > 2) Σ_c x1[i, s, c] x2[j, s', c] / C on the spatial diagonal (s = s') or,
-    with ``diagonal_spatial=False``, for every pair of sites."""
+    with ``diagonal_spatial=False``, for every pair of sites. ``channel_axis``: the inputs'
+    channel axis (None or −1: the last; 1 for NCHW), as the network's first layer that names
+    one declares it (`theory.kernels.stax.KernelFn.channel_axis`)."""
     if x1.ndim > 2:
         from theory.kernels import spatial
+
+        c = channel_position(channel_axis, x1.ndim, "channel_axis")
+        if c != x1.ndim - 1:  # sites are the other non-batch axes, in order
+            x1 = jnp.moveaxis(x1, c, -1)
+            x2 = None if x2 is None else jnp.moveaxis(x2, c, -1)
 
         make = spatial.input_kernel_diagonal if diagonal_spatial else spatial.input_kernel_full
         nngp, cov1, cov2 = make(x1, x2)
@@ -224,6 +241,7 @@ def input_kernel(
             is_gaussian=False,
             spatial=tuple(x1.shape[1:-1]),
             diagonal_spatial=diagonal_spatial,
+            channel_axis=None if c == x1.ndim - 1 else c,
         )
     d = x1.shape[1]
     y = x1 if x2 is None else x2
@@ -232,6 +250,35 @@ def input_kernel(
     cov2 = None if x2 is None else jnp.sum(x2 * x2, axis=1) / d
     ntk = _zero_ntk(nngp) if compute_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=d, is_gaussian=False)
+
+
+def channel_position(channel_axis: int | None, ndim: int, name: str) -> int:
+    """``channel_axis`` (None: the last) as a position in 0 … ndim − 1 of ``ndim``-D
+    activations whose batch axis is 0; ValueError naming ``name`` when it is out of range or
+    the batch axis."""
+    if channel_axis is None:
+        return ndim - 1
+    if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
+        raise ValueError(
+            f"{name}={channel_axis} is not a channel axis of {ndim}-D inputs whose batch axis "
+            f"is 0: it must be one of 1 … {ndim - 1} (or −{ndim - 1} … −1)"
+        )
+    return channel_axis % ndim
+
+
+def check_channel_axis(layer: str, k: Kernel, channel_axis: int) -> None:
+    """Raise ValueError unless ``k``'s activations hold their channels on ``channel_axis``
+    (what a layer built with that ``channel_axis`` expects; neural-tangents' rule)."""
+    ndim = 2 + len(k.spatial)
+    have = channel_position(k.channel_axis, ndim, "channel_axis")
+    want = channel_position(channel_axis, ndim, f"{layer}: channel_axis")
+    if want != have:
+        raise ValueError(
+            f"{layer}: channel_axis={channel_axis} is axis {want} of its {ndim}-D inputs, but "
+            f"the network's activations there hold their channels on axis {have} (set by the "
+            f"network's input layout or the last convolution's output dimension_numbers); "
+            f"build {layer.split('(')[0]} with channel_axis={have}"
+        )
 
 
 # ------------------------------------------------------------------ numerical guards

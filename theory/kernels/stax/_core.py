@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from theory.kernels.batching import Batchable, default_tile, tiled_kernel
 from theory.kernels.kernel import (
     Kernel,
     all_finite,
+    channel_position,
     check_inputs,
     check_memory,
     check_outputs,
@@ -118,6 +120,7 @@ class KernelFn(Batchable):
         spatial_ndim: int | str | None = None,
         diagonal: Diagonal | None = None,
         call_kwargs: Sequence[str] = (),
+        channel_axis: int | None = None,
     ):
         self.transform = transform
         # names of the call-time keyword arguments ``transform`` accepts (see the class notes)
@@ -130,6 +133,10 @@ class KernelFn(Batchable):
         # "sites": NHWC with any number of site axes (global pooling, attention)
         self.spatial_ndim = spatial_ndim
         self.diagonal = Diagonal() if diagonal is None else diagonal
+        # the channel axis this network needs its inputs to have: the first one named by a
+        # layer (a convolution's lhs spec, a Dense/pool/norm/attention layer's
+        # ``channel_axis``; neural-tangents' rule); None: the last (NHWC, (N, C))
+        self.channel_axis = channel_axis
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
         self._pair_sizes: dict = {}
@@ -147,7 +154,8 @@ class KernelFn(Batchable):
         the item size. Sizes the automatic tiles (`theory.kernels.batching.default_tile`)."""
         if x1.ndim == 2:
             return 0
-        sites = math.prod(x1.shape[1:-1])
+        c = channel_position(self.channel_axis, x1.ndim, "channel_axis")
+        sites = math.prod(x1.shape[1:]) // x1.shape[c]
         return (sites if bool(self.diagonal) else sites * sites) * x1.dtype.itemsize
 
     def output_pair_size(self, x1) -> int:
@@ -158,9 +166,7 @@ class KernelFn(Batchable):
         key = (x1.shape[1:], str(x1.dtype))
         if key not in self._pair_sizes:
             one = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
-            out = jax.eval_shape(
-                lambda x: self.transform(input_kernel(x, None, False, bool(self.diagonal))), one
-            )
+            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), one)
             if isinstance(out, (list, tuple)):
                 raise ValueError(
                     f"{self.__name__} ends with {len(out)} branches: close them with "
@@ -168,6 +174,11 @@ class KernelFn(Batchable):
                 )
             self._pair_sizes[key] = math.prod(out.nngp.shape[2:])
         return self._pair_sizes[key]
+
+    def input_kernel(self, x1, x2, compute_ntk: bool) -> Kernel:
+        """The input kernel this network starts from (its diagonal mode, its inputs' channel
+        axis)."""
+        return input_kernel(x1, x2, compute_ntk, bool(self.diagonal), self.channel_axis)
 
     @staticmethod
     def per_point(kwargs: dict, x1, x2) -> dict | None:
@@ -204,13 +215,14 @@ class KernelFn(Batchable):
         tile = self._tile(x1, x2, kwargs)
         diagonal = bool(self.diagonal)
         if tile is None:
-            k = self.transform(input_kernel(x1, x2, compute_ntk, diagonal), **kwargs)
+            k = self.transform(self.input_kernel(x1, x2, compute_ntk), **kwargs)
         else:
             k, ok = tiled_kernel(
                 self.transform, x1, x2, compute_ntk, tile,
                 with_flags=True,
                 diagonal_spatial=diagonal,
                 per_point=self.per_point(kwargs, x1, x2),
+                channel_axis=self.channel_axis,
             )  # fmt: skip
         if isinstance(k, (list, tuple)):
             raise ValueError(
@@ -309,6 +321,7 @@ class KernelFn(Batchable):
             k, ok = tiled_kernel(
                 self.transform, x1, x2, compute_ntk, batch_size, devices, with_flags=True,
                 diagonal_spatial=diagonal, per_point=self.per_point(kwargs, x1, x2),
+                channel_axis=self.channel_axis,
             )  # fmt: skip
             return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
 
@@ -445,6 +458,53 @@ def as_layer(obj, where: str) -> Layer:
         f"from theory.kernels.stax, got {type(obj).__name__}"
         + (f" of length {len(obj)}" if isinstance(obj, tuple) else "")
     )
+
+
+def check_axes(layer: str, batch_axis, channel_axis) -> int:
+    """Validate a layer's ``batch_axis`` and ``channel_axis`` arguments; return
+    ``channel_axis``. Kernels need the batch on axis 0 (neural-tangents' kernels do too; it
+    only warns), so other batch axes raise NotImplementedError; the channel axis may be any
+    other axis (checked against the inputs' rank when the layer is used)."""
+    for name, value in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
+    if batch_axis != 0:
+        raise NotImplementedError(
+            f"{layer}: only batch_axis=0 is supported (kernels pair points along axis 0), got "
+            f"batch_axis={batch_axis}"
+        )
+    if channel_axis == 0:
+        raise ValueError(f"{layer}: channel_axis=0 is the batch axis; channels need another axis")
+    return channel_axis
+
+
+def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int, rank_kept: bool = True):
+    """``init_fn``/``apply_fn`` of a layer written for channel-last inputs, made to take
+    inputs whose channels are on ``channel_axis``: the channel axis is moved last, the layer
+    applied, and (``rank_kept``) moved back. Unchanged for ``channel_axis=-1``."""
+    if channel_axis == -1:
+        return init_fn, apply_fn
+
+    def position(ndim):
+        return channel_position(channel_axis, ndim, "channel_axis")
+
+    def init(rng, input_shape):
+        shape = tuple(input_shape)
+        c = position(len(shape))
+        out, params = init_fn(rng, shape[:c] + shape[c + 1 :] + shape[c : c + 1])
+        out = tuple(out)
+        if rank_kept and c != len(shape) - 1:
+            out = out[:c] + out[-1:] + out[c:-1]
+        return out, params
+
+    def apply(params, inputs, **kwargs):
+        c = position(inputs.ndim)
+        if c == inputs.ndim - 1:
+            return apply_fn(params, inputs, **kwargs)
+        y = apply_fn(params, jnp.moveaxis(inputs, c, -1), **kwargs)
+        return jnp.moveaxis(y, -1, c) if rank_kept else y
+
+    return init, apply
 
 
 # ------------------------------------------------------------------- layer builders

@@ -15,8 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import NO, Diagonal, KernelFn, _check_std, new_layer
+from theory.kernels.kernel import Kernel, check_channel_axis
+from theory.kernels.stax._core import (
+    NO,
+    Diagonal,
+    KernelFn,
+    _check_std,
+    channels_last,
+    check_axes,
+    new_layer,
+)
 
 __all__ = ["GlobalSelfAttention"]
 
@@ -173,8 +181,9 @@ def GlobalSelfAttention(
       ⟨K̃, Θ⟩ + ⟨K, Θ̃⟩. Other mechanisms raise `NotImplementedError` (as neural-tangents).
 
     The Diagonal requirement is neural-tangents' ``Diagonal(input=NO)``: the input must carry
-    the full spatial covariance, and so does the output. Masks, ``batch_axis`` ≠ 0 and
-    ``channel_axis`` ≠ −1 are not supported.
+    the full spatial covariance, and so does the output. ``channel_axis`` may be any
+    non-batch axis (the parameters keep the channel-last layout: ``pos_emb`` is
+    (1, *S, C_pos) whatever it is); masks and ``batch_axis`` ≠ 0 are not supported.
     """
     n_chan_out = _check_positive_int("n_chan_out", n_chan_out)
     n_chan_key = _check_positive_int("n_chan_key", n_chan_key)
@@ -231,11 +240,7 @@ def GlobalSelfAttention(
             f"GlobalSelfAttention: val_pos_emb must be True or False, got {val_pos_emb!r}"
         )
     val_pos_emb = bool(val_pos_emb)
-    if batch_axis != 0 or channel_axis != -1:
-        raise NotImplementedError(
-            "GlobalSelfAttention: only batch_axis=0 and channel_axis=-1 (NHWC) are supported, "
-            f"got batch_axis={batch_axis!r}, channel_axis={channel_axis!r}"
-        )
+    channel_axis = check_axes("GlobalSelfAttention", batch_axis, channel_axis)
     qk_std = float(W_query_std) * float(W_key_std)
     ov_std = float(W_out_std) * float(W_value_std)
     b_std = None if b_std is None else float(b_std)
@@ -334,6 +339,7 @@ def GlobalSelfAttention(
                 "GlobalSelfAttention needs inputs with 1 to 3 spatial axes (NHWC: attention is "
                 "over sites); its input kernel has none (fully connected)"
             )
+        check_channel_axis("GlobalSelfAttention", k, channel_axis)
         if not k.full_spatial:  # Diagonal(input=NO) makes every such network run full
             raise AssertionError("GlobalSelfAttention received a spatial-diagonal kernel")
         if not linear_scaling and mech != "IDENTITY":
@@ -429,5 +435,11 @@ def GlobalSelfAttention(
     name += "" if linear_scaling else ", linear_scaling=False"
     name += "" if not use_pe else f", pos_emb_type={pe_type!r}"
     name += ")"
-    kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(NO, NO))
-    return new_layer(init_fn, apply_fn, kfn)
+    kfn = KernelFn(
+        transform,
+        name,
+        spatial_ndim="sites",
+        diagonal=Diagonal(NO, NO),
+        channel_axis=channel_axis,
+    )
+    return new_layer(*channels_last(init_fn, apply_fn, channel_axis), kfn)

@@ -91,7 +91,8 @@ def serial(*layers) -> Layer:
 
 
 def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
-    """The `KernelFn` of a combinator over ``kernels``: their names, hints, input needs and
+    """The `KernelFn` of a combinator over ``kernels``: their names, hints, input needs (site
+    axes; the inputs' channel axis, the first one a layer names, as in neural-tangents) and
     call-time keywords, and their `Diagonal` requirements folded with ``fold`` (``>>`` in
     series, ``&`` in parallel)."""
     return KernelFn(
@@ -101,6 +102,7 @@ def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
         spatial_ndim=_spatial_ndim(kernels),
         diagonal=functools.reduce(fold, [kf.diagonal for kf in kernels]),
         call_kwargs=tuple(n for kf in kernels for n in kf.call_kwargs),
+        channel_axis=next((kf.channel_axis for kf in kernels if kf.channel_axis is not None), None),
     )
 
 

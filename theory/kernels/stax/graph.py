@@ -33,8 +33,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import NO, Diagonal, KernelFn, _stateless_init, new_layer
+from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
+from theory.kernels.stax._core import (
+    NO,
+    Diagonal,
+    KernelFn,
+    _stateless_init,
+    check_axes,
+    new_layer,
+)
 
 __all__ = ["Aggregate"]
 
@@ -68,8 +75,10 @@ def Aggregate(
       computation).
 
     ``aggregate_axis``: the input axes (of (n, X_1, …, X_N, C)) that index vertices, an int or a
-    sequence of ints, sorted as neural-tangents does; None: every site axis. Only
-    ``batch_axis=0`` and ``channel_axis=-1`` are supported (NHWC, like the other layers).
+    sequence of ints, sorted as neural-tangents does; None: every site axis. ``channel_axis``:
+    the inputs' channel axis (default the last; ``aggregate_axis`` counts every input axis,
+    so with channels on axis 1 the vertices of (n, C, V) are axis 2); ``batch_axis`` must
+    be 0.
 
     Differences from neural-tangents 0.6.5: the ``"SPARSE"`` kernel is computed by scattering
     the edges into a dense pattern first (same values; O(V²) per point instead of O(E²)); a
@@ -77,11 +86,10 @@ def Aggregate(
     only for a negative head, and reads a negative tail as the last vertex), and coordinates
     past the axis size raise `ValueError` when the pattern is concrete (``apply_fn`` outside
     ``jit``) and are dropped inside compiled code (neural-tangents wraps them around).
-    ``kernel_fn`` with a pattern is never tiled (tiles slice only the inputs), so its whole
-    input kernel, n₁ n₂ V² entries, is held at once.
+    ``kernel_fn`` slices the patterns into tiles with the points (`KernelFn.per_point`), so a
+    graph network's kernel is tiled like any other.
     """
-    if batch_axis != 0 or channel_axis != -1:
-        raise NotImplementedError("Aggregate: only batch_axis=0 and channel_axis=-1 are supported")
+    channel_axis = check_axes("Aggregate", batch_axis, channel_axis)
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(
             f"Aggregate: implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
@@ -102,6 +110,8 @@ def Aggregate(
     def agg_sites(n_sites: int) -> tuple[int, ...]:
         """Positions among the site axes (0 … n_sites − 1) of the aggregated axes, sorted."""
         ndim = n_sites + 2
+        c = channel_position(channel_axis, ndim, f"{name}: channel_axis")
+        site_axes = [a for a in range(1, ndim) if a != c]
         if aggregate_axis is None:
             return tuple(range(n_sites))
         raw = (aggregate_axis,) if isinstance(aggregate_axis, int) else tuple(aggregate_axis)
@@ -111,12 +121,12 @@ def Aggregate(
                 f"(n, {n_sites} site axes, channels)"
             )
         axes = sorted({a % ndim for a in raw})
-        if len(axes) != len(raw) or axes[0] == 0 or axes[-1] == ndim - 1:
+        if len(axes) != len(raw) or axes[0] == 0 or c in axes:
             raise ValueError(
                 f"{name}: aggregate_axis {aggregate_axis!r} must name distinct site axes of the "
-                f"{ndim}-D inputs, not the batch axis 0 or the channel axis -1"
+                f"{ndim}-D inputs, not the batch axis 0 or the channel axis {c}"
             )
-        return tuple(a - 1 for a in axes)
+        return tuple(site_axes.index(a) for a in axes)
 
     def dense(pattern, n: int, agg_shape: tuple[int, ...], what: str, dtype):
         """The dense (n, *A, *A) pattern, validated, in ``dtype``."""
@@ -141,7 +151,14 @@ def Aggregate(
             raise ValueError(
                 f"{name}: inputs must be (n, site axes…, channels), got shape {inputs.shape}"
             )
-        sites = agg_sites(inputs.ndim - 2)
+        sites = agg_sites(inputs.ndim - 2)  # among the site axes: the same channel-last
+        c = channel_position(channel_axis, inputs.ndim, f"{name}: channel_axis")
+        if c == inputs.ndim - 1:
+            return aggregate(inputs, pattern, sites)
+        return jnp.moveaxis(aggregate(jnp.moveaxis(inputs, c, -1), pattern, sites), -1, c)
+
+    def aggregate(inputs, pattern, sites):
+        """``apply_fn`` on channel-last inputs."""
         agg_shape = tuple(inputs.shape[1 + s] for s in sites)
         n = inputs.shape[0]
         if implementation == "SPARSE":
@@ -159,6 +176,7 @@ def Aggregate(
     def transform(k: Kernel, pattern=None) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        check_channel_axis(name, k, channel_axis)
         if pattern is None:
             return k
         if not isinstance(pattern, (tuple, list)) or len(pattern) != 2:
@@ -241,6 +259,7 @@ def Aggregate(
         spatial_ndim="sites",
         diagonal=Diagonal(NO, NO),
         call_kwargs=("pattern",),
+        channel_axis=channel_axis,
     )
     return new_layer(_stateless_init, apply_fn, kfn)
 

@@ -10,9 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from theory.kernels import spatial
-from theory.kernels.kernel import (
-    Kernel,
-)
+from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
 from theory.kernels.stax._core import (
     MAYBE,
     NO,
@@ -21,6 +19,8 @@ from theory.kernels.stax._core import (
     Diagonal,
     KernelFn,
     _check_std,
+    channels_last,
+    check_axes,
     new_layer,
 )
 
@@ -78,35 +78,46 @@ def Dense(
                                                   W, b ~ N(0, 1); ``"standard"``:
                                                   W ~ N(0, σ_w²/n), b ~ N(0, σ_b²), z = Wx + b
     ``s``               (s_in, s_out)             width multipliers (standard only)
+    ``channel_axis``    —                         the axis it acts on (default the last;
+                                                  1 after an NCHW convolution); the other
+                                                  axes are kept (one Dense per site)
     ==================  ========================  ========================================
 
-    Parameters are ``(W, b)``, ``W`` of shape (n_in·s_in, out_dim·s_out), ``b`` of shape
-    (1, out_dim·s_out) or None.
+    Parameters are ``(W, b)``, ``W`` of shape (n_in·s_in, out_dim·s_out), ``b`` None or of
+    the output's rank with out_dim·s_out on the channel axis ((1, out_dim·s_out) for 2-D
+    inputs), as in neural-tangents. ``batch_axis`` must be 0.
     """
     if not isinstance(out_dim, (int,)) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
-    if batch_axis != 0 or channel_axis not in (-1, 1):
-        raise NotImplementedError(
-            "only batch_axis=0 and channel_axis=-1 are supported for fully-connected inputs"
-        )
+    channel_axis = check_axes(f"Dense({out_dim})", batch_axis, channel_axis)
     W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
 
+    def position(ndim):
+        return channel_position(channel_axis, ndim, f"Dense({out_dim}): channel_axis")
+
     def init_fn(rng, input_shape):
-        n_in = input_shape[-1]
+        input_shape = tuple(input_shape)
+        c = position(len(input_shape))
+        n_in = input_shape[c]
         n_out = out_dim * (s[1] if parameterization == "standard" else 1)
         k1, k2 = jax.random.split(rng)
         W = jax.random.normal(k1, (n_in, n_out))
-        b = None if b_std is None else jax.random.normal(k2, (1, n_out))
+        # neural-tangents' layout: the bias broadcasts against the output, n_out on its axis
+        b_shape = tuple(n_out if a == c else 1 for a in range(len(input_shape)))
+        b = None if b_std is None else jax.random.normal(k2, b_shape)
         if parameterization == "standard":
             W = W * (W_std / math.sqrt(n_in / s[0]))
             b = None if b is None else b * b_std
-        return tuple(input_shape[:-1]) + (n_out,), (W, b)
+        return input_shape[:c] + (n_out,) + input_shape[c + 1 :], (W, b)
 
     def apply_fn(params, inputs, **kwargs):
         W, b = params
-        prod = inputs @ W
+        c = position(inputs.ndim)
+        x = inputs if c == inputs.ndim - 1 else jnp.moveaxis(inputs, c, -1)
+        prod = x @ W
+        prod = prod if c == inputs.ndim - 1 else jnp.moveaxis(prod, -1, c)
         if parameterization == "ntk":
-            out = (W_std / math.sqrt(inputs.shape[-1])) * prod
+            out = (W_std / math.sqrt(inputs.shape[c])) * prod
             return out if b is None else out + b_std * b
         out = prod / math.sqrt(s[0])
         return out if b is None else out + b
@@ -114,6 +125,7 @@ def Dense(
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"Dense takes one input; got {len(k)} branches")
+        check_channel_axis(f"Dense({out_dim})", k, channel_axis)
 
         def affine(m):
             m = W_std**2 * m
@@ -134,7 +146,8 @@ def Dense(
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
 
     rule = DenseRule(W_std, b_std, parameterization, tuple(s))
-    return new_layer(init_fn, apply_fn, KernelFn(transform, f"Dense({out_dim})"), rule)
+    kfn = KernelFn(transform, f"Dense({out_dim})", channel_axis=channel_axis)
+    return new_layer(init_fn, apply_fn, kfn, rule)
 
 
 # ---------------------------------------------------------------- convolutions
@@ -299,23 +312,26 @@ def _conv_layer(
         return y if b is None else y + b
 
     name = f"{layer}({out_chan}, {filter_shape}, {padding})"
-    kernel_layout = lhs[0] == out[0] == "N" and lhs[-1] == out[-1] == "C"
+    batch_first = lhs[0] == out[0] == "N"
+    # the kernel's sites are the non-batch, non-channel axes in order: those of lhs on the
+    # way in, of out on the way out (`to_out` permutes them)
+    out_channel = None if out[-1] == "C" else out.index("C")
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{layer} takes one input; got {len(k)} branches")
-        if not kernel_layout:
+        if not batch_first:
             raise NotImplementedError(
-                f"{name}: the kernel supports dimension_numbers whose input and output layouts "
-                f"are batch-first and channel-last (like 'NHWC'), got {(lhs, rhs, out)}: "
-                "kernel_fn forms the input kernel from NHWC inputs. init_fn and apply_fn "
-                "support any layout; transpose the inputs to NHWC for the kernel"
+                f"{name}: the kernel needs dimension_numbers whose input and output layouts "
+                f"are batch-first ('N' first: kernels pair points along axis 0), got "
+                f"{(lhs, rhs, out)}. init_fn and apply_fn support any layout"
             )
         if len(k.spatial) != nd:
             raise ValueError(
                 f"{layer} with a {nd}-D filter {filter_shape} needs inputs with {nd} spatial "
-                f"axes (NHWC), got {len(k.spatial)} (sites {k.spatial})"
+                f"axes ({lhs}), got {len(k.spatial)} (sites {k.spatial})"
             )
+        check_channel_axis(f"{name} (lhs {lhs!r})", k, lhs.index("C"))
         full = k.full_spatial
         if full:
             op = {
@@ -367,10 +383,11 @@ def _conv_layer(
             width=n_out,
             is_gaussian=True,
             spatial=tuple(nngp.shape[2::2] if full else nngp.shape[2:]),
+            channel_axis=out_channel,
         )
 
     diagonal = Diagonal(YES, NO if shared else MAYBE)
-    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal)
+    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal, channel_axis=lhs.index("C"))
     return new_layer(init_fn, apply_fn, kfn)
 
 
@@ -384,11 +401,12 @@ _CONV_ARGS = r"""
     ``padding``          ``"VALID"`` (default), ``"SAME"`` or ``"CIRCULAR"``
     ``W_std``, ``b_std`` σ_w, σ_b (``b_std=None``: no bias)
     ``dimension_numbers`` ``(lhs, rhs, out)`` as in ``lax.conv_general_dilated``,
-                         default ('NHWC', 'HWIO', 'NHWC'); init_fn/apply_fn take any
-                         layout; kernel_fn needs lhs and out batch-first and
-                         channel-last (spatial letters may be permuted, e.g.
-                         ('NHWC', 'WHIO', 'NWHC')), since its input kernel is formed
-                         from NHWC inputs, and raises NotImplementedError otherwise
+                         default ('NHWC', 'HWIO', 'NHWC'); any layout, e.g.
+                         ('NCHW', 'OIHW', 'NCHW') or permuted spatial letters
+                         ('NHWC', 'WHIO', 'NWHC'); kernel_fn needs lhs and out
+                         batch-first (NotImplementedError otherwise) and forms the
+                         input kernel over lhs's channel axis; later layers that
+                         name a ``channel_axis`` must name out's
     ``parameterization`` ``"ntk"``: z = σ_w/√(C_in·|f|) W ⋆ x + σ_b b, W, b ~ N(0, 1);
                          ``"standard"``: W ~ N(0, σ_w² s_in/(C_in·|f|)), b ~ N(0, σ_b²),
                          z = W ⋆ x/√s_in + b
@@ -521,6 +539,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
             width=k.width * math.prod(k.spatial),
             is_gaussian=False,
             spatial=(),
+            channel_axis=None,
         )
 
     kfn = KernelFn(transform, "Flatten", diagonal=Diagonal(YES, YES))
@@ -549,7 +568,7 @@ def _pool_init(window_shape, strides, padding: str):
     return init_fn
 
 
-def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool):
+def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool, channel_axis):
     window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
     nd = len(window_shape)
     if kind == "sum":
@@ -569,11 +588,12 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
             return out / _reduce_windows(ones, window_shape, strides, padding, 0.0, jax.lax.add)
         return out
 
-    init_fn = _pool_init(window_shape, strides, padding)
-
     def apply_fn(params, inputs, **kwargs):
         return _pool(inputs)
 
+    init_fn, apply_fn = channels_last(
+        _pool_init(window_shape, strides, padding), apply_fn, channel_axis
+    )
     name = f"{'AvgPool' if kind == 'avg' else 'SumPool'}({window_shape}, {padding})"
 
     def transform(k: Kernel) -> Kernel:
@@ -584,6 +604,7 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
                 f"{name} with a {nd}-D window needs inputs with {nd} spatial axes, got "
                 f"{len(k.spatial)} (sites {k.spatial})"
             )
+        check_channel_axis(name, k, channel_axis)
         try:  # a window larger than the (padded) sites: a clear error, not an empty kernel
             spatial.pool_output_shape(k.spatial, window_shape, strides, padding)
         except ValueError:
@@ -606,7 +627,9 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
             spatial=tuple(nngp.shape[2::2] if k.full_spatial else nngp.shape[2:]),
         )
 
-    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO))
+    kfn = KernelFn(
+        transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO), channel_axis=channel_axis
+    )
     return new_layer(init_fn, apply_fn, kfn)
 
 
@@ -621,10 +644,10 @@ def AvgPool(
     """Average pooling over windows (strides default 1). Kernel (full spatial covariance):
     independent offsets on the two sides of a pair, K'[o, o'] = Σ K[o s + t, o' s + t'] / w²
     per axis, or / count(o)·count(o') with SAME padding and ``normalize_edges``
-    (`theory.kernels.spatial.pool_full`)."""
-    if batch_axis != 0 or channel_axis != -1:
-        raise NotImplementedError("AvgPool: only batch_axis=0 and channel_axis=-1 are supported")
-    return _pool_layer("avg", window_shape, strides, padding, normalize_edges)
+    (`theory.kernels.spatial.pool_full`). ``channel_axis``: the inputs' channel axis (the
+    window covers the other non-batch axes, in order)."""
+    channel_axis = check_axes("AvgPool", batch_axis, channel_axis)
+    return _pool_layer("avg", window_shape, strides, padding, normalize_edges, channel_axis)
 
 
 def SumPool(
@@ -635,9 +658,8 @@ def SumPool(
     channel_axis: int = -1,
 ):
     """Sum pooling over windows: as `AvgPool` without the division."""
-    if batch_axis != 0 or channel_axis != -1:
-        raise NotImplementedError("SumPool: only batch_axis=0 and channel_axis=-1 are supported")
-    return _pool_layer("sum", window_shape, strides, padding, False)
+    channel_axis = check_axes("SumPool", batch_axis, channel_axis)
+    return _pool_layer("sum", window_shape, strides, padding, False, channel_axis)
 
 
 def MaxPool(
@@ -669,14 +691,15 @@ def MaxPool(
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
     name = "GlobalAvgPool" if mean else "GlobalSumPool"
-    if batch_axis != 0 or channel_axis != -1:
-        raise NotImplementedError(f"{name}: only batch_axis=0 and channel_axis=-1 are supported")
+    channel_axis = check_axes(name, batch_axis, channel_axis)
 
     def init_fn(rng, input_shape):
-        return (input_shape[0], input_shape[-1]), ()
+        c = channel_position(channel_axis, len(input_shape), f"{name}: channel_axis")
+        return (input_shape[0], input_shape[c]), ()
 
     def apply_fn(params, inputs, **kwargs):
-        axes = tuple(range(1, inputs.ndim - 1))
+        c = channel_position(channel_axis, inputs.ndim, f"{name}: channel_axis")
+        axes = tuple(a for a in range(1, inputs.ndim) if a != c)
         return jnp.mean(inputs, axis=axes) if mean else jnp.sum(inputs, axis=axes)
 
     def transform(k: Kernel) -> Kernel:
@@ -684,6 +707,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         if not k.spatial:
             raise ValueError(f"{name} needs inputs with spatial axes (NHWC)")
+        check_channel_axis(name, k, channel_axis)
         # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
         op = spatial.global_pool_full if k.full_spatial else spatial.global_pool_diagonal
 
@@ -696,9 +720,16 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             cov1=pool(k.cov1, 1),
             cov2=None if k.cov2 is None else pool(k.cov2, 1),
             spatial=(),
+            channel_axis=None,
         )
 
-    kfn = KernelFn(transform, name, spatial_ndim="sites", diagonal=Diagonal(MAYBE, YES))
+    kfn = KernelFn(
+        transform,
+        name,
+        spatial_ndim="sites",
+        diagonal=Diagonal(MAYBE, YES),
+        channel_axis=channel_axis,
+    )
     return new_layer(init_fn, apply_fn, kfn)
 
 

@@ -15,8 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from theory.kernels import spatial
-from theory.kernels.kernel import Kernel
-from theory.kernels.stax._core import KernelFn, _check_std, _stateless_init, new_layer
+from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
+from theory.kernels.stax._core import (
+    KernelFn,
+    _check_std,
+    _stateless_init,
+    check_axes,
+    new_layer,
+)
 
 __all__ = ["LayerNorm", "Dropout"]
 
@@ -80,8 +86,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     over sites alone has no limit kernel: the mean over sites of one channel stays random).
     Unlike neural-tangents, normalizing over the batch axis is refused: it makes each point's
     kernel depend on which other points share its batch, so tiled and untiled computations
-    would disagree. Only ``batch_axis=0`` and ``channel_axis=-1`` (NHWC, or (N, C) for fully
-    connected inputs) are supported, as for the other layers. Neural-tangents sets no
+    would disagree. ``channel_axis`` names the channel axis (default the last; 1 for NCHW
+    activations); ``batch_axis`` must be 0, as for the other layers. Neural-tangents sets no
     spatial-diagonal requirement for this layer (it is neutral in the fold); ``Diagonal(YES,
     NO)``, the default, picks the same mode except after a layer whose output is MAYBE
     (``ConvLocal``) and in ``parallel`` branches, where it may pick the full covariance while
@@ -91,9 +97,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     axes = _check_axes(axis)
     _check_std("eps", eps)
     eps = float(eps)
-    for name, value in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"LayerNorm: {name} must be an integer, got {value!r}")
+    channel_axis = check_axes("LayerNorm", batch_axis, channel_axis)
     name = f"LayerNorm(axis={axis!r})"
 
     def apply_fn(params, inputs, **kwargs):
@@ -106,16 +110,16 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         ndim = 2 + len(k.spatial)
-        if batch_axis % ndim != 0 or channel_axis % ndim != ndim - 1:
-            raise NotImplementedError(
-                f"{name}: only batch_axis=0 and channel_axis=-1 are supported, got "
-                f"batch_axis={batch_axis}, channel_axis={channel_axis}"
-            )
-        what = "fully connected inputs (N, C)" if not k.spatial else "NHWC inputs"
+        check_channel_axis(name, k, channel_axis)
+        c = channel_position(channel_axis, ndim, "channel_axis")
+        if not k.spatial:
+            what = "fully connected inputs (N, C)"
+        else:
+            what = "NHWC inputs" if c == ndim - 1 else f"inputs with channels on axis {c}"
         ax = _canonical(axes, ndim, axis, what)
-        if ndim - 1 not in ax:
+        if c not in ax:
             raise ValueError(
-                f"{name}: axis must include the channel axis ({ndim - 1} or -1): normalizing "
+                f"{name}: axis must include the channel axis ({c} or {c - ndim}): normalizing "
                 f"over sites alone has no infinite-width kernel (neural-tangents has the same "
                 f"rule); got axis={axis!r}"
             )
@@ -129,7 +133,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
                 f"{name}: the input to LayerNorm must be Gaussian; put a Dense or Conv layer "
                 "right before it (neural-tangents has the same rule)"
             )
-        site_axes = tuple(a for a in ax if a != ndim - 1)  # 1 + index into k.spatial
+        sites = [a for a in range(1, ndim) if a != c]  # input axes of k.spatial, in order
+        site_axes = tuple(1 + sites.index(a) for a in ax if a != c)  # axes of (n, *S)
 
         def variance(c):
             """ε + the per-site variance, averaged over the normalized sites: (n, *S)."""
@@ -159,7 +164,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
             cov2=None if k.cov2 is None else k.cov2 / scale2,
         )
 
-    kernel_fn = KernelFn(transform, name)
+    kernel_fn = KernelFn(transform, name, channel_axis=channel_axis)
     return new_layer(_stateless_init, apply_fn, kernel_fn)
 
 
