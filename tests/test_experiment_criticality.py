@@ -1,8 +1,10 @@
 """experiments.criticality at the --quick settings: the figures' claims, within Monte Carlo
 standard errors, the plots and summary, the CLI.
 
-One quick run (module fixture, ~20 s on 2 cores, most of it compiling one sampler per
-setting) feeds every check; ``main(["--quick"])`` then reuses its cached pieces.
+One quick run (module fixture, ~30 s on 2 cores, most of it compiling one sampler per
+setting) feeds every check; ``main(["--quick"])`` then reuses its cached pieces. The checks
+that need that run are in the slow suite (the default suite keeps the theory's own tests in
+tests/test_criticality.py, the Monte Carlo kernel check and the CLI's refusals here).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def res(cfg, root):
     return crit.run(cfg, common.ResultStore(crit.NAME, RUN, cfg, root=root))
 
 
+@pytest.mark.slow
 def test_critical_points(res):
     np.testing.assert_allclose(res["crit_relu"][:2], [0, 2], atol=1e-12)
     assert np.isnan(res["crit_relu"][2])  # every K is a fixed point
@@ -45,6 +48,7 @@ def test_critical_points(res):
     np.testing.assert_allclose(res["crit_swish"], [0.55514, 1.98800, 14.320], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_kernel_theory(res, cfg):
     ls = np.arange(1, cfg.kernel.k_depth + 1)
     relu = res["kernel_relu_theory"]
@@ -58,6 +62,7 @@ def test_kernel_theory(res, cfg):
     assert res["kernel_tanh_theory"][1, -1] < 1e-3 < res["kernel_tanh_theory"][2, -1]
 
 
+@pytest.mark.slow
 def test_half_stability(res):
     """K* is a double root of F(K) − K: GELU's F − K < 0 on both sides, a stable fixed point
     below (≈ 0.85 K*); Swish's > 0 on both sides, a stable fixed point just above (≈ 1.02 K*)."""
@@ -87,6 +92,7 @@ def test_half_stability(res):
             assert lo[-1] < k_star and hi[-1] > stable * k_star
 
 
+@pytest.mark.slow
 def test_vertex_relu_monte_carlo_matches_exact(res, cfg):
     for n in cfg.vertex.vx_widths:
         mc, se = res[f"vertex_relu_n{n}_excess"][1:], res[f"vertex_relu_n{n}_se"][1:]
@@ -97,6 +103,7 @@ def test_vertex_relu_monte_carlo_matches_exact(res, cfg):
         np.testing.assert_allclose(exact, (1 + 5 / n) ** (ls - 1) - 1, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_vertex_tanh_monte_carlo_near_leading_order(res, cfg):
     """tanh: the leading order V/(nK²) is the excess kurtosis up to O(1/n²); allow Z s.e. plus
     a relative 30 % (the next order, (L/n)² terms, at L/n <= 0.5)."""
@@ -107,6 +114,7 @@ def test_vertex_tanh_monte_carlo_near_leading_order(res, cfg):
         assert np.all(np.abs(mc - lead) <= Z * se + 0.3 * lead), (mc, lead, se)
 
 
+@pytest.mark.slow
 def test_ntk(res, cfg):
     t = crit.ntk_table(res, cfg)
     # E[Θ] = Θ_∞ exactly for ReLU at any width
@@ -120,6 +128,7 @@ def test_ntk(res, cfg):
     assert 2 < slope < 8 and se > 0
 
 
+@pytest.mark.slow
 def test_correlation(res):
     g = res["relu_gap"]
     ls = np.arange(1, g.size + 1)
@@ -141,6 +150,7 @@ def test_kernel_monte_carlo_matches_theory():
         assert np.all(np.abs(mc - th) <= Z * se + corr * th), (name, mc, th, se)
 
 
+@pytest.mark.slow
 def test_plot_and_summary(res, cfg):
     figs = crit.plot(res, cfg)
     assert set(figs) == {
@@ -159,6 +169,7 @@ def test_plot_and_summary(res, cfg):
     json.dumps(s)  # serialisable for the settings file
 
 
+@pytest.mark.slow
 def test_main_quick_writes_figures(res, cfg, root, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", root)
     monkeypatch.setattr(common, "FIGS_DIR", root / "figs")

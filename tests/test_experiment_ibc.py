@@ -1,4 +1,9 @@
-"""experiments.ibc: `run` on the quick preset, `plot`, and the command line."""
+"""experiments.ibc: `run` on the quick preset, `plot`, and the command line.
+
+The quick run costs ~30 s on 2 cores, so the checks that need it are in the slow suite; the
+default suite keeps the configuration checks here and the library's own tests
+(tests/test_complexity.py, tests/theorems/test_boopathy2023.py).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ def quick_results(tmp_path_factory):
     return cfg, ibc.run(cfg, store), store
 
 
+@pytest.mark.slow
 def test_run_results(quick_results):
     cfg, r, store = quick_results
     mc = cfg.montecarlo
@@ -77,6 +83,7 @@ def test_run_results(quick_results):
     )
 
 
+@pytest.mark.slow
 def test_plot_returns_figures(quick_results):
     cfg, r, _ = quick_results
     figs = ibc.plot(r, cfg)
@@ -103,6 +110,7 @@ def test_config_validation_names_the_flag(kwargs, flag):
         common.with_overrides(ibc.Config(), kwargs)
 
 
+@pytest.mark.slow
 def test_main_quick_writes_results_and_figures(tmp_path, monkeypatch, quick_results):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(common, "FIGS_DIR", tmp_path / "figs")
