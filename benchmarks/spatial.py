@@ -21,7 +21,9 @@ Two parts, both float32, NNGP + NTK, ``x2 = None``:
   peak memory. Ours tiles the kernel (`theory.kernels.batching.default_tile`: tiles whose
   NNGP holds at most ``SPATIAL_TILE_BYTES``), so its memory is bounded by the tile, not by N;
   neural-tangents computes the whole batch at once, so its memory grows like N²·|S|²; it is
-  run at ``nt_scaling_ns`` while each call finishes within ``nt_timeout_s``.
+  run at ``nt_scaling_ns`` while each call finishes within ``nt_timeout_s``. Our rows are
+  saved one by one (with their commit, time and load) and reused by later runs unless
+  ``--remeasure``: N = 300 costs 22.5 min on 2 CPU cores and is measured once.
 
 Writes ``results/bench/spatial.json`` and ``spatial_scaling.png`` (``--quick``: ``-quick``).
 """
@@ -61,8 +63,12 @@ class Args:
     repeats: Annotated[int, Interval(ge=1)] = 3
     """timed calls after the first one (headline)"""
     scaling_ns: tuple[int, ...] = (8, 32, 100, 300)
-    """N for our scaling runs (32×32×3; about 32 ms per pair of images on 2 idle CPU cores:
-    N = 300 takes ~24 min, N = 1000 ~4.5 h)"""
+    """N for our scaling runs (32×32×3; about 30 ms per pair of images on 2 CPU cores:
+    N = 300 took 22.5 min, N = 1000 would take ~4.2 h). Each N's row is saved as it finishes
+    (``results/bench/spatial_scaling/``) and reused by later runs, so a long N is measured
+    once and an interrupted run resumes"""
+    remeasure: bool = False
+    """measure every scaling N again instead of reusing saved rows"""
     nt_scaling_ns: tuple[int, ...] = (2, 4, 8, 16)
     """N for neural-tangents' scaling runs, in order, until one fails or times out"""
     nt_timeout_s: Annotated[float, Interval(gt=0)] = 600.0
@@ -203,11 +209,30 @@ def worker(n: int, side: int, seed: int) -> dict:
     }
 
 
+def saved_row_path(n: int, side: int, seed: int) -> Path:
+    """Where our scaling row for N is kept between runs (full runs only)."""
+    return RESULTS_DIR / "bench" / "spatial_scaling" / f"ours_n{n}_side{side}_seed{seed}.json"
+
+
 def scaling(args: Args) -> dict:
     side = 32  # Myrtle-5 pools five times: 32 → 1
     ns = (2, 3) if args.quick else args.scaling_ns
     rows = []
     for n in ns:
+        saved = saved_row_path(n, side, args.seed)
+        if not args.quick and not args.remeasure and saved.exists():
+            row = json.loads(saved.read_text())
+            rows.append(row)
+            print(
+                f"  ours  N={n:5d}: {row['wall_s']:8.1f} s, peak RSS "
+                f"{row['peak_rss_bytes'] / 2**30:.2f} GiB (saved row, measured "
+                f"{row.get('measured_at', '?')} at commit "
+                f"{str(row.get('git', {}).get('commit', '?'))[:7]}; --remeasure to redo)",
+                flush=True,
+            )
+            continue
+        load_before = timing.load_average()
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.spatial", WORKER, str(n), str(side), str(args.seed)],
             capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""},
@@ -215,6 +240,10 @@ def scaling(args: Args) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"our scaling run at N={n} failed: {proc.stderr[-1500:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row.update(measured_at=started, git=git_commit(), load_before=load_before,
+                   load_after=timing.load_average())  # fmt: skip
+        if not args.quick:
+            save_json_atomic(saved, row)
         rows.append(row)
         print(
             f"  ours  N={n:5d}: {row['wall_s']:8.1f} s (compile ~{row['compile_estimate_s']:.1f}"
