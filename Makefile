@@ -45,7 +45,7 @@ test: $(STAMP) $(REF_STAMP)
 # majority vote at depth 10^5, alpha = m consistency on the arc task, the quick runs of the NTK,
 # singular-classifier and information-plane experiments, the attention benchmark's quick run,
 # and the criticality Monte Carlo checks that need 10^5+ networks; CI runs them after
-# `make test` (the default suite: 10 min 46 s in a fresh clone on 2 idle cores, stop 21, down
+# `make test` (the default suite: 11 min 06 s in a fresh clone on 2 idle cores, stop 22, down
 # from 18 min 17 s; still over its 10-minute target).
 test-slow: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
