@@ -478,10 +478,10 @@ def check_axes(layer: str, batch_axis, channel_axis) -> int:
     return channel_axis
 
 
-def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int, rank_kept: bool = True):
-    """``init_fn``/``apply_fn`` of a layer written for channel-last inputs, made to take
-    inputs whose channels are on ``channel_axis``: the channel axis is moved last, the layer
-    applied, and (``rank_kept``) moved back. Unchanged for ``channel_axis=-1``."""
+def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int):
+    """``init_fn``/``apply_fn`` of a rank-preserving layer written for channel-last inputs,
+    made to take inputs whose channels are on ``channel_axis``: the channel axis is moved last,
+    the layer applied, and the channel axis moved back. Unchanged for ``channel_axis=-1``."""
     if channel_axis == -1:
         return init_fn, apply_fn
 
@@ -493,7 +493,7 @@ def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int, rank
         c = position(len(shape))
         out, params = init_fn(rng, shape[:c] + shape[c + 1 :] + shape[c : c + 1])
         out = tuple(out)
-        if rank_kept and c != len(shape) - 1:
+        if c != len(shape) - 1:
             out = out[:c] + out[-1:] + out[c:-1]
         return out, params
 
@@ -502,7 +502,7 @@ def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int, rank
         if c == inputs.ndim - 1:
             return apply_fn(params, inputs, **kwargs)
         y = apply_fn(params, jnp.moveaxis(inputs, c, -1), **kwargs)
-        return jnp.moveaxis(y, -1, c) if rank_kept else y
+        return jnp.moveaxis(y, -1, c)
 
     return init, apply
 
