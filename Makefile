@@ -37,7 +37,7 @@ $(REF_STAMP): reference/requirements.txt
 
 # pytest exits 5 when it collects no test; that fails the target like any other failure.
 test: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS) || { rc=$$?; \
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no tests" >&2; exit $$rc; }
 
 # The `slow` tests alone: empirical NTK against neural-tangents' implementation 1, NTK
@@ -48,11 +48,11 @@ test: $(STAMP) $(REF_STAMP)
 # `make test` (the default suite: 11 min 06 s in a fresh clone on 2 idle cores, stop 22, down
 # from 18 min 17 s; still over its 10-minute target).
 test-slow: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no slow tests" >&2; exit $$rc; }
 
 test-all: $(STAMP) $(REF_STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q -m '' $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m '' $(PYTEST_ARGS)
 
 # Re-record neural-tangents' answers that the tests compare with (tests/oracle_cache/; see
 # ORACLE_CACHE in tests/conftest.py): needed after a change to reference/nt_oracle.py, to the
@@ -60,7 +60,7 @@ test-all: $(STAMP) $(REF_STAMP)
 ORACLE_TESTS = $(shell grep -l 'nt_oracle' tests/test_*.py tests/*/test_*.py)
 oracle-cache: $(STAMP) $(REF_STAMP)
 	rm -rf tests/oracle_cache
-	THEORY_ORACLE=record $(PY) -m pytest -n 2 --dist loadfile -q -m '' -p no:cacheprovider $(ORACLE_TESTS)
+	THEORY_ORACLE=record $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m '' -p no:cacheprovider $(ORACLE_TESTS)
 
 figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk
 

@@ -67,9 +67,13 @@ def rel_err(got, want):
     return float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want)))
 
 
-# Implementation 2 on every architecture and 1 on one of them in the default suite (each oracle
-# call starts neural-tangents afresh, ~5 s); implementation 1 on the others is marked slow.
-ORACLE_CASES = [(a, 2) for a in sorted(ARCHS)] + [
+# Implementation 2 on every architecture but one (erf_gelu_mixed_k1: its Erf and Gelu layers are
+# in erf_standard_nobias_k3 and gelu_relu_standard_bias_k3; 11 s) and 1 on one of them in the
+# default suite (each case compiles our paths: 5-12 s); the others are marked slow.
+ORACLE_CASES = [
+    pytest.param(a, 2, marks=pytest.mark.slow) if a == "erf_gelu_mixed_k1" else (a, 2)
+    for a in sorted(ARCHS)
+] + [
     (a, 1) if a == "erf_standard_nobias_k3" else pytest.param(a, 1, marks=pytest.mark.slow)
     for a in sorted(ARCHS)
 ]

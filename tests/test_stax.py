@@ -120,7 +120,7 @@ def _dense_relu_chain(depth, b_std, param, multipliers):
     return spec, stax.serial(*net)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("depth", [1, pytest.param(2, marks=pytest.mark.slow), 4])
 @pytest.mark.parametrize("param", ["ntk", "standard"])
 @pytest.mark.parametrize("b_std", [None, 0.0, 0.3])
 def test_bias_none_zero_and_positive_match_hand_recursion(depth, param, b_std, x64):

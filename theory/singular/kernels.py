@@ -399,6 +399,12 @@ def _refined_table(f, lo: float, hi: float, n: int, tol: float, n_max: int, pad_
         vals, step = merged, step / 2
 
 
+# `_log_koenigs_from_eps` on one chunk: compiled once per dual and chunk size, so that every
+# level of a table reuses it (a fresh ``lax.map`` closure per level recompiled each time:
+# 5.5 s per table, now 1.0 s, measured on the consistent and erf duals).
+_log_koenigs_chunk = jax.jit(_log_koenigs_from_eps, static_argnums=0)
+
+
 @functools.lru_cache(maxsize=64)
 def _koenigs_table(dual: Dual):
     """Φ tabulated once per dual by the exact evaluator: H(u) = log Φ(1 − eᵘ) + (α/2)u on
@@ -410,8 +416,10 @@ def _koenigs_table(dual: Dual):
         pad = -len(eps) % chunk
         e = np.concatenate([eps, np.full(pad, 0.5)]).reshape(-1, chunk)
         with jax.enable_x64(True):
-            sign, log_abs = jax.lax.map(lambda r: _log_koenigs_from_eps(dual, r), jnp.asarray(e))
-        return np.asarray(sign).ravel()[: len(eps)], np.asarray(log_abs).ravel()[: len(eps)]
+            rows = [_log_koenigs_chunk(dual, jnp.asarray(r)) for r in e]
+        sign = np.concatenate([np.asarray(r[0]) for r in rows])
+        log_abs = np.concatenate([np.asarray(r[1]) for r in rows])
+        return sign[: len(eps)], log_abs[: len(eps)]
 
     def near(u):
         return ev(np.exp(u))[1] + dual.alpha / 2 * u
@@ -503,6 +511,18 @@ def koenigs_kernel(x1, x2, dual: Dual, method: str = "table") -> jax.Array:
         return out
 
 
+def _log_koenigs_bucketed(dual: Dual, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`_log_koenigs_from_eps` on any shape, through one compiled function per dual and size
+    bucket (the flattened ε padded with ½ to a power of two, at least 256): a compilation costs
+    ~1 s, an evaluation of 256 entries ~1 ms, so callers with varied sizes stop recompiling."""
+    flat = eps.reshape(-1)
+    size = max(256, 1 << max(0, flat.shape[0] - 1).bit_length())
+    padded = jnp.concatenate([flat, jnp.full(size - flat.shape[0], 0.5, flat.dtype)])
+    sign, log_abs = _log_koenigs_chunk(dual, padded)
+    n = flat.shape[0]
+    return sign[:n].reshape(eps.shape), log_abs[:n].reshape(eps.shape)
+
+
 def koenigs_from_correlation(xi, dual: Dual) -> jax.Array:
     """Φ(ξ) for correlations ξ ∈ [−1, 1] given directly (1 − ξ taken as ε: digits of ε
     below 1e-16 are lost; for points use `koenigs_kernel`)."""
@@ -511,7 +531,7 @@ def koenigs_from_correlation(xi, dual: Dual) -> jax.Array:
         xi = jnp.asarray(np.asarray(xi, np.float64))
         if not bool(jnp.all((xi >= -1) & (xi <= 1))):
             raise ValueError("xi must lie in [−1, 1]")
-        sign, log_abs = jax.jit(_log_koenigs_from_eps, static_argnums=0)(dual, 1 - xi)
+        sign, log_abs = _log_koenigs_bucketed(dual, 1 - xi)
         return sign * jnp.exp(log_abs)
 
 
@@ -522,4 +542,4 @@ def koenigs_from_gap(eps, dual: Dual) -> tuple[jax.Array, jax.Array]:
         eps = jnp.asarray(np.asarray(eps, np.float64))
         if not bool(jnp.all((eps >= 0) & (eps <= 2))):
             raise ValueError("eps must lie in [0, 2]")
-        return jax.jit(_log_koenigs_from_eps, static_argnums=0)(dual, eps)
+        return _log_koenigs_bucketed(dual, eps)
