@@ -32,22 +32,22 @@ ORACLE = REPO / "reference" / "nt_oracle.py"
 # --no-loadscope-reorder` (the Makefile's command) hands the longest files out first and the
 # two workers finish together (longest-processing-time-first scheduling). Without it xdist
 # orders files by their number of tests, and a file of three long theorem checks ran last,
-# alone, for 32 s of a 10 min 45 s run. Seconds: one fresh-clone run of the default suite on
-# 2 cores (stop 23, `--durations=0`); a file not listed costs under 5 s and keeps its place
-# after these. Stale values only cost balance, never correctness.
+# alone, for 32 s of a 10 min 45 s run. Seconds: a fresh-clone run of the default suite on 2
+# cores (stop 23, `--durations=0`, less the tests since moved to slow); a file not listed
+# costs under 5 s and keeps its place after these. Stale values cost balance, never
+# correctness.
 FILE_SECONDS = {
-    "test_empirical.py": 106, "test_stax.py": 95, "test_singular_classifiers.py": 81,
-    "test_kernels_oracle.py": 69, "test_attention.py": 67, "theorems/test_jacot2018_ntk.py": 61,
-    "test_conv_variants_oracle.py": 59, "test_criticality.py": 54, "test_spatial_oracle.py": 47,
-    "test_attention_kernel_oracle.py": 45, "test_channel_axis.py": 44, "test_readme.py": 43,
-    "test_aggregate_oracle.py": 43, "test_attention_features.py": 41,
-    "test_normalization_oracle.py": 40, "test_singular_kernels.py": 38,
-    "test_information.py": 37, "test_information_training.py": 29, "test_numerics.py": 27,
-    "test_dual.py": 23, "test_validation_properties.py": 21,
-    "theorems/test_radhakrishnan2023.py": 18, "test_experiment_cntk.py": 15,
-    "test_spatial_tiling.py": 14, "test_complexity.py": 13, "test_experiment_criticality.py": 13,
-    "test_predict.py": 12, "test_experiment_attention.py": 12, "test_experiment_ntk.py": 12,
-    "test_common.py": 9,
+    "test_empirical.py": 90, "test_stax.py": 88, "test_singular_classifiers.py": 85,
+    "test_attention.py": 56, "test_criticality.py": 54, "test_kernels_oracle.py": 53,
+    "test_attention_features.py": 51, "test_spatial_oracle.py": 45, "test_channel_axis.py": 45,
+    "theorems/test_jacot2018_ntk.py": 44, "test_conv_variants_oracle.py": 43,
+    "test_normalization_oracle.py": 41, "test_readme.py": 38,
+    "test_attention_kernel_oracle.py": 38, "test_singular_kernels.py": 36,
+    "test_information.py": 31, "test_numerics.py": 31, "test_aggregate_oracle.py": 29,
+    "test_dual.py": 23, "test_information_training.py": 21, "test_validation_properties.py": 21,
+    "test_complexity.py": 16, "test_experiment_cntk.py": 15,
+    "test_experiment_criticality.py": 13, "test_spatial_tiling.py": 13, "test_predict.py": 11,
+    "theorems/test_radhakrishnan2023.py": 10, "test_experiment_ntk.py": 9, "test_common.py": 9,
 }  # fmt: skip
 
 

@@ -285,6 +285,8 @@ def test_new_pattern_values_reuse_the_compilation(x64):
     np.testing.assert_allclose(b, _reference(layers, x, q)[0], rtol=RTOL, atol=0)
 
 
+@pytest.mark.slow  # 15 s; tiling itself is checked by default in test_stax.py and
+# test_spatial_tiling.py
 def test_patterns_are_tiled_with_the_points(x64, monkeypatch):
     """Per-point patterns are sliced into tiles with their points: automatic tiles (forced
     small; self and cross), `batch` on 1 device (cross) and on 4 (self), equal the whole

@@ -157,6 +157,13 @@ FAST = {
     "1d_softmax_concat_decay", "1d_attention_first",
 }  # fmt: skip
 assert FAST <= set(ARCHS)
+# In the default oracle request (its recorded answer is shared) but checked only in the slow
+# suite, to keep the default suite short: a default case covers each (IDENTITY with bias and
+# √ scaling; CONCAT embeddings with a decay; ReLU beside Abs with bias).
+ASKED_NOT_RUN = {
+    "1d_identity_sum_val0", "1d_identity_bias", "1d_softmax_concat_val1", "1d_abs_bias",
+}  # fmt: skip
+assert ASKED_NOT_RUN <= FAST
 
 
 def group(name):
@@ -228,7 +235,8 @@ def reference(nt_oracle):
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in ARCHS]
+    "name",
+    [n if n in FAST - ASKED_NOT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in ARCHS],
 )
 def test_kernel_matches_neural_tangents(name, reference, x64):
     sites, chan, spec = ARCHS[name]

@@ -241,6 +241,14 @@ CORE = (
     "conv_cl_gap_diagonal",
     "conv_dn_permuted_gap",
 )
+# In CORE's oracle request (one recorded answer) but checked only in the slow suite, to keep
+# the default suite short. What stays default instead: ConvTranspose with SAME/VALID and
+# strides (ct2d_same_valid_s2_flat) and with global pooling (ct2d_standard_gap); CIRCULAR
+# ConvTranspose and permuted layouts in test_finite_network_matches_neural_tangents; ConvLocal
+# in cl2d_gap_full and conv_cl_gap_diagonal.
+ASKED_NOT_RUN = {"ct2d_circular_gap", "cl2d_same_valid_flat", "conv_dn_permuted_gap"}
+DEFAULT = set(CORE) - ASKED_NOT_RUN
+assert ASKED_NOT_RUN <= set(CORE)
 
 # One finite network through non-default layouts (NCHW in and out, permuted filters): the
 # 2-D inputs (6, 4, 5, 3) read as NCHW, C=4, H=5, W=3.
@@ -312,7 +320,8 @@ def reference_extended(nt_oracle):
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in CORE else pytest.param(n, marks=pytest.mark.slow) for n in ARCHS]
+    "name",
+    [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in ARCHS],
 )
 def test_kernel_matches_neural_tangents(name, request, x64):
     reference = request.getfixturevalue("reference_core" if name in CORE else "reference_extended")

@@ -25,6 +25,7 @@ def tiny(tmp_path_factory):
     return cfg, attention.run(cfg, store)
 
 
+@pytest.mark.slow  # the tiny run (fixture) costs 12 s; CI's slow suite runs it
 def test_tiny_run_shows_the_trade_off(tiny):
     cfg, r = tiny
     # the certified degree grows with B, faster for tensor (B³) than matrix (B²) scores
@@ -46,6 +47,7 @@ def test_tiny_run_shows_the_trade_off(tiny):
     assert m[0] < 0.5 < m[-1]
 
 
+@pytest.mark.slow  # the tiny run (fixture) costs 12 s; CI's slow suite runs it
 def test_plot_and_summary(tiny):
     cfg, r = tiny
     figs = attention.plot(r, cfg)

@@ -233,6 +233,7 @@ def test_adaptive_kde_is_scale_invariant_and_matches_kde():
 # ------------------------------------------------------------------------- vectorisation
 
 
+@pytest.mark.slow  # 8 s
 def test_epochs_axis_equals_per_epoch_results(data):
     _, y = data
     rng = np.random.default_rng(5)

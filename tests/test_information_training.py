@@ -49,6 +49,7 @@ def test_training_fits_and_records_every_layer(tanh_run):
     assert np.all(r["train_acc"][:, -1] >= 0.85)
 
 
+@pytest.mark.slow  # 9 s: a second training run
 def test_vmapped_seeds_equal_separate_runs(tanh_run):
     alone = train(TrainConfig(), X, Y, seeds=[1], record_epochs=[0, 30, 300])
     np.testing.assert_allclose(alone["layer2"][0], tanh_run["layer2"][1], atol=2e-5)
