@@ -9,7 +9,9 @@
 - `criticality`: criticality, universality classes and 1/n corrections (Roberts, Yaida &
   Hanin), with vmapped Monte Carlo over finite networks;
 - `predict`: training dynamics in function space (gradient descent on MSE, GP inference);
-- `batch`: tiled kernels spread over all devices.
+- `batch`: tiled kernels spread over all devices (``shard_output=True``: the result split over
+  them, across hosts with `jax.distributed`);
+- `kernel_to_disk`: a kernel written tile by tile into an on-disk zarr array, resumable.
 
 Numerical guards shared by all of them: `NonFiniteKernelError` (a NaN/inf result from finite
 inputs, e.g. float32 overflow) and `KernelMemoryError` (an output that cannot fit, refused
@@ -18,6 +20,7 @@ before allocating); see `theory.kernels.kernel`.
 
 from theory.kernels import criticality, dual, empirical, monte_carlo, predict, stax
 from theory.kernels.batching import batch
+from theory.kernels.disk import kernel_to_disk
 from theory.kernels.empirical import empirical_ntk
 from theory.kernels.kernel import Kernel, KernelMemoryError, NonFiniteKernelError
 from theory.kernels.monte_carlo import monte_carlo_kernel
@@ -31,6 +34,7 @@ __all__ = [
     "dual",
     "empirical",
     "empirical_ntk",
+    "kernel_to_disk",
     "monte_carlo",
     "monte_carlo_kernel",
     "predict",

@@ -80,6 +80,7 @@ def tiled_kernel(
     diagonal_spatial: bool = True,
     per_point: dict | None = None,
     channel_axis: int | None = None,
+    shard_output: bool = False,
 ) -> Kernel | tuple[Kernel, jax.Array]:
     """Apply a layer ``transform`` to the input kernel of (x1, x2), tile by tile.
 
@@ -103,6 +104,17 @@ def tiled_kernel(
     full-size buffer and the buffers are summed: the work is spread, the output's memory is
     not (each device holds n1 × n2).
 
+    With ``shard_output`` (and ``devices``), the output is not summed but laid out over the
+    devices: device d computes every tile of its band of n1/D rows (all column tiles, so a
+    symmetric kernel's mirror saving is not used: about twice the work of the summed layout;
+    n1 must be a multiple of D, as JAX's shardings divide evenly) into a buffer of 1/D of the
+    rows, and the returned arrays are global `jax.Array`s sharded by rows over a one-axis
+    mesh (``NamedSharding(mesh, PartitionSpec("tiles"))``; ``cov2`` replicated). Each device
+    then holds 1/D of the kernel plus one tile's working set, so adding devices adds
+    capacity. With
+    `jax.distributed` the devices may span processes: every process runs the same call on the
+    same inputs and holds its own devices' shards.
+
     With ``with_flags``, also returns whether every NNGP and NTK entry is finite, from a
     `nonfinite_probe` of each tile while it is in cache. On the depth-10 ReLU kernel at
     N = 4000 (2 shared CPU cores) that cost +0.3% to +3.5% CPU time (median of 15–25
@@ -112,6 +124,11 @@ def tiled_kernel(
     symmetric = x2 is None
     n1 = x1.shape[0]
     n2 = n1 if symmetric else x2.shape[0]
+    if shard_output:
+        return _sharded(
+            transform, x1, x2, compute_ntk, tile, devices, with_flags, diagonal_spatial,
+            per_point, channel_axis,
+        )  # fmt: skip
     b = _tile_size(max(n1, n2) if symmetric else min(n1, n2), tile)
     x1p = pad_rows(x1, b)
     x2p = x1p if symmetric else pad_rows(x2, b)
@@ -252,20 +269,149 @@ def tiled_kernel(
     return k, acc["probe"] == 0
 
 
+def _sharded(
+    transform,
+    x1,
+    x2,
+    compute_ntk,
+    tile,
+    devices,
+    with_flags,
+    diagonal_spatial,
+    per_point,
+    channel_axis,
+):
+    """`tiled_kernel` with ``shard_output``: device d fills rows d·k … (d+1)·k − 1 (k = n1/D)
+    in tiles of b rows (the last one ragged: rows past the band are computed and dropped)."""
+    devices = list(devices or jax.devices())
+    n_dev = len(devices)
+    symmetric = x2 is None
+    n1 = x1.shape[0]
+    n2 = n1 if symmetric else x2.shape[0]
+    if n1 % n_dev:
+        raise ValueError(
+            f"shard_output: x1 has {n1} points, not a multiple of the {n_dev} devices the "
+            "rows are split over; pad x1 (and drop the extra rows after) or pass devices="
+        )
+    k_rows = n1 // n_dev
+    b = _tile_size(k_rows, tile)
+    local_tiles = math.ceil(k_rows / b)  # row tiles per device, the last may be ragged
+
+    def pad_by(a, extra):  # room for a full tile past any start: repeat the last row
+        return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+    x1p = pad_by(x1, b)
+    x2p = pad_rows(x1 if symmetric else x2, b)
+    m2 = x2p.shape[0]
+    nb2 = m2 // b
+    rows = {n: pad_by(a1, b) for n, (a1, _) in (per_point or {}).items()}
+    cols = {n: pad_rows(a1 if a2 is None else a2, b) for n, (a1, a2) in (per_point or {}).items()}
+
+    def one_tile(r0, c0, x1p, x2p, rows, cols):
+        xi = jax.lax.dynamic_slice_in_dim(x1p, r0, b)
+        xj = jax.lax.dynamic_slice_in_dim(x2p, c0, b)
+        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial, channel_axis)
+        # entry (r, c) pairs a point with itself iff r0 + r == c0 + c
+        k = k.replace(diag_offset=r0 - c0 if symmetric else None)
+        kwargs = {
+            n: (
+                jax.lax.dynamic_slice_in_dim(rows[n], r0, b),
+                jax.lax.dynamic_slice_in_dim(cols[n], c0, b),
+            )
+            for n in rows
+        }
+        out = transform(k, **kwargs)
+        if isinstance(out, (list, tuple)):
+            raise ValueError(
+                f"the network ends with {len(out)} branches: close them with FanInSum() or "
+                "FanInProd() before asking for a kernel"
+            )
+        return out
+
+    probe = jax.eval_shape(lambda: one_tile(0, 0, x1p, x2p, rows, cols))
+    pair_shape = probe.nngp.shape[2:]
+    cov_shape = probe.cov1.shape[1:]
+    dtype = probe.nngp.dtype
+    mesh = Mesh(np.asarray(devices), ("tiles",))
+
+    def fill(x1p, x2p, rows, cols):
+        start = jax.lax.axis_index("tiles") * k_rows
+        zeros = jnp.zeros((local_tiles * b, m2, *pair_shape), dtype)
+        init = {
+            "nngp": zeros,
+            "ntk": zeros if compute_ntk else None,
+            "cov1": jnp.zeros((local_tiles * b, *cov_shape), dtype),
+            "cov2": None if symmetric else jnp.zeros((m2, *cov_shape), dtype),
+            "probe": jnp.zeros((), dtype),
+        }
+
+        def body(t, acc):
+            li, j = t // nb2, t % nb2
+            out = one_tile(start + li * b, j * b, x1p, x2p, rows, cols)
+            acc = dict(acc)
+            for name in ("nngp", "ntk"):
+                if acc[name] is None:
+                    continue
+                block = getattr(out, name)
+                at = (li * b, j * b) + (jnp.zeros((), li.dtype),) * (block.ndim - 2)
+                acc[name] = jax.lax.dynamic_update_slice(acc[name], block, at)
+                if with_flags:  # rows past the band are dropped: probe only the kept ones
+                    kept = jnp.arange(b) < k_rows - li * b
+                    kept = kept.reshape((b,) + (1,) * (block.ndim - 1))
+                    acc["probe"] = acc["probe"] + nonfinite_probe(jnp.where(kept, block, 0))
+            # every tile of a row band carries its rows' cov1 (all equal), of a column its cov2
+            acc["cov1"] = jax.lax.dynamic_update_slice_in_dim(acc["cov1"], out.cov1, li * b, 0)
+            if not symmetric:
+                acc["cov2"] = jax.lax.dynamic_update_slice_in_dim(acc["cov2"], out.cov2, j * b, 0)
+            return acc
+
+        acc = jax.lax.fori_loop(0, local_tiles * nb2, body, init)
+        out = {
+            "nngp": acc["nngp"][:k_rows, :n2],
+            "ntk": None if acc["ntk"] is None else acc["ntk"][:k_rows, :n2],
+            "cov1": acc["cov1"][:k_rows],
+            "cov2": None if symmetric else acc["cov2"][:n2],
+            "probe": jax.lax.psum(acc["probe"], "tiles"),
+        }
+        return out
+
+    rows_spec, rep = PartitionSpec("tiles"), PartitionSpec()
+    out_specs = {
+        "nngp": rows_spec,
+        "ntk": rows_spec if compute_ntk else None,
+        "cov1": rows_spec,
+        "cov2": None if symmetric else rep,
+        "probe": rep,
+    }
+    acc = jax.shard_map(fill, mesh=mesh, in_specs=(rep,) * 4, out_specs=out_specs, check_vma=False)(
+        x1p, x2p, rows, cols
+    )
+    k = probe.replace(
+        nngp=acc["nngp"], ntk=acc["ntk"], cov1=acc["cov1"], cov2=acc["cov2"], diag_offset=None
+    )
+    if not with_flags:
+        return k
+    return k, acc["probe"] == 0
+
+
 class Batchable(abc.ABC):
     """A kernel function that can evaluate itself in tiles spread over devices: what `batch`
     accepts (`theory.kernels.stax.KernelFn` is one). This module knows nothing of stax; stax
     builds on it."""
 
     @abc.abstractmethod
-    def batched(self, batch_size: int, devices: tuple[jax.Device, ...]) -> Callable:
-        """The kernel function evaluated in ``batch_size × batch_size`` tiles on ``devices``."""
+    def batched(
+        self, batch_size: int, devices: tuple[jax.Device, ...], shard_output: bool = False
+    ) -> Callable:
+        """The kernel function evaluated in ``batch_size × batch_size`` tiles on ``devices``
+        (``shard_output``: the result laid out over them, see `tiled_kernel`)."""
 
 
 def batch(
     kernel_fn: Batchable,
     batch_size: int,
     devices: Sequence[jax.Device] | None = None,
+    shard_output: bool = False,
 ) -> Callable:
     """``kernel_fn`` evaluated in ``batch_size × batch_size`` tiles spread over all devices.
 
@@ -277,8 +423,17 @@ def batch(
     way; a tile's working set is ``batch_size²`` times the bytes of one pair of points (|S|²
     sites with the full spatial covariance), so choose ``batch_size`` from that, not from N.
     Tiles of a symmetric kernel (``x2=None``) are computed once for i ≤ j and mirrored.
-    ``devices`` defaults to ``jax.devices()``; on CPU, several host devices come from
+    ``devices`` defaults to ``jax.devices()`` (with `jax.distributed`, every process's
+    devices); on CPU, several host devices come from
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+
+    ``shard_output=True``: tiles are computed where they live and the NNGP/NTK (and cov1) are
+    global `jax.Array`s sharded by rows over ``devices`` (``NamedSharding``, axis "tiles"):
+    each device holds about 1/D of the kernel plus one tile, so D devices hold a D times
+    larger kernel, and with `jax.distributed.initialize()` the same call spans hosts (each
+    process holds its devices' shards: ``out.addressable_shards``). A symmetric kernel then
+    computes all of its tiles (no mirroring across devices: ~2× the arithmetic). Beyond all
+    devices' memory, `theory.kernels.kernel_to_disk` writes the kernel to disk.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -289,7 +444,7 @@ def batch(
     devs = tuple(jax.devices() if devices is None else devices)
     if not devs:
         raise ValueError("devices must not be empty")
-    return kernel_fn.batched(batch_size, devs)
+    return kernel_fn.batched(batch_size, devs, shard_output=bool(shard_output))
 
 
 # Bytes of one NNGP or NTK array of a spatial tile (b² pairs × bytes per pair at the input's

@@ -497,19 +497,21 @@ def check_memory(
     copies: int = 1,
     extra_bytes: int = 0,
     pair_size: int = 1,
+    shards: int = 1,
 ) -> None:
     """Raise `KernelMemoryError` before allocating if the outputs cannot fit in memory.
 
     The estimate is a lower bound: ``len(names)`` arrays of n1 × n2 entries (n1 rows of
     ``x1``, n2 of ``x2``, or of ``x1`` when ``x2`` is None) of ``dtype`` (default ``x1``'s),
     ``copies`` times (buffers the algorithm holds at once), plus ``extra_bytes`` (one tile's
-    or one block's working set), on each of ``devices``. Devices that share host memory (CPU)
-    add up. A computation this check refuses cannot succeed; one it lets through may still
-    need more (the layers' intermediates).
+    or one block's working set), on each of ``devices`` (``shards``: the outputs are split
+    into that many parts, one per device). Devices that share host memory (CPU) add up. A
+    computation this check refuses cannot succeed; one it lets through may still need more
+    (the layers' intermediates).
     """
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     itemsize = jnp.dtype(x1.dtype if dtype is None else dtype).itemsize
-    per_device = len(names) * n1 * n2 * pair_size * itemsize * copies + extra_bytes
+    per_device = -(-len(names) * n1 * n2 * pair_size * itemsize * copies // shards) + extra_bytes
     devices = list(jax.devices()[:1] if not devices else devices)
     on_host = [d for d in devices if d.platform == "cpu"]
     checks = [(d, per_device) for d in devices if d.platform != "cpu"]
@@ -534,10 +536,10 @@ def check_memory(
                 else ""
             )  # fmt: skip
             + f") but only {free / 1e9:.1f} GB is available on {device.platform}; nothing was "
-            "allocated. theory.kernels.batch(kernel_fn, batch_size) tiles the computation and "
-            "bounds its working set, but still returns the whole output; for an output "
-            "this large, compute it tile by tile into an on-disk array (numpy.memmap or "
-            "zarr), calling the kernel function on row and column blocks x1[i:i+b], x2[j:j+b]"
+            "allocated. theory.kernels.batch(kernel_fn, batch_size, shard_output=True) "
+            "splits the output over devices (1/D each; with jax.distributed, over hosts); "
+            "theory.kernels.kernel_to_disk(kernel_fn, x1, x2, path) writes it tile by tile "
+            "into an on-disk zarr array, in one tile's memory, resumably"
             + ("; get='nngp' alone needs half of this." if len(names) > 1 else ".")
         )
 

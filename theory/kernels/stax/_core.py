@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from theory.kernels.batching import Batchable, default_tile, tiled_kernel
 from theory.kernels.kernel import (
@@ -311,7 +313,9 @@ class KernelFn(Batchable):
         self.check(where, out, ok, get, x1, x2)
         return out
 
-    def batched(self, batch_size: int, devices: tuple[jax.Device, ...]) -> Callable:
+    def batched(
+        self, batch_size: int, devices: tuple[jax.Device, ...], shard_output: bool = False
+    ) -> Callable:
         """This kernel function in ``batch_size``² tiles spread over ``devices``: what
         `theory.kernels.batch` returns (its docstring has the contract)."""
         diagonal = bool(self.diagonal)
@@ -321,11 +325,25 @@ class KernelFn(Batchable):
             k, ok = tiled_kernel(
                 self.transform, x1, x2, compute_ntk, batch_size, devices, with_flags=True,
                 diagonal_spatial=diagonal, per_point=self.per_point(kwargs, x1, x2),
-                channel_axis=self.channel_axis,
+                channel_axis=self.channel_axis, shard_output=shard_output,
             )  # fmt: skip
             return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
 
-        name = f"batch({self.__name__}, {batch_size})"
+        name = f"batch({self.__name__}, {batch_size}" + (
+            ", shard_output=True)" if shard_output else ")"
+        )
+        replicated = None
+        if shard_output:
+            replicated = NamedSharding(Mesh(np.asarray(devices), ("tiles",)), PartitionSpec())
+
+        def to_global(a):
+            """Host data as one array replicated on every device of the mesh (with
+            `jax.distributed`, devices of other processes included: each process passes
+            the same values)."""
+            if a is None or replicated is None:
+                return a
+            host = np.asarray(a)
+            return jax.make_array_from_callback(host.shape, replicated, lambda idx: host[idx])
 
         def batched(x1, x2=None, get=None, **kwargs):
             self.check_kwargs(kwargs)
@@ -342,7 +360,11 @@ class KernelFn(Batchable):
                 name, x1, x2, kernel_names(get, compute_ntk), devices=devices,
                 pair_size=self.output_pair_size(x1),
                 extra_bytes=2 * b * b * self.pair_bytes(x1),
+                shards=len(devices) if shard_output else 1,
             )  # fmt: skip
+            if shard_output:
+                x1, x2 = to_global(x1), to_global(x2)
+                kwargs = jax.tree_util.tree_map(to_global, kwargs)
             out, mask = compute(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
             self.check(name, out, mask, get, x1, x2)
             return out
