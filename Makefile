@@ -92,6 +92,7 @@ bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.attention
 	$(PY) -m benchmarks.criticality
 	$(PY) -m benchmarks.spatial
+	$(PY) -m benchmarks.disk
 
 lint: $(STAMP)
 	$(PY) -m ruff check theory experiments benchmarks tests reference
