@@ -200,7 +200,9 @@ def test_monte_carlo_converges_to_kernel_fn(x64):
 
 
 @pytest.mark.parametrize(
-    "n_samples, batch_size", [(5, 2), pytest.param(7, 3, marks=pytest.mark.slow)]
+    # slow (12 s each); test_monte_carlo_converges_to_kernel_fn checks the estimator by default
+    "n_samples, batch_size",
+    [pytest.param(5, 2, marks=pytest.mark.slow), pytest.param(7, 3, marks=pytest.mark.slow)],
 )
 def test_monte_carlo_is_the_plain_average_whatever_the_batching(x64, n_samples, batch_size):
     """S networks in chunks of ``batch_size`` (the last chunk padded when it does not divide

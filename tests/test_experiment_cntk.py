@@ -98,8 +98,10 @@ def test_data_split(cfg):
     assert not any(row.tobytes() in tr for row in d["x28_test"])
 
 
-# 6-7 s each (2 cores, load ≈ 3): the pooled kernel by default, the Flatten one slow
-@pytest.mark.parametrize("arch", [pytest.param("cnngp", marks=pytest.mark.slow), "gap"])
+# 6-10 s each (2 cores, load ≈ 3): both slow (ResultStore's resume is checked by default in
+# tests/test_common.py)
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["cnngp", "gap"])
 def test_tiles_equal_whole_kernel_and_resume(arch, cfg, tmp_path):
     """The tile-assembled kernels equal kernel_fn on the whole inputs (float32: both sum
     the same terms per entry, so 1e-6 relative), including ragged, padded edge tiles; a

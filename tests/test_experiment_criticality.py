@@ -139,6 +139,7 @@ def test_correlation(res):
     assert crit.tanh_factor(res) == pytest.approx(chi, rel=1e-3)
 
 
+@pytest.mark.slow  # 13 s; tests/test_criticality.py checks the theory by Monte Carlo by default
 def test_kernel_monte_carlo_matches_theory():
     """E[(1/n)Σz²] against K⁽ˡ⁾: exact for ReLU at C_b = 0 (the mean is preserved at any
     width); for tanh the finite-width correction to the mean is O(1/n): allowed as 2K/n."""

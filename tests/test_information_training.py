@@ -33,6 +33,8 @@ def tanh_run():
     return train(TrainConfig(), X, Y, seeds=[0, 1], record_epochs=[0, 30, 300])
 
 
+@pytest.mark.slow  # the two-seed training run (fixture) costs 15 s; CI's slow suite runs it;
+# training is exercised by default in the L2, divergence and bad-settings tests below
 def test_training_fits_and_records_every_layer(tanh_run):
     r = tanh_run
     widths = [10, 7, 5, 4, 3, 2]

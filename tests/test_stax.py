@@ -309,6 +309,8 @@ def test_activation_on_raw_inputs_is_rejected_like_neural_tangents():
         stax.serial(stax.Dense(4), stax.FanOut(2))[2](np.ones((2, 3)))
 
 
+@pytest.mark.slow  # 14 s; by default tests/test_disk.py compares batch's mirrored tiles with
+# the untiled kernel, and test_batch_over_four_devices_equals_kernel_fn below
 def test_tiled_evaluation_equals_untiled_including_symmetric_mirror(x64):
     """The automatic tiling (x2 = None: only tiles i ≤ j, mirrored) gives the same kernel."""
     rng = np.random.default_rng(7)

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from theory.kernels import batch, empirical_ntk, monte_carlo_kernel, predict, stax
 
 FAST = settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
