@@ -34,7 +34,10 @@ from theory.kernels.kernel import (
     nonfinite_probe,
 )
 
-__all__ = ["Batchable", "batch", "tiled_kernel", "tile_pairs", "mirror_block", "default_tile"]
+__all__ = [
+    "Batchable", "batch", "tiled_kernel", "tile_kernel", "tile_pairs", "mirror_block",
+    "default_tile",
+]  # fmt: skip
 
 
 def tile_pairs(nb1: int, nb2: int, symmetric: bool) -> np.ndarray:
@@ -67,6 +70,45 @@ def mirror_block(block: jax.Array, full_spatial: bool) -> jax.Array:
         perm += [3 + 2 * d, 2 + 2 * d]
     perm += list(range(len(perm), block.ndim))
     return jnp.transpose(block, perm)
+
+
+def tile_kernel(
+    transform: Callable[[Kernel], Kernel],
+    x1p: jax.Array,
+    x2p: jax.Array,
+    r0,
+    c0,
+    b: int,
+    compute_ntk: bool,
+    diagonal_spatial: bool,
+    channel_axis: int | None,
+    symmetric: bool,
+    rows: dict | None = None,
+    cols: dict | None = None,
+) -> Kernel:
+    """The network's kernel on one tile: rows ``r0 … r0 + b − 1`` of ``x1p`` against
+    ``c0 … c0 + b − 1`` of ``x2p`` (traced starts; the arrays padded so that every slice is
+    full). For a symmetric kernel entry (r, c) pairs a point with itself iff r0 + r = c0 + c,
+    which the tile's ``diag_offset`` records. ``rows``/``cols``: per-point call-time data
+    (name → array with the points on the leading axis), sliced with the points."""
+    xi = jax.lax.dynamic_slice_in_dim(x1p, r0, b)
+    xj = jax.lax.dynamic_slice_in_dim(x2p, c0, b)
+    k = input_kernel(xi, xj, compute_ntk, diagonal_spatial, channel_axis)
+    k = k.replace(diag_offset=r0 - c0 if symmetric else None)
+    kwargs = {
+        n: (
+            jax.lax.dynamic_slice_in_dim(rows[n], r0, b),
+            jax.lax.dynamic_slice_in_dim(cols[n], c0, b),
+        )
+        for n in rows or {}
+    }
+    out = transform(k, **kwargs)
+    if isinstance(out, (list, tuple)):
+        raise ValueError(
+            f"the network ends with {len(out)} branches: close them with FanInSum() or "
+            "FanInProd() before asking for a kernel"
+        )
+    return out
 
 
 def tiled_kernel(
@@ -148,24 +190,10 @@ def tiled_kernel(
     }
 
     def one_tile(i, j, rows=rows, cols=cols):
-        xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)  # (b, …)
-        xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
-        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial, channel_axis)
-        k = k.replace(diag_offset=(i - j) * b if symmetric else None)
-        kwargs = {
-            n: (
-                jax.lax.dynamic_slice_in_dim(rows[n], i * b, b),
-                jax.lax.dynamic_slice_in_dim(cols[n], j * b, b),
-            )
-            for n in rows
-        }
-        out = transform(k, **kwargs)
-        if isinstance(out, (list, tuple)):
-            raise ValueError(
-                f"the network ends with {len(out)} branches: close them with FanInSum() or "
-                "FanInProd() before asking for a kernel"
-            )
-        return out
+        return tile_kernel(
+            transform, x1p, x2p, i * b, j * b, b, compute_ntk, diagonal_spatial, channel_axis,
+            symmetric, rows, cols,
+        )  # fmt: skip
 
     # The output's static fields and trailing pair shapes, from one traced tile.
     probe = jax.eval_shape(lambda: one_tile(0, 0))
@@ -308,25 +336,10 @@ def _sharded(
     cols = {n: pad_rows(a1 if a2 is None else a2, b) for n, (a1, a2) in (per_point or {}).items()}
 
     def one_tile(r0, c0, x1p, x2p, rows, cols):
-        xi = jax.lax.dynamic_slice_in_dim(x1p, r0, b)
-        xj = jax.lax.dynamic_slice_in_dim(x2p, c0, b)
-        k = input_kernel(xi, xj, compute_ntk, diagonal_spatial, channel_axis)
-        # entry (r, c) pairs a point with itself iff r0 + r == c0 + c
-        k = k.replace(diag_offset=r0 - c0 if symmetric else None)
-        kwargs = {
-            n: (
-                jax.lax.dynamic_slice_in_dim(rows[n], r0, b),
-                jax.lax.dynamic_slice_in_dim(cols[n], c0, b),
-            )
-            for n in rows
-        }
-        out = transform(k, **kwargs)
-        if isinstance(out, (list, tuple)):
-            raise ValueError(
-                f"the network ends with {len(out)} branches: close them with FanInSum() or "
-                "FanInProd() before asking for a kernel"
-            )
-        return out
+        return tile_kernel(
+            transform, x1p, x2p, r0, c0, b, compute_ntk, diagonal_spatial, channel_axis,
+            symmetric, rows, cols,
+        )  # fmt: skip
 
     probe = jax.eval_shape(lambda: one_tile(0, 0, x1p, x2p, rows, cols))
     pair_shape = probe.nngp.shape[2:]

@@ -51,13 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.kernels.batching import Batchable, mirror_block, pad_rows, tile_pairs
-from theory.kernels.kernel import (
-    NonFiniteKernelError,
-    all_finite,
-    check_inputs,
-    input_kernel,
-)
+from theory.kernels.batching import Batchable, mirror_block, pad_rows, tile_kernel, tile_pairs
+from theory.kernels.kernel import NonFiniteKernelError, all_finite, check_inputs
 
 __all__ = ["kernel_to_disk", "FORMAT"]
 
@@ -261,23 +256,10 @@ def kernel_to_disk(
     nb1, nb2 = x1p.shape[0] // b, x2p.shape[0] // b
 
     def one_tile(i, j):
-        xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)
-        xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
-        k = input_kernel(xi, xj, compute_ntk, diagonal, channel_axis)
-        k = k.replace(diag_offset=(i - j) * b if symmetric else None)
-        kw = {
-            n: (
-                jax.lax.dynamic_slice_in_dim(rows[n], i * b, b),
-                jax.lax.dynamic_slice_in_dim(cols[n], j * b, b),
-            )
-            for n in rows
-        }
-        out = kernel_fn.transform(k, **kw)
-        if isinstance(out, (list, tuple)):
-            raise ValueError(
-                f"the network ends with {len(out)} branches: close them with FanInSum() or "
-                "FanInProd() before asking for a kernel"
-            )
+        out = tile_kernel(
+            kernel_fn.transform, x1p, x2p, i * b, j * b, b, compute_ntk, diagonal,
+            channel_axis, symmetric, rows, cols,
+        )  # fmt: skip
         blocks = tuple(getattr(out, n) for n in names)
         return blocks, all_finite(list(blocks))
 
