@@ -45,8 +45,9 @@ test: $(STAMP) $(REF_STAMP)
 # majority vote at depth 10^5, alpha = m consistency on the arc task, the quick runs of the NTK,
 # singular-classifier and information-plane experiments, the attention benchmark's quick run,
 # and the criticality Monte Carlo checks that need 10^5+ networks; CI runs them after
-# `make test` (the default suite: 11 min 06 s in a fresh clone on 2 idle cores, stop 22, down
-# from 18 min 17 s; still over its 10-minute target).
+# `make test` (the default suite, fresh clone, 2 idle cores, stop 23: 10 min 05 s to 11 min 17 s
+# as this VM's speed varied by ±20 % between runs; ≈ 9 min at the faster speed). Files go out
+# longest first (tests/conftest.py's FILE_SECONDS with --no-loadscope-reorder).
 test-slow: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m slow $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "error: pytest collected no slow tests" >&2; exit $$rc; }
