@@ -43,6 +43,19 @@ def snapshot(path: Path) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in path.rglob("*") if p.is_file()}
 
 
+def run_together(argvs: list[list[str]], env: dict) -> None:
+    """Start one Python process per argument list at once; each must exit 0."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for argv in argvs
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out.decode()[-3000:]
+
+
 # ------------------------------------------------------------------ the sharded result
 
 
@@ -119,25 +132,14 @@ def test_two_processes_with_jax_distributed_make_the_same_kernel(tmp_path, x64):
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "PYTHONPATH": str(REPO),
     }
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                f"localhost:{port}",
-                str(i),
-                str(tmp_path / f"rows{i}.npz"),
-                str(REPO / "tests"),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+    run_together(
+        [
+            [str(script), f"localhost:{port}", str(i), str(tmp_path / f"rows{i}.npz"),
+             str(REPO / "tests")]
+            for i in range(2)
+        ],
+        env,
+    )  # fmt: skip
     want = np.asarray(relu_net()(data(40), None, "nngp"))
     got = np.full_like(want, np.nan)
     for i in range(2):
@@ -313,18 +315,7 @@ def test_two_processes_fill_one_store(tmp_path, x64):
     script.write_text(_WORKER)
     path = tmp_path / "shared.zarr"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(path), str(REPO / "tests"), str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+    run_together([[str(script), str(path), str(REPO / "tests"), str(i)] for i in range(2)], env)
     shared = zarr.open_group(path, mode="r")
     assert shared["done"][:].sum() == 55  # 10 × 10 tiles of 4, upper triangle
     alone = kernel_to_disk(
