@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,15 @@ class Args:
     once and an interrupted run resumes"""
     remeasure: bool = False
     """measure every scaling N again instead of reusing saved rows"""
+    disk_ns: tuple[int, ...] = (1000,)
+    """N computed into a resumable on-disk store (`kernel_to_disk`, store tiles of
+    ``disk_tile`` images, each computed 2 × 2 images at a time as in memory) instead of one
+    call: N = 1000 is ~4 h of compute on 2 CPU cores, more than one sitting, so every run adds
+    tiles to the store (``results/bench/spatial_scaling/``) and the row is complete when all are
+    done. Its time is the sum of the per-tile compute seconds the store records (also the
+    median tile × tiles, robust to tiles slowed by other work on the machine)"""
+    disk_tile: Annotated[int, Interval(ge=1)] = 50
+    """store tile edge (images) for ``disk_ns``: 2 500 pairs, ~75 s per tile on 2 cores"""
     nt_scaling_ns: tuple[int, ...] = (2, 4, 8, 16)
     """N for neural-tangents' scaling runs, in order, until one fails or times out"""
     nt_timeout_s: Annotated[float, Interval(gt=0)] = 600.0
@@ -209,6 +219,98 @@ def worker(n: int, side: int, seed: int) -> dict:
     }
 
 
+DISK_WORKER = "_spatial_disk_worker"
+
+
+def disk_store_path(n: int, side: int, seed: int, quick: bool) -> Path:
+    stem = f"ours_disk_n{n}_side{side}_seed{seed}" + ("_quick" if quick else "")
+    return RESULTS_DIR / "bench" / "spatial_scaling" / f"{stem}.zarr"
+
+
+def disk_worker(n: int, side: int, seed: int, tile: int, quick: bool, path: Path) -> dict:
+    """Add tiles to the N-point store until it is complete (resumes any earlier run; safe to
+    kill at any moment: at most the tile in progress is lost), then summarize it."""
+    import jax
+
+    from theory.kernels import kernel_to_disk
+
+    kf = ours(myrtle5_spec())
+    x = inputs(n, side, seed)
+    if quick:  # a smoke run starts from an empty store and completes it
+        shutil.rmtree(path, ignore_errors=True)
+    t0 = time.perf_counter()
+    g = kernel_to_disk(kf, x, None, path, ("nngp", "ntk"), tile=tile)
+    wall = time.perf_counter() - t0
+    done = np.asarray(g["done"][:]).astype(bool)
+    sec = np.asarray(g["seconds"][:])
+    nb = done.shape[0]
+    n_tiles = nb * (nb + 1) // 2
+    row = {
+        "n": n,
+        "side": side,
+        "store": str(path),
+        "tile": g.attrs["tile"],
+        "batch_size": g.attrs["batch_size"],
+        "tiles_done": int(done.sum()),
+        "tiles": n_tiles,
+        "complete": int(done.sum()) == n_tiles,
+        "tile_seconds_sum": float(np.nansum(sec)),
+        "this_run_wall_s": wall,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "pairs_computed": n * (n + 1) // 2,
+    }
+    # The same compute cost from the median tile of each kind (diagonal store tiles hold
+    # about half the pairs), robust to tiles slowed by other work sharing the cores.
+    diag = np.eye(nb, dtype=bool)
+    med = {k: float(np.median(sec[done & m])) for k, m in (("diagonal", diag), ("off", ~diag))
+           if (done & m).any()}  # fmt: skip
+    row["median_tile_s"] = med
+    if row["complete"]:
+        row["wall_s"] = row["tile_seconds_sum"]
+        row["wall_s_from_medians"] = nb * med["diagonal"] + (n_tiles - nb) * med["off"]
+        # spot checks against the in-memory kernel: a diagonal block and the far corner
+        xj = jax.numpy.asarray(x)
+        errs = []
+        m = min(3, n)
+        for a, b in ((slice(0, m), slice(0, m)), (slice(0, m), slice(n - m, n))):
+            want = kf(xj[a], None if a == b else xj[b], ("nngp", "ntk"))
+            for name, w in zip(("nngp", "ntk"), want):
+                w = np.asarray(w)
+                errs.append(float(np.max(np.abs(g[name][a, b] - w)) / np.max(np.abs(w))))
+        row["spot_check_relative_difference"] = max(errs)
+        row["finite"] = bool(all(np.isfinite(g[k][:]).all() for k in ("nngp", "ntk")))
+    return row
+
+
+def disk_rows(args: Args, side: int) -> list[dict]:
+    rows = []
+    ns, tile = ((3,), 2) if args.quick else (args.disk_ns, args.disk_tile)
+    for n in ns:
+        path = disk_store_path(n, side, args.seed, args.quick)
+        print(f"  ours  N={n:5d}: adding tiles to {path}", flush=True)
+        cmd = [sys.executable, "-m", "benchmarks.spatial", DISK_WORKER, str(n), str(side),
+               str(args.seed), str(tile), str(int(args.quick)), str(path)]  # fmt: skip
+        # stderr (the progress bar) goes to the terminal
+        env = {**os.environ, "XLA_FLAGS": ""}
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"our on-disk scaling run at N={n} failed (see above)")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row.update(git=git_commit(), load_after=timing.load_average())
+        rows.append(row)
+        if row["complete"]:
+            print(
+                f"  ours  N={n:5d}: {row['wall_s']:8.1f} s summed over {row['tiles']} store "
+                f"tiles ({row['wall_s_from_medians']:.1f} s from median tiles), peak RSS "
+                f"{row['peak_rss_bytes'] / 2**30:.2f} GiB, spot checks "
+                f"{row['spot_check_relative_difference']:.1e}",
+                flush=True,
+            )
+        else:
+            print(f"  ours  N={n:5d}: {row['tiles_done']}/{row['tiles']} tiles", flush=True)
+    return rows
+
+
 def saved_row_path(n: int, side: int, seed: int) -> Path:
     """Where our scaling row for N is kept between runs (full runs only)."""
     return RESULTS_DIR / "bench" / "spatial_scaling" / f"ours_n{n}_side{side}_seed{seed}.json"
@@ -250,7 +352,10 @@ def scaling(args: Args) -> dict:
             f" s), peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB, tile {row['tile']}",
             flush=True,
         )
-    out = {"side": side, "ours": rows, "neural_tangents": [], "neural_tangents_stopped": None}
+    on_disk = disk_rows(args, side)
+    rows += [r for r in on_disk if r["complete"]]
+    out = {"side": side, "ours": rows, "on_disk": on_disk, "neural_tangents": [],
+           "neural_tangents_stopped": None}  # fmt: skip
     why = reference_available(args)
     if why:
         out["neural_tangents_stopped"] = why
@@ -310,6 +415,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == WORKER:
         print(json.dumps(worker(*(int(v) for v in argv[1:4]))))
+        return None
+    if argv and argv[0] == DISK_WORKER:
+        *ints, path = argv[1:7]
+        n, side, seed, tile, quick = (int(v) for v in ints)
+        print(json.dumps(disk_worker(n, side, seed, tile, bool(quick), Path(path))))
         return None
     args = tyro.cli(Args, args=argv, prog="python -m benchmarks.spatial")
     check_fields(args)

@@ -57,4 +57,10 @@ def test_quick_run(tmp_path, monkeypatch):
     rows = out["scaling"]["ours"]
     assert [r["n"] for r in rows] == [2, 3] and all(r["finite"] for r in rows)
     assert all(np.isfinite(r["wall_s"]) and r["peak_rss_bytes"] > 0 for r in rows)
+    (disk,) = out["scaling"]["on_disk"]  # N = 3 in store tiles of 2: 3 tiles, all done
+    assert disk["complete"] and disk["tiles"] == 3 and disk["finite"]
+    assert disk["spot_check_relative_difference"] < 1e-5  # float32 roundoff, 4 layers
+    assert (
+        tmp_path / "bench" / "spatial_scaling" / "ours_disk_n3_side32_seed0_quick.zarr"
+    ).is_dir()
     assert (tmp_path / "bench" / "spatial-quick_scaling.png").exists()

@@ -185,9 +185,32 @@ def test_disk_spatial_network_and_float32(tmp_path):
     kf = conv_net()
     x = np.random.default_rng(3).standard_normal((13, 4, 4, 2)).astype(np.float32)
     g = kernel_to_disk(kf, x, None, tmp_path / "c.zarr", get="ntk", tile=5, progress=False)
-    assert set(g.array_keys()) == {"ntk", "done"} and g["ntk"].dtype == np.float32
+    assert set(g.array_keys()) == {"ntk", "done", "seconds"} and g["ntk"].dtype == np.float32
     want = np.asarray(kf(x, None, "ntk"))
     np.testing.assert_allclose(g["ntk"][:], want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_store_tiles_computed_in_smaller_tiles(tmp_path, x64, cross):
+    """A pooled CNN (full covariance) stored in tiles of 5 images, each computed in tiles of 2
+    (``batch_size``; ragged both ways: 13 = 5 + 5 + 3, 5 = 2 + 2 + 1): equals kernel_fn's
+    untiled kernel to 1e-13 relative in float64 (roundoff of a different summation order);
+    a symmetric kernel's diagonal store tiles are computed as symmetric kernels, the rest as
+    cross kernels. Every done tile has its compute seconds recorded, the others NaN."""
+    kf = conv_net()
+    rng = np.random.default_rng(5)
+    x1 = rng.standard_normal((13, 4, 4, 2))
+    x2 = rng.standard_normal((7, 4, 4, 2)) if cross else None
+    g = kernel_to_disk(kf, x1, x2, tmp_path / "t.zarr", tile=5, batch_size=2, progress=False)
+    assert g.attrs["tile"] == 5 and g.attrs["batch_size"] == 2
+    for name, want in zip(("nngp", "ntk"), kf(x1, x2, ("nngp", "ntk"))):
+        want = np.asarray(want)
+        np.testing.assert_allclose(g[name][:], want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
+    done, seconds = g["done"][:].astype(bool), g["seconds"][:]
+    assert done.sum() == 6  # 3 × 3 tiles' upper triangle, or 3 × 2 cross tiles
+    assert np.all(seconds[done] > 0) and np.all(np.isnan(seconds[~done]))
+    with pytest.raises(ValueError, match="batch_size must be"):
+        kernel_to_disk(kf, x1, x2, tmp_path / "u.zarr", tile=5, batch_size=0)
 
 
 _KILLED = """

@@ -28,7 +28,13 @@ chunked on-disk array as soon as it is computed, so memory holds one tile, never
   the work with no other set-up). The store is created atomically (built in a temporary
   directory and renamed into place), so processes may start together.
 - **progress**: a tqdm bar of tiles with rate and ETA (``progress=False`` or the environment
-  variable ``THEORY_NO_PROGRESS=1`` turn it off).
+  variable ``THEORY_NO_PROGRESS=1`` turn it off). A ``seconds`` array (one float64 per tile,
+  NaN until done) records each tile's compute time, so the cost of a kernel that took several
+  sessions or processes is its sum.
+- **tiles within tiles**: a store tile (the unit of resumption and the zarr chunk) may be
+  larger than the in-memory tile it is computed in (``batch_size``): a spatial kernel with the
+  full covariance needs small compute tiles (a 32×32 image pair is 4 MiB per array), but a
+  store of 2 × 2 chunks would be a million files.
 
 Symmetric kernels (``x2=None``) compute only tiles i ≤ j and write each block with its
 mirror (`theory.kernels.batching.mirror_block`). Every block is probed for NaN/inf; a
@@ -42,6 +48,7 @@ import json
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,12 +58,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.kernels.batching import Batchable, mirror_block, pad_rows, tile_kernel, tile_pairs
+from theory.kernels.batching import (
+    Batchable,
+    mirror_block,
+    pad_rows,
+    tile_kernel,
+    tile_pairs,
+    tiled_kernel,
+)
 from theory.kernels.kernel import NonFiniteKernelError, all_finite, check_inputs
 
 __all__ = ["kernel_to_disk", "FORMAT"]
 
-FORMAT = "theory.kernels.disk/1"
+FORMAT = "theory.kernels.disk/2"  # /2: per-tile seconds
 
 # Default tile edge for fully connected networks: a float32 block of 1000 × 1000 is 4 MB, a
 # zarr chunk large enough that per-chunk overheads (a file, a rename) are small against its
@@ -123,6 +137,10 @@ def _open_or_create(path: Path, attrs: dict, arrays: dict[str, tuple], done_shap
                 "done", shape=done_shape, chunks=(1, 1), dtype="uint8", fill_value=0,
                 compressors=None,
             )  # fmt: skip
+            g.create_array(
+                "seconds", shape=done_shape, chunks=(1, 1), dtype="float64",
+                fill_value=np.nan, compressors=None,
+            )  # fmt: skip
             g.attrs.update(attrs)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -177,6 +195,7 @@ def kernel_to_disk(
     get: str | Sequence[str] = ("nngp", "ntk"),
     *,
     tile: int | None = None,
+    batch_size: int | None = None,
     worker: tuple[int, int] | None = None,
     progress: bool = True,
     **kwargs: Any,
@@ -187,11 +206,15 @@ def kernel_to_disk(
     ``kernel_fn``: a `theory.kernels.stax` kernel function (fully connected or spatial).
     ``get``: "nngp", "ntk" or both (the arrays of the group). ``tile``: the block edge in
     points (default: 1000 for fully connected networks; for spatial ones the size whose
-    NNGP block at the input's resolution holds 32 MiB, `theory.kernels.batching.default_tile`).
-    Memory: one tile's working set (its input kernel and each layer's outputs), whatever n1 and
-    n2. ``worker=(index, count)``: this process computes every count-th tile from ``index``
-    (default from ``jax.process_index()``/``jax.process_count()``). Call-time keywords
-    (`Aggregate`'s ``pattern``) must be per-point pairs, sliced into tiles with the points.
+    NNGP block at the input's resolution holds 32 MiB, `theory.kernels.batching.default_tile`):
+    the store's chunk and the unit of resumption. ``batch_size``: the in-memory tile each
+    store tile is computed in (`theory.kernels.batching.tiled_kernel`; default ``tile``, and
+    for spatial networks at most the 32 MiB tile), so a store tile may hold many compute
+    tiles. Memory: one compute tile's working set (its input kernel and each layer's outputs)
+    plus one store tile, whatever n1 and n2. ``worker=(index, count)``: this process computes
+    every count-th tile from ``index`` (default from ``jax.process_index()``/
+    ``jax.process_count()``). Call-time keywords (`Aggregate`'s ``pattern``) must be
+    per-point pairs, sliced into tiles with the points.
 
     Returns the zarr group opened read-only; ``group["nngp"][:]`` reads a whole kernel,
     ``group["nngp"][a:b, c:d]`` a block. When several processes share the work, each returns
@@ -236,6 +259,16 @@ def kernel_to_disk(
     if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
     b = min(tile, max(n1, n2))
+    if batch_size is None:
+        batch_size = b
+        pair_bytes = kernel_fn.pair_bytes(x1)
+        if pair_bytes:
+            from theory.kernels.batching import SPATIAL_TILE_BYTES
+
+            batch_size = min(b, max(1, math.isqrt(SPATIAL_TILE_BYTES // pair_bytes)))
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    inner = min(batch_size, b)
     if worker is None:
         worker = (jax.process_index(), jax.process_count())
     index, count = worker
@@ -255,16 +288,36 @@ def kernel_to_disk(
     }
     nb1, nb2 = x1p.shape[0] // b, x2p.shape[0] // b
 
-    def one_tile(i, j):
-        out = tile_kernel(
-            kernel_fn.transform, x1p, x2p, i * b, j * b, b, compute_ntk, diagonal,
-            channel_axis, symmetric, rows, cols,
-        )  # fmt: skip
+    def one_tile(i, j, mirror_of_itself):
+        if inner >= b:  # the store tile is one compute tile
+            out = tile_kernel(
+                kernel_fn.transform, x1p, x2p, i * b, j * b, b, compute_ntk, diagonal,
+                channel_axis, symmetric, rows, cols,
+            )  # fmt: skip
+        else:  # the store tile in compute tiles: a symmetric kernel's diagonal tile is itself
+            # symmetric (its own triangle and mirror); every other tile is a cross kernel
+            xi = jax.lax.dynamic_slice_in_dim(x1p, i * b, b)
+            xj = jax.lax.dynamic_slice_in_dim(x2p, j * b, b)
+
+            def block(a, s):
+                return jax.lax.dynamic_slice_in_dim(a, s, b)
+
+            pp = {
+                n: (block(rows[n], i * b), None if mirror_of_itself else block(cols[n], j * b))
+                for n in rows
+            }
+            out = tiled_kernel(
+                kernel_fn.transform, xi, None if mirror_of_itself else xj, compute_ntk, inner,
+                diagonal_spatial=diagonal, per_point=pp or None, channel_axis=channel_axis,
+            )  # fmt: skip
         blocks = tuple(getattr(out, n) for n in names)
         return blocks, all_finite(list(blocks))
 
-    tile_fn = jax.jit(one_tile)
-    probe = jax.eval_shape(one_tile, 0, 0)[0]
+    tile_fns = {
+        m: jax.jit(lambda i, j, m=m: one_tile(i, j, m))
+        for m in ((False, True) if symmetric else (False,))
+    }
+    probe = jax.eval_shape(lambda: one_tile(0, 0, symmetric))[0]
     pair_shape = tuple(probe[0].shape[2:])
     full_spatial = len(pair_shape) > 0 and not diagonal
     dtype = np.dtype(probe[0].dtype)
@@ -278,6 +331,7 @@ def kernel_to_disk(
         "shape": [n1, n2, *pair_shape],
         "dtype": dtype.str,
         "tile": b,
+        "batch_size": inner,
         "symmetric": symmetric,
     }
     arrays = {n: ((n1, n2, *pair_shape), (b, b, *pair_shape), dtype) for n in names}
@@ -290,10 +344,12 @@ def kernel_to_disk(
     todo = [(int(i), int(j)) for i, j in mine if not done[i, j]]
     bar = _bar(len(mine), len(mine) - len(todo), progress, f"kernel tiles ({b}×{b})")
     out_arrays = {name: group[name] for name in names}
-    done_array = group["done"]
+    done_array, seconds = group["done"], group["seconds"]
     try:
         for i, j in todo:
-            blocks, ok = tile_fn(i, j)
+            t0 = time.perf_counter()
+            blocks, ok = jax.block_until_ready(tile_fns[symmetric and i == j](i, j))
+            spent = time.perf_counter() - t0
             if not bool(ok):
                 raise NonFiniteKernelError(
                     f"kernel_to_disk: tile ({i}, {j}) (rows {i * b}…, columns {j * b}…) of "
@@ -310,6 +366,7 @@ def kernel_to_disk(
                 if symmetric and i != j:
                     mirrored = np.asarray(mirror_block(block, full_spatial))
                     arr[c0:c1, r0:r1] = mirrored[: c1 - c0, : r1 - r0]
+            seconds[i, j] = spent
             done_array[i, j] = 1
             if bar is not None:
                 bar.update(1)
