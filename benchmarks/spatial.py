@@ -248,6 +248,7 @@ def disk_worker(n: int, side: int, seed: int, tile: int, quick: bool, path: Path
     row = {
         "n": n,
         "side": side,
+        "on_disk": True,
         "store": str(path),
         "tile": g.attrs["tile"],
         "batch_size": g.attrs["batch_size"],
@@ -397,9 +398,17 @@ def plot(scale: dict, path: Path) -> None:
         rows = scale[key]
         if not rows:
             continue
-        ns = [r["n"] for r in rows]
-        a.loglog(ns, [r["wall_s"] for r in rows], style, label=label)
-        b.loglog(ns, [r["peak_rss_bytes"] / 2**30 for r in rows], style, label=label)
+        mem = [r for r in rows if not r.get("on_disk")]
+        disk = [r for r in rows if r.get("on_disk")]
+        for part, lab, sty in (
+            (mem, label, style),
+            (disk, f"{label}, on disk (tile seconds)", "D"),
+        ):
+            if not part:
+                continue
+            ns = [r["n"] for r in part]
+            a.loglog(ns, [r["wall_s"] for r in part], sty, label=lab)
+            b.loglog(ns, [r["peak_rss_bytes"] / 2**30 for r in part], sty, label=lab)
     a.set(xlabel="N (images)", ylabel="seconds (one call, compile included)",
           title=f"Myrtle-5 NNGP+NTK, {scale['side']}×{scale['side']}×3, float32")  # fmt: skip
     b.set(xlabel="N (images)", ylabel="peak resident memory (GiB)", title="memory")

@@ -55,7 +55,9 @@ def test_quick_run(tmp_path, monkeypatch):
             head["neural_tangents"]["steady_s"] / head["ours"]["steady_s"]
         )
     rows = out["scaling"]["ours"]
-    assert [r["n"] for r in rows] == [2, 3] and all(r["finite"] for r in rows)
+    # N = 2, 3 in memory, then N = 3 again through the on-disk store
+    assert [(r["n"], r.get("on_disk", False)) for r in rows] == [(2, False), (3, False), (3, True)]
+    assert all(r["finite"] for r in rows)
     assert all(np.isfinite(r["wall_s"]) and r["peak_rss_bytes"] > 0 for r in rows)
     (disk,) = out["scaling"]["on_disk"]  # N = 3 in store tiles of 2: 3 tiles, all done
     assert disk["complete"] and disk["tiles"] == 3 and disk["finite"]
