@@ -101,13 +101,20 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _script(request: dict) -> Path:
+    """The oracle script a request is for: ``request["script"]`` (a file name in reference/),
+    else reference/nt_oracle.py."""
+    name = request.get("script")
+    return ORACLE if name is None else REPO / "reference" / str(np.asarray(name))
+
+
 @functools.cache
-def _environment_digest() -> bytes:
+def _environment_digest(script: Path = ORACLE) -> bytes:
     """What an answer depends on besides its request, read once per session: the oracle
     script's code without its comments, docstrings and layout (its syntax tree, so that
     rewording a comment does not discard the recorded answers) and the pinned reference
     environment."""
-    tree = ast.parse(ORACLE.read_text())
+    tree = ast.parse(script.read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
@@ -119,7 +126,7 @@ def _environment_digest() -> bytes:
 
 def oracle_key(request: dict) -> str:
     """The name of ``request``'s recorded answer (see ORACLE_CACHE)."""
-    h = hashlib.sha256(_environment_digest())
+    h = hashlib.sha256(_environment_digest(_script(request)))
     for k, v in sorted(_encode(request).items()):
         h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
         h.update(np.ascontiguousarray(v).tobytes())
@@ -134,7 +141,7 @@ def live_oracle(request: dict, timeout: float = 600) -> dict[str, np.ndarray]:
         src, dst = Path(d) / "request.npz", Path(d) / "result.npz"
         np.savez(src, **_encode(request))
         proc = subprocess.run(
-            [str(REF_PYTHON), str(ORACLE), str(src), str(dst)],
+            [str(REF_PYTHON), str(_script(request)), str(src), str(dst)],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -28,19 +28,21 @@ Two implementations give the same numbers:
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.kernels import structured
 from theory.kernels.batching import pad_rows
 from theory.kernels.kernel import (
     all_finite,
+    available_memory,
     check_inputs,
     check_memory,
     check_outputs,
@@ -57,7 +59,8 @@ from theory.kernels.stax import (
 
 __all__ = ["empirical_ntk", "structured_layers"]
 
-IMPLEMENTATIONS = ("auto", "jacobian", "structured")
+IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
+_NT_NUMBERS = {0: "auto", 1: "jacobian", 2: "ntvp", 3: "structured"}
 
 # Largest Jacobian block (elements) the "jacobian" path forms when batch_size is None:
 # 2**28 float32 numbers = 1 GiB per side. Blocking recomputes the column blocks' Jacobians
@@ -187,107 +190,264 @@ def _outputs_2d(apply_fn, params, x):
     return f.reshape(x.shape[0], -1) if f.ndim != 2 else f
 
 
-def _jacobian(apply_fn, params, x):
-    """Jacobian pytree of the (b, k) outputs: leaves (b, k, *param_shape).
-
-    Points are vmapped one at a time (k reverse passes each): ``jacrev`` of the whole batch
-    would run b·k reverse passes over all b points."""
-
-    def one(xi):
-        return jax.jacrev(lambda p: _outputs_2d(apply_fn, p, xi[None])[0])(params)
-
-    return jax.vmap(one)(x)
+# ------------------------------------------------------------------ any function
 
 
-def _contract_jacobians(j1, j2):
-    """Σ_leaves Σ_c Σ_p J1[i, c, p] J2[j, c, p] / k, shape (b1, b2)."""
+def _feature_ntk(p: structured.Plan, axes, leaves, x1, x2, batch_size):
+    """Θ̂ from `structured.features` of both sides, in row × column blocks of ``batch_size``
+    points (each column block's features recomputed per row block: memory 2 blocks)."""
 
-    def one(a, b):
-        k = a.shape[1]
-        return jnp.dot(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1).T, precision=_HI) / k
+    def feats(x):
+        return structured.features(p, leaves, x)
 
-    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(one, j1, j2))
-    return functools.reduce(jnp.add, leaves)
-
-
-def _jacobian_ntk(apply_fn, params, x1, x2, batch_size):
-    x2_given = x2 is not None
-    y = x2 if x2_given else x1
-    n1, n2 = x1.shape[0], y.shape[0]
+    n1 = x1.shape[0]
+    y = x1 if x2 is None else x2
+    n2 = y.shape[0]
     if batch_size is None or batch_size >= max(n1, n2):
-        j1 = _jacobian(apply_fn, params, x1)
-        j2 = _jacobian(apply_fn, params, x2) if x2_given else j1
-        return _contract_jacobians(j1, j2)
-    y_blocks = _blocks(y, batch_size)  # (m2, B, d)
+        f1 = feats(x1)
+        return structured.contract(p, axes, f1, f1 if x2 is None else feats(x2))
+    y_blocks = _blocks(y, batch_size)
+    m2 = y_blocks.shape[0]
 
     def row_block(xb):
-        j1 = _jacobian(apply_fn, params, xb)
+        f1 = feats(xb)
+        cols = jax.lax.map(lambda yb: structured.contract(p, axes, f1, feats(yb)), y_blocks)
+        return jnp.moveaxis(cols, 0, 1).reshape((xb.shape[0], m2 * batch_size) + cols.shape[3:])
 
-        def col_block(yb):
-            return _contract_jacobians(j1, _jacobian(apply_fn, params, yb))
-
-        cols = jax.lax.map(col_block, y_blocks)  # (m2, B, B)
-        return jnp.moveaxis(cols, 0, 1).reshape(xb.shape[0], -1)  # (B, m2·B)
-
-    out = jax.lax.map(row_block, _blocks(x1, batch_size))  # (m1, B, m2·B)
-    return out.reshape(-1, out.shape[-1])[:n1, :n2]
+    out = jax.lax.map(row_block, _blocks(x1, batch_size))
+    return out.reshape((-1,) + out.shape[2:])[:n1, :n2]
 
 
-def ntk_traced(apply_fn, params, x1, x2, implementation, batch_size):
+def _ntvp_ntk(p: structured.Plan, axes, leaves, x1, x2, batch_size):
+    """Θ̂ by NTK-vector products: for each point y of x2 and output entry o', the parameter
+    vector v = J(y)ᵀ e_o' (one reverse pass), then J(x) v for every x of x1 (one forward-mode
+    pass each): the column Θ̂[:, :, y, o']. No Jacobian is stored."""
+    f = structured.run_fn(p)
+    k = math.prod(p.out_shape)
+    o1, o2, res, _ = axes.indices(1)
+
+    def column(yi):
+        _, vjp_fn = jax.vjp(lambda ls: f(ls, yi), leaves)
+        basis = jnp.eye(k, dtype=x1.dtype).reshape((k, *p.out_shape))
+        (tangents,) = jax.vmap(vjp_fn)(basis)  # k parameter vectors
+
+        def jvp_all(t):
+            return jax.vmap(lambda xi: jax.jvp(lambda ls: f(ls, xi), (leaves,), (t,))[1])(x1)
+
+        th = jax.vmap(jvp_all)(tangents)  # (k, n1, *O1)
+        th = jnp.moveaxis(th.reshape(p.out_shape + th.shape[1:]), len(p.out_shape), 0)
+        # (n1, *O2, *O1) -> reduced over the output axes
+        return jnp.einsum(th, [0] + o2 + o1, [0] + res, precision=_HI)
+
+    y = x1 if x2 is None else x2
+    if batch_size is None or batch_size >= y.shape[0]:
+        cols = jax.vmap(column)(y)  # (n2, n1, *R)
+    else:
+        blocks = jax.lax.map(jax.vmap(column), _blocks(y, batch_size))
+        cols = blocks.reshape((-1,) + blocks.shape[2:])[: y.shape[0]]
+    return jnp.moveaxis(cols, 0, 1) / axes.traced_size
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Route:
+    """How `empirical_ntk` computes: ``kind`` "stax" (the rule-based structured path of a
+    `stax.serial` Dense/elementwise chain), "features" (Jacobians and structured uses of
+    ``plan``) or "ntvp"; compared by identity, cached per function and shapes, so that the
+    compiled computation is reused."""
+
+    kind: str
+    plan: structured.Plan | None
+    axes: structured.OutputAxes
+    implementation: str  # the public name it came from
+
+
+def ntk_traced(apply_fn, params, x1, x2, implementation, batch_size, route: Route | None = None):
     """Θ̂ without boundary checks, for use inside other traced code (e.g. Monte Carlo).
 
-    ``implementation`` must already be "jacobian" or "structured"."""
-    if implementation == "structured":
+    ``implementation`` must already be "jacobian" or "structured" (of a stax chain), or a
+    `Route` be given."""
+    if route is None:
+        if implementation == "structured":
+            return _structured_ntk(apply_fn, params, x1, x2, batch_size)
+        route = make_route(apply_fn, params, x1, "jacobian", (-1,), ())
+    if route.kind == "stax":
         return _structured_ntk(apply_fn, params, x1, x2, batch_size)
-    return _jacobian_ntk(apply_fn, params, x1, x2, batch_size)
+    leaves = jax.tree_util.tree_leaves(params)
+    if route.kind == "ntvp":
+        return _ntvp_ntk(route.plan, route.axes, leaves, x1, x2, batch_size)
+    return _feature_ntk(route.plan, route.axes, leaves, x1, x2, batch_size)
 
 
-def _ntk_checked(apply_fn, params, x1, x2, implementation, batch_size):
-    ntk = ntk_traced(apply_fn, params, x1, x2, implementation, batch_size)
+def _ntk_checked(apply_fn, params, x1, x2, route, batch_size):
+    ntk = ntk_traced(apply_fn, params, x1, x2, route.implementation, batch_size, route)
     return ntk, all_finite([ntk])
 
 
-_ntk_jit = jax.jit(_ntk_checked, static_argnames=("apply_fn", "implementation", "batch_size"))
+_ntk_jit = jax.jit(_ntk_checked, static_argnames=("apply_fn", "route", "batch_size"))
 
 
-# ------------------------------------------------------------------ public
+# ------------------------------------------------------------------ choosing a route
 
 
-def _output_size(apply_fn, params, x1) -> int:
-    """Channels k of apply_fn's output, traced once per (apply_fn, shapes) like the jit."""
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan(apply_fn, params, x1, structured_uses: bool) -> structured.Plan:
+    """`structured.plan`, cached per (apply_fn, parameter shapes, point shape, flag)."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    key = (treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves), x1.shape[1:])
-    return _output_size_cached(apply_fn, key, x1.dtype, params, x1[:1])
+    key = (
+        treedef,
+        tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves),
+        x1.shape[1:],
+        jnp.dtype(x1.dtype),
+        structured_uses,
+    )
+    try:
+        cache = _PLANS.setdefault(apply_fn, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cache = {}
+    if key not in cache:
+        cache[key] = structured.plan(apply_fn, params, x1.shape[1:], x1.dtype, structured_uses)
+    return cache[key]
 
 
-def _output_size_cached(apply_fn, key, dtype, params, x):
-    cache = _OUTPUT_SIZES.setdefault(apply_fn, {})
-    if (key, dtype) not in cache:
-        out = jax.eval_shape(apply_fn, params, x)
-        cache[(key, dtype)] = int(np.prod(out.shape))
-    return cache[(key, dtype)]
+_ROUTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-_OUTPUT_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _stax_route_possible(apply_fn, params, input_ndim: int, axes) -> bool:
+    return (
+        input_ndim == 2
+        and axes.kinds == ("trace",)
+        and structured_layers(rule_of(apply_fn), params) is not None
+    )
+
+
+def make_route(apply_fn, params, x1, implementation, trace_axes, diagonal_axes) -> Route:
+    """The `Route` for a public ``implementation`` ("jacobian", "ntvp", "structured"; "auto"
+    is resolved by `choose`)."""
+    p_generic = _plan(apply_fn, params, x1, False)
+    axes = structured.OutputAxes.from_nt(p_generic.out_shape, trace_axes, diagonal_axes)
+    if implementation == "jacobian":
+        return _cached_route("features", p_generic, axes, implementation, apply_fn)
+    if implementation == "ntvp":
+        return _cached_route("ntvp", p_generic, axes, implementation, apply_fn)
+    if _stax_route_possible(apply_fn, params, x1.ndim, axes):
+        return _cached_route("stax", None, axes, implementation, apply_fn)
+    return _cached_route("features", _plan(apply_fn, params, x1, True), axes, implementation,
+                         apply_fn)  # fmt: skip
+
+
+def _cached_route(kind, plan, axes, implementation, apply_fn) -> Route:
+    key = (kind, id(plan), axes, implementation)
+    try:
+        cache = _ROUTES.setdefault(apply_fn, {})
+    except TypeError:
+        cache = {}
+    if key not in cache:
+        cache[key] = Route(kind, plan, axes, implementation)
+    return cache[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """A route's estimated operations and the bytes it holds at once."""
+
+    implementation: str
+    flops: float
+    bytes: int
+
+
+def costs(apply_fn, params, x1, x2, trace_axes=(-1,), diagonal_axes=()) -> list[Cost]:
+    """Estimated cost of each implementation on these inputs (the cost model of "auto",
+    after Novak et al. 2022, Table 1), from the jaxpr's shapes: F the forward operations of
+    one point, k the output entries per point, P the parameters, N = n1 + n2 points.
+
+    - jacobian: N·k reverse passes (3F each) + the contraction, 2·n1·n2·k'·P (k' the output
+      pairs kept); holds N·k·P Jacobian entries.
+    - structured: the same reverse passes + opt_einsum's count for each structured use's
+      contraction + the Jacobian contraction of the other parameters; holds the stored
+      activations and sensitivities.
+    - ntvp: n2·k reverse passes + n2·k forward-mode passes over n1 points (3F per point);
+      holds k parameter vectors per column point.
+    """
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    n = n1 if x2 is None else n1 + n2
+    item = jnp.dtype(x1.dtype).itemsize
+    pg = _plan(apply_fn, params, x1, False)
+    ps = _plan(apply_fn, params, x1, True)
+    axes = structured.OutputAxes.from_nt(pg.out_shape, trace_axes, diagonal_axes)
+    f = structured.forward_flops(pg)
+    k = math.prod(pg.out_shape)
+    n_params = sum(math.prod(s) for s in pg.leaf_shapes)
+    out = math.prod(axes.result_shape)
+    return [
+        Cost(
+            "jacobian",
+            n * k * 3 * f + structured.contraction_flops(pg, axes, n1, n2),
+            structured.feature_bytes(pg, n, item),
+        ),
+        Cost(
+            "structured",
+            n * k * 3 * f + structured.contraction_flops(ps, axes, n1, n2),
+            structured.feature_bytes(ps, n, item),
+        ),
+        Cost("ntvp", n2 * k * 3 * f * (1 + n1), (k * n_params + n1 * k * out) * item),
+    ]
+
+
+def choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:
+    """ "auto": the stax rule path when it applies, else the implementation of fewest
+    estimated operations among those whose working set fits in half the free memory (else
+    the one of least memory)."""
+    p_generic = _plan(apply_fn, params, x1, False)
+    axes = structured.OutputAxes.from_nt(p_generic.out_shape, trace_axes, diagonal_axes)
+    if _stax_route_possible(apply_fn, params, x1.ndim, axes):
+        return "structured"
+    cs = costs(apply_fn, params, x1, x2, trace_axes, diagonal_axes)
+    free = available_memory()
+    fits = [c for c in cs if free is None or c.bytes <= free // 2]
+    if fits:
+        return min(fits, key=lambda c: c.flops).implementation
+    return min(cs, key=lambda c: c.bytes).implementation
 
 
 def resolve_implementation(
     apply_fn: Callable, params: Any, implementation: str, input_ndim: int = 2
 ) -> str:
-    """Map "auto" to "structured" or "jacobian"; reject impossible requests. The structured
-    route needs 2-D inputs (n_points, features)."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    structured = input_ndim == 2 and structured_layers(rule_of(apply_fn), params) is not None
-    if implementation == "structured" and not structured:
+    """Whether a `stax` chain takes the rule-based structured path: "structured" when
+    ``apply_fn`` is a `stax.serial` of Dense and elementwise layers with matching params and
+    2-D inputs, else "jacobian" (for "auto"); "structured" requested for anything else
+    raises (Monte Carlo sampling, `theory.kernels.monte_carlo`, uses only these two)."""
+    if implementation not in ("auto", "jacobian", "structured"):
+        raise ValueError(
+            f"implementation must be one of ('auto', 'jacobian', 'structured'), got "
+            f"{implementation!r}"
+        )
+    ok = input_ndim == 2 and structured_layers(rule_of(apply_fn), params) is not None
+    if implementation == "structured" and not ok:
         raise ValueError(
             "implementation='structured' needs apply_fn from stax.serial of Dense and "
             "elementwise layers (with matching params) and 2-D inputs x1 (n_points, "
             "features); use implementation='jacobian'"
         )
     if implementation == "auto":
-        return "structured" if structured else "jacobian"
+        return "structured" if ok else "jacobian"
     return implementation
+
+
+def canonical_implementation(implementation) -> str:
+    """A public implementation name from a name or neural-tangents' number (0 auto,
+    1 Jacobian contraction, 2 NTK-vector products, 3 structured derivatives)."""
+    if isinstance(implementation, (int, np.integer)) and not isinstance(implementation, bool):
+        if int(implementation) in _NT_NUMBERS:
+            return _NT_NUMBERS[int(implementation)]
+    elif isinstance(implementation, str) and implementation in IMPLEMENTATIONS:
+        return implementation
+    raise ValueError(
+        f"implementation must be one of {IMPLEMENTATIONS} or neural-tangents' 0-3, got "
+        f"{implementation!r}"
+    )
 
 
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | None:
@@ -301,15 +461,41 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | None:
 
 
 def check_params(params: Any) -> None:
-    for i, leaf in enumerate(jax.tree_util.tree_leaves(params)):
+    """Every parameter leaf a finite floating-point array (named by its pytree path)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = "params" + jax.tree_util.keystr(path)
         if isinstance(leaf, jax.core.Tracer):
             continue
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float)) or isinstance(
+            leaf, bool
+        ):
+            raise TypeError(
+                f"{name} is a {type(leaf).__name__}, not an array: every leaf of params is "
+                "differentiated, so non-array values (names, flags, functions) must live "
+                "outside params (close over them in apply_fn) or be None"
+            )
         arr = jnp.asarray(leaf)
         if not jnp.issubdtype(arr.dtype, jnp.floating):
-            raise TypeError(f"params leaf {i} must be a floating-point array, got {arr.dtype}")
-        check_precision(f"params leaf {i}", arr.dtype)
+            raise TypeError(f"{name} must be a floating-point array, got {arr.dtype}")
+        check_precision(name, arr.dtype)
         if not bool(jnp.all(jnp.isfinite(arr))):
-            raise ValueError(f"params leaf {i} (shape {arr.shape}) contains NaN or inf")
+            raise ValueError(f"{name} (shape {arr.shape}) contains NaN or inf")
+
+
+def _check_float_inputs(x1, x2) -> None:
+    for name, x in (("x1", x1), ("x2", x2)):
+        dtype = getattr(x, "dtype", None)
+        if dtype is None and x is not None:
+            dtype = np.asarray(x).dtype
+        if dtype is not None and (
+            jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)
+        ):
+            raise TypeError(
+                f"{name} has dtype {dtype}: the empirical NTK differentiates apply_fn with "
+                "respect to params at given inputs, and integer inputs (token ids, labels) "
+                "would be cast to floats silently changing what apply_fn does; pass float "
+                "inputs, or embed the integers inside apply_fn from a float array"
+            )
 
 
 def empirical_ntk(
@@ -317,54 +503,86 @@ def empirical_ntk(
     params: Any,
     x1: Any,
     x2: Any = None,
-    implementation: str = "auto",
+    implementation: str | int = "auto",
     batch_size: int | None = None,
+    *,
+    trace_axes: int | Sequence[int] = (-1,),
+    diagonal_axes: int | Sequence[int] = (),
 ) -> jax.Array:
-    r"""Θ̂(x1, x2) = (1/k) Σ_c ∂f_c(x1)/∂θ · ∂f_c(x2)/∂θ, Jacot et al. (2018), §4.
+    r"""Θ̂(x1, x2)[o, o'] = Σ_p ∂f_o(x1)/∂θ_p · ∂f_o'(x2)/∂θ_p (Jacot et al. 2018, §4), for any
+    JAX function, reduced over output axes as neural-tangents' ``empirical_ntk_fn``.
 
-    ================  ========  =================================================================
-    argument          symbol    meaning
-    ================  ========  =================================================================
-    ``apply_fn``      f         ``apply_fn(params, x) -> (n, k)`` outputs (or (n,), read as k=1)
-    ``params``        θ         its parameters (any pytree)
-    ``x1``, ``x2``    x, x'     inputs (n1, d), (n2, d); ``x2=None`` means x1
-    ``implementation``  —       "auto", "jacobian" (any function) or "structured" (stax serial
-                                chain of Dense and elementwise layers)
-    ``batch_size``    B         points per block: bounds memory to B points' Jacobians
-                                ("jacobian") or B rows of the kernel ("structured"); None:
-                                all at once ("structured") or blocks of at most 2**28 Jacobian
-                                entries ("jacobian")
-    ================  ========  =================================================================
+    ===================  ======  ==============================================================
+    argument             symbol  meaning
+    ===================  ======  ==============================================================
+    ``apply_fn``         f       ``apply_fn(params, x) -> (n, *O)`` (a (n,) output is read as
+                                 (n, 1)); point i's output must depend on x_i only
+    ``params``           θ       its parameters: any pytree of float arrays
+    ``x1``, ``x2``       x, x'   inputs (n1, ...), (n2, ...); ``x2=None`` means x1
+    ``implementation``   —       "auto" (0), "jacobian" (1), "ntvp" (2), "structured" (3):
+                                 names or neural-tangents' numbers; see below
+    ``batch_size``       B       points per block (memory: two blocks' features); None: all
+                                 at once, or blocks sized to hold 2**28 feature entries
+    ``trace_axes``       —       output axes (of (n, *O); 0 is the points') averaged over
+                                 their diagonal; default (-1,): the mean over the last axis
+    ``diagonal_axes``    —       output axes of which only the diagonal o = o' is kept
+    ===================  ======  ==============================================================
 
-    Returns Θ̂ of shape (n1, n2), averaged over the k output channels (neural-tangents'
-    ``trace_axes=(-1,)``). Compiled with ``jax.jit`` (one trace per shape and apply_fn).
+    Returns Θ̂ of shape (n1, n2, …): after the point axes, each output axis neither traced
+    nor diagonal as a pair (o, o') in place, each diagonal axis once, traced axes not at all
+    (neural-tangents' layout; divided by the traced axes' size). Compiled with ``jax.jit``
+    (one trace per apply_fn, shapes and route).
 
-    Numerical guards as `stax` ``kernel_fn``: 16-bit inputs or parameters raise `TypeError`;
-    an (n1, n2) output (plus the Jacobian blocks) that cannot fit raises `KernelMemoryError`
-    before allocating; a non-finite Θ̂ from finite inputs and parameters raises
-    `NonFiniteKernelError` (float64 is the usual remedy; the values are in ``error.result``).
+    Implementations (Novak, Sohl-Dickstein & Schoenholz, ICML 2022), all giving the same Θ̂:
+
+    - "jacobian": per-point Jacobians J = ∂f/∂θ (one reverse pass per output entry) contracted
+      over the parameters.
+    - "ntvp": NTK-vector products, column by column: J(y)ᵀe (reverse) then J(x)·(J(y)ᵀe)
+      (forward mode) for every x; no Jacobian is held.
+    - "structured": structured derivatives read from the jaxpr (`theory.kernels.structured`):
+      a weight used once in a ``dot_general`` (dense layers, einsums) contributes through its
+      input a and output sensitivity δ, (a·a')(δ·δ'), never forming its Jacobian; other
+      parameters take the Jacobian route. For a `stax.serial` chain of Dense and elementwise
+      layers a rule-based form of the same (`structured_layers`).
+    - "auto": that stax form when it applies, else the cheapest of the three by the cost
+      model `costs` (operations from the jaxpr's shapes; memory within half the free memory).
+
+    Numerical guards as `stax` ``kernel_fn``: 16-bit inputs or parameters raise `TypeError`,
+    as do integer inputs and non-array parameter leaves (named by their pytree path); an output
+    (plus the features held) that cannot fit raises `KernelMemoryError` before allocating;
+    a non-finite Θ̂ from finite inputs and parameters raises `NonFiniteKernelError` (float64
+    is the usual remedy; the values are in ``error.result``).
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {apply_fn!r}")
+    _check_float_inputs(x1, x2)
     x1, x2 = check_inputs(x1, x2, spatial_ndim="any")
     batch_size = check_batch_size(batch_size)
     check_params(params)
-    impl = resolve_implementation(apply_fn, params, implementation, x1.ndim)
-    if impl == "jacobian" and batch_size is None:
-        n_params = sum(int(np.prod(jnp.shape(p))) for p in jax.tree_util.tree_leaves(params))
-        k = _output_size(apply_fn, params, x1)
-        largest = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
-        fit = max(1, _JACOBIAN_BLOCK_ELEMENTS // max(1, k * n_params))
-        batch_size = None if fit >= largest else fit
+    impl = canonical_implementation(implementation)
+    if impl == "auto":
+        impl = choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes)
+    route = make_route(apply_fn, params, x1, impl, trace_axes, diagonal_axes)
+    if impl == "structured" and route.kind == "stax" and x1.ndim != 2:
+        raise AssertionError("unreachable: the stax route needs 2-D inputs")
     leaves = jax.tree_util.tree_leaves(params)
     dtype = jnp.result_type(x1.dtype, *(jnp.result_type(p) for p in leaves))
+    item = jnp.dtype(dtype).itemsize
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     extra = 0
-    if impl == "jacobian":  # per-point Jacobians (k, n_params) of the points held at once
-        n_params = sum(int(np.prod(jnp.shape(p))) for p in leaves)
+    if route.kind == "features":  # the features of the points held at once
+        per_point = structured.feature_bytes(route.plan, 1, item)
+        if batch_size is None:
+            fit = max(1, _JACOBIAN_BLOCK_ELEMENTS * item // max(1, per_point))
+            batch_size = None if fit >= max(n1, n2) else fit
         held = n1 + (0 if x2 is None else n2) if batch_size is None else 2 * batch_size
-        extra = held * _output_size(apply_fn, params, x1) * n_params * jnp.dtype(dtype).itemsize
-    check_memory("empirical_ntk", x1, x2, ("ntk",), dtype, extra_bytes=extra)
-    ntk, ok = _ntk_jit(apply_fn, params, x1, x2, implementation=impl, batch_size=batch_size)
+        extra = held * per_point
+    elif route.kind == "ntvp":
+        n_params = sum(math.prod(s) for s in route.plan.leaf_shapes)
+        cols = n2 if batch_size is None else batch_size
+        extra = cols * math.prod(route.plan.out_shape) * (n_params + n1 * 1) * item
+    pair = math.prod(route.axes.result_shape)
+    check_memory("empirical_ntk", x1, x2, ("ntk",), dtype, extra_bytes=extra, pair_size=pair)
+    ntk, ok = _ntk_jit(apply_fn, params, x1, x2, route=route, batch_size=batch_size)
     check_outputs("empirical_ntk", ok, {"ntk": ntk}, (x1, x2), ntk)
     return ntk
