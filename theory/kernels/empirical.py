@@ -396,10 +396,33 @@ def costs(apply_fn, params, x1, x2, trace_axes=(-1,), diagonal_axes=()) -> list[
     ]
 
 
+_CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:
     """ "auto": the stax rule path when it applies, else the implementation of fewest
     estimated operations among those whose working set fits in half the free memory (else
-    the one of least memory)."""
+    the one of least memory). Remembered per function, shapes and axes."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    key = (
+        treedef,
+        tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves),
+        x1.shape,
+        jnp.dtype(x1.dtype),
+        None if x2 is None else x2.shape,
+        repr(trace_axes),
+        repr(diagonal_axes),
+    )
+    try:
+        cache = _CHOICES.setdefault(apply_fn, {})
+    except TypeError:
+        cache = {}
+    if key not in cache:
+        cache[key] = _choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes)
+    return cache[key]
+
+
+def _choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:
     p_generic = _plan(apply_fn, params, x1, False)
     axes = structured.OutputAxes.from_nt(p_generic.out_shape, trace_axes, diagonal_axes)
     if _stax_route_possible(apply_fn, params, x1.ndim, axes):
