@@ -262,14 +262,12 @@ class Route:
 
 
 def ntk_traced(apply_fn, params, x1, x2, implementation, batch_size, route: Route | None = None):
-    """Θ̂ without boundary checks, for use inside other traced code (e.g. Monte Carlo).
-
-    ``implementation`` must already be "jacobian" or "structured" (of a stax chain), or a
-    `Route` be given."""
-    if route is None:
-        if implementation == "structured":
-            return _structured_ntk(apply_fn, params, x1, x2, batch_size)
-        route = make_route(apply_fn, params, x1, "jacobian", (-1,), ())
+    """Θ̂ (outputs averaged) without boundary checks, for use inside other traced code (e.g.
+    Monte Carlo): ``implementation`` "jacobian", "ntvp" or "structured" (the stax rules where
+    they apply, else the jaxpr), or a `Route`."""
+    if route is None:  # the mean over every output entry, as the Monte Carlo NNGP
+        n_out = len(_plan(apply_fn, params, x1, False).out_shape)
+        route = make_route(apply_fn, params, x1, implementation, tuple(range(1, 1 + n_out)), ())
     if route.kind == "stax":
         return _structured_ntk(apply_fn, params, x1, x2, batch_size)
     leaves = jax.tree_util.tree_leaves(params)

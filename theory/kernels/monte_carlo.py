@@ -153,9 +153,6 @@ def monte_carlo_kernel(
         jax.random.split(key)
     except Exception as e:  # noqa: BLE001 - re-raised with the argument's name
         raise ValueError(f"key must be a jax.random key, got {key!r}") from e
-    if implementation == "structured":
-        _, params = jax.eval_shape(lambda k: init_fn(k, x1.shape), key)
-        empirical.resolve_implementation(apply_fn, params, "structured", x1.ndim)
     kernels = tuple(g for g in _GETS if g in inner)
     check_memory("monte_carlo_kernel", x1, x2, kernels, copies=chunk + 1)
     res, ok = _mc_jit(
