@@ -290,3 +290,46 @@ def test_cost_model_prefers_structured_for_wide_dense_layers():
     from theory.kernels import empirical
 
     assert empirical.choose(wide, p, x, None, (-1,), ()) == "structured"
+
+
+def test_jitted_helpers_are_inlined_and_loops_stay_whole(x64):
+    """A weight used inside a jitted helper is still found as a structured use (the helper's
+    body is inlined when the jaxpr is read); a weight used inside `lax.scan` takes the
+    Jacobian route and the scan stays one step (its 50 iterations are not unrolled). Both
+    models' kernels equal brute-force float64 Jacobians to 1e-12 by every implementation;
+    float32 inputs with float64 parameters work too (the output's dtype drives the basis)."""
+    from theory.kernels import empirical
+
+    @jax.jit
+    def dense(w, h):
+        return jnp.tanh(h @ w)
+
+    def jitted(p, x):
+        return dense(p["w"], x) @ p["v"]
+
+    def scanned(p, x):
+        def step(h, _):
+            return jnp.tanh(h @ p["w"]), None
+
+        h, _ = lax.scan(step, x, None, length=50)
+        return h @ p["v"]
+
+    rng = np.random.default_rng(7)
+    p = {"w": rng.standard_normal((4, 4)) / 2, "v": rng.standard_normal((4, 2))}
+    x = rng.standard_normal((3, 4))
+    for f, n_uses, max_steps in ((jitted, 2, 10), (scanned, 1, 10)):
+        plan = empirical._plan(f, p, jnp.asarray(x), True)
+        assert len(plan.uses) == n_uses and len(plan.steps) <= max_steps, (f, plan.steps)
+
+        def flat_jac(xi, f=f):
+            j = jax.jacrev(lambda q: f(q, xi[None])[0])(p)
+            return jnp.concatenate([a.reshape(2, -1) for a in jax.tree_util.tree_leaves(j)], 1)
+
+        js = [flat_jac(a) for a in x]
+        want = np.array([[np.trace(a @ b.T) / 2 for b in js] for a in js])
+        for impl in ("jacobian", "ntvp", "structured"):
+            assert rel(empirical_ntk(f, p, x, None, impl), want) < 1e-12, (f, impl)
+    got = empirical_ntk(jitted, p, x.astype(np.float32), None, "ntvp")
+    assert got.dtype == jnp.float64 and rel(got, empirical_ntk(jitted, p, x, None)) < 1e-6
+    with pytest.raises(ValueError, match="params has no arrays"):
+        empirical_ntk(lambda q, y: y, {}, x)

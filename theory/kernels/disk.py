@@ -220,12 +220,10 @@ def kernel_to_disk(
     ``group["nngp"][a:b, c:d]`` a block. When several processes share the work, each returns
     once its own tiles are done: ``group.attrs``/``group["done"]`` tell whether all are.
     Every tile is one compiled computation, deterministic: a resumed run, or several
-    processes sharing the work, give the values of one uninterrupted run bit for bit. The
-    in-memory kernel (`theory.kernels.batch` with ``batch_size=tile``, whose tiles run inside
-    one compiled loop) agrees to the last bit or one ulp (XLA may round a fused operation
-    differently in a loop body; measured 5e-16 relative at most), ``kernel_fn``'s untiled
-    result to float roundoff (each tile does its own input matmul). See the module notes for
-    the format.
+    processes sharing the work, give the values of one uninterrupted run bit for bit, and
+    they equal the in-memory kernel of the same tiles (`theory.kernels.batch` with
+    ``batch_size=tile``) bit for bit; ``kernel_fn``'s untiled result to float roundoff (each
+    tile does its own input matmul). See the module notes for the format.
     """
     import zarr
 
@@ -362,6 +360,11 @@ def kernel_to_disk(
             c0, c1 = j * b, min((j + 1) * b, n2)
             for name, block in zip(names, blocks):
                 arr = out_arrays[name]
+                if symmetric and i == j:
+                    # the in-memory tiles (`batching.tiled_kernel`) write a diagonal tile's
+                    # mirror over it; so does the store, to equal them bit for bit (K(x_a,
+                    # x_b) and K(x_b, x_a) are computed apart and may differ by an ulp)
+                    block = mirror_block(block, full_spatial)
                 arr[r0:r1, c0:c1] = np.asarray(block)[: r1 - r0, : c1 - c0]
                 if symmetric and i != j:
                     mirrored = np.asarray(mirror_block(block, full_spatial))

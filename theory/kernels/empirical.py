@@ -228,7 +228,7 @@ def _ntvp_ntk(p: structured.Plan, axes, leaves, x1, x2, batch_size):
 
     def column(yi):
         _, vjp_fn = jax.vjp(lambda ls: f(ls, yi), leaves)
-        basis = jnp.eye(k, dtype=x1.dtype).reshape((k, *p.out_shape))
+        basis = jnp.eye(k, dtype=p.out_dtype).reshape((k, *p.out_shape))
         (tangents,) = jax.vmap(vjp_fn)(basis)  # k parameter vectors
 
         def jvp_all(t):
@@ -377,8 +377,6 @@ def costs(apply_fn, params, x1, x2, trace_axes=(-1,), diagonal_axes=()) -> list[
     axes = structured.OutputAxes.from_nt(pg.out_shape, trace_axes, diagonal_axes)
     f = structured.forward_flops(pg)
     k = math.prod(pg.out_shape)
-    n_params = sum(math.prod(s) for s in pg.leaf_shapes)
-    out = math.prod(axes.result_shape)
     return [
         Cost(
             "jacobian",
@@ -388,13 +386,22 @@ def costs(apply_fn, params, x1, x2, trace_axes=(-1,), diagonal_axes=()) -> list[
         Cost(
             "structured",
             n * k * 3 * f + structured.contraction_flops(ps, axes, n1, n2),
-            structured.feature_bytes(ps, n, item),
+            structured.feature_bytes(ps, n, item)
+            + int(structured.contraction_intermediate(ps, axes, n1, n2)) * item,
         ),
-        Cost("ntvp", n2 * k * 3 * f * (1 + n1), (k * n_params + n1 * k * out) * item),
+        Cost("ntvp", n2 * k * 3 * f * (1 + n1), ntvp_bytes(pg, n1, n2, item)),
     ]
 
 
 _CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ntvp_bytes(p: structured.Plan, n1: int, cols: int, item: int) -> int:
+    """What "ntvp" holds for ``cols`` column points at once: k parameter vectors and, for each,
+    a forward-mode pass over the n1 row points (their intermediates and k outputs)."""
+    k = math.prod(p.out_shape)
+    n_params = sum(math.prod(s) for s in p.leaf_shapes)
+    return cols * k * (n_params + n1 * (structured.activation_entries(p) + k)) * item
 
 
 def choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:
@@ -580,6 +587,9 @@ def empirical_ntk(
     x1, x2 = check_inputs(x1, x2, spatial_ndim="any")
     batch_size = check_batch_size(batch_size)
     check_params(params)
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError("params has no arrays: the empirical NTK of a function without "
+                         "parameters is zero; nothing to compute")  # fmt: skip
     impl = canonical_implementation(implementation)
     if impl == "auto":
         impl = choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes)
@@ -596,12 +606,17 @@ def empirical_ntk(
         if batch_size is None:
             fit = max(1, _JACOBIAN_BLOCK_ELEMENTS * item // max(1, per_point))
             batch_size = None if fit >= max(n1, n2) else fit
-        held = n1 + (0 if x2 is None else n2) if batch_size is None else 2 * batch_size
+        if batch_size is None or batch_size >= max(n1, n2):
+            held = n1 + (0 if x2 is None else n2)
+        else:
+            held = 2 * batch_size
         extra = held * per_point
     elif route.kind == "ntvp":
-        n_params = sum(math.prod(s) for s in route.plan.leaf_shapes)
-        cols = n2 if batch_size is None else batch_size
-        extra = cols * math.prod(route.plan.out_shape) * (n_params + n1 * 1) * item
+        per_col = ntvp_bytes(route.plan, n1, 1, item)
+        if batch_size is None:  # columns in blocks of at most 2**28 held entries
+            fit = max(1, _JACOBIAN_BLOCK_ELEMENTS * item // max(1, per_col))
+            batch_size = None if fit >= n2 else fit
+        extra = (n2 if batch_size is None else min(batch_size, n2)) * per_col
     pair = math.prod(route.axes.result_shape)
     check_memory("empirical_ntk", x1, x2, ("ntk",), dtype, extra_bytes=extra, pair_size=pair)
     ntk, ok = _ntk_jit(apply_fn, params, x1, x2, route=route, batch_size=batch_size)

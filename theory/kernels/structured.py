@@ -36,8 +36,8 @@ x_i only, as neural-tangents' ``vmap_axes=0`` asks):
   contributions is the same Θ̂ to float roundoff.
 - *NTK-vector products* (``"ntvp"``, in `theory.kernels.empirical`): no stored features.
 
-``plan`` reads the jaxpr (tracing ``apply_fn`` once, under ``jax.disable_jit`` so that jitted
-helpers inside it are inlined); `features` and `contract` are traceable.
+``plan`` reads the jaxpr (tracing ``apply_fn`` once; the bodies of jitted helpers inside it
+are inlined, loops stay single steps); `features` and `contract` are traceable.
 """
 
 from __future__ import annotations
@@ -157,7 +157,11 @@ class Plan:
     """What `features` needs: the per-point function's jaxpr, its structured parameter uses,
     the parameters taking the Jacobian route, and shapes."""
 
-    jaxpr: Any  # ClosedJaxpr of (leaves..., x) -> output, one point
+    steps: tuple  # the per-point function (leaves..., x) -> output as flat `_Step`s
+    in_refs: tuple  # references of the leaves and of x
+    out_ref: Any  # reference of the output
+    consts: dict  # reference -> constant
+    out_dtype: Any
     uses: tuple[Use, ...]
     generic: tuple[int, ...]  # leaf indices taking the Jacobian route
     leaf_shapes: tuple[tuple[int, ...], ...]
@@ -176,6 +180,71 @@ def _single(apply_fn: Callable, treedef, squeeze: bool):
     return f
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Lit:
+    """A literal operand of a step."""
+
+    val: Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Step:
+    """One equation of the flattened jaxpr: its operands' and results' references (ints or
+    `_Lit`)."""
+
+    eqn: Any
+    ins: tuple
+    outs: tuple
+
+
+def _sub_jaxpr(eqn):
+    """The body of a ``jit``/``pjit``/``closed_call`` equation (inlined by `_flatten`), else
+    None: loops, conditionals, custom derivatives and checkpoints stay single steps."""
+    if eqn.primitive.name not in ("pjit", "jit", "closed_call", "core_call"):
+        return None
+    sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    if sub is None:
+        return None
+    if hasattr(sub, "consts"):
+        return sub.jaxpr, list(sub.consts)
+    return sub, []
+
+
+def _flatten(closed):
+    """(steps, input refs, output refs, consts) of a ClosedJaxpr with every jit/call body
+    inlined, so that a parameter passed into a jitted helper is seen where it is used."""
+    steps, consts = [], {}
+    counter = iter(range(1 << 62))
+
+    def walk(jaxpr, const_vals, in_refs):
+        env = {}
+        for v, c in zip(jaxpr.constvars, const_vals):
+            r = next(counter)
+            consts[r] = c
+            env[v] = r
+
+        def read(v):
+            return _Lit(v.val) if isinstance(v, jex.core.Literal) else env[v]
+
+        for v, r in zip(jaxpr.invars, in_refs):
+            env[v] = r
+        for eqn in jaxpr.eqns:
+            ins = tuple(read(v) for v in eqn.invars)
+            sub = _sub_jaxpr(eqn)
+            if sub is not None:
+                outs = walk(sub[0], sub[1], ins)
+            else:
+                outs = tuple(next(counter) for _ in eqn.outvars)
+                steps.append(_Step(eqn, ins, outs))
+            for v, r in zip(eqn.outvars, outs):
+                env[v] = r
+        return tuple(read(v) for v in jaxpr.outvars)
+
+    in_refs = tuple(next(counter) for _ in closed.jaxpr.invars)
+    outs = walk(closed.jaxpr, list(closed.consts), in_refs)
+    return tuple(steps), in_refs, outs, consts
+
+
 def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, structured: bool):
     """Read ``apply_fn``'s jaxpr at one point of shape ``x_shape`` (no point axis). With
     ``structured`` False every parameter takes the Jacobian route."""
@@ -192,27 +261,31 @@ def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, struc
         )
     squeeze = batched.ndim == 1  # (n,) outputs are read as (n, 1)
     f = _single(apply_fn, treedef, squeeze)
-    with jax.disable_jit():  # inline jitted helpers, so their parameter uses are visible
-        closed = jax.make_jaxpr(f)(specs, xs)
-    jaxpr = closed.jaxpr
-    out_shape = tuple(jaxpr.outvars[0].aval.shape)
+    closed = jax.make_jaxpr(f)(specs, xs)
+    steps, in_refs, out_refs, consts = _flatten(closed)
+    out_aval = closed.jaxpr.outvars[0].aval
+    out_shape = tuple(out_aval.shape)
     n = len(leaves)
-    param_vars = {v: i for i, v in enumerate(jaxpr.invars[:n])}
+    param_refs = {r: i for i, r in enumerate(in_refs[:n])}
+
+    def is_param(r):
+        return not isinstance(r, _Lit) and r in param_refs
+
     candidates: dict[int, list] = {i: [] for i in range(n)}
     other_uses = set()
-    for e_i, eqn in enumerate(jaxpr.eqns):
-        ins = [v for v in eqn.invars if not isinstance(v, jex.core.Literal)]
-        hit = [param_vars[v] for v in ins if v in param_vars]
+    for e_i, step in enumerate(steps):
+        eqn = step.eqn
+        hit = [param_refs[r] for r in step.ins if is_param(r)]
         if not hit:
             continue
         ok = (
             structured
             and eqn.primitive.name == "dot_general"
             and len(hit) == 1
-            and not (eqn.invars[0] in param_vars and eqn.invars[1] in param_vars)
+            and not (is_param(step.ins[0]) and is_param(step.ins[1]))
         )
         if ok:
-            p_op = 0 if eqn.invars[0] in param_vars else 1
+            p_op = 0 if is_param(step.ins[0]) else 1
             other = eqn.invars[1 - p_op]
             candidates[hit[0]].append(
                 Use(
@@ -227,16 +300,20 @@ def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, struc
             )
         else:
             other_uses.update(hit)
-    for v in jaxpr.outvars:  # a parameter returned as an output
-        if v in param_vars:
-            other_uses.add(param_vars[v])
+    for r in out_refs:  # a parameter returned as an output
+        if is_param(r):
+            other_uses.add(param_refs[r])
     uses = tuple(c[0] for i, c in sorted(candidates.items()) if len(c) == 1 and i not in other_uses)
     structured_leaves = {u.leaf for u in uses}
     generic = tuple(i for i in range(n) if i not in structured_leaves)
     sizes = [math.prod(s.shape) for s in specs]
     frac = sum(sizes[i] for i in structured_leaves) / max(1, sum(sizes))
     return Plan(
-        jaxpr=closed,
+        steps=steps,
+        in_refs=in_refs,
+        out_ref=out_refs[0],
+        consts=consts,
+        out_dtype=out_aval.dtype,
         uses=uses,
         generic=generic,
         leaf_shapes=tuple(tuple(s.shape) for s in specs),
@@ -245,23 +322,21 @@ def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, struc
     )
 
 
-def _read(env, v):
-    return v.val if isinstance(v, jex.core.Literal) else env[v]
+def _run(p: Plan, leaves, x, uses: Sequence[Use], probes):
+    """Evaluate the per-point function's steps with ``probes[u]`` added to use u's output;
+    return the output and each use's other operand."""
+    env = dict(p.consts)
+    for r, a in zip(p.in_refs, list(leaves) + [x]):
+        env[r] = a
 
+    def read(r):
+        return r.val if isinstance(r, _Lit) else env[r]
 
-def _run(closed, leaves, x, uses: Sequence[Use], probes):
-    """Evaluate the per-point jaxpr with ``probes[u]`` added to use u's output; return the
-    output and each use's other operand."""
-    jaxpr = closed.jaxpr
-    env = {}
-    for v, c in zip(jaxpr.constvars, closed.consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, list(leaves) + [x]):
-        env[v] = a
     at = {u.eqn: (k, u) for k, u in enumerate(uses)}
     others = [None] * len(uses)
-    for e_i, eqn in enumerate(jaxpr.eqns):
-        invals = [_read(env, v) for v in eqn.invars]
+    for e_i, step in enumerate(p.steps):
+        eqn = step.eqn
+        invals = [read(r) for r in step.ins]
         bound = eqn.primitive.get_bind_params(eqn.params)
         # JAX versions differ: (subfuns, params) in older ones, params alone in newer ones
         subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
@@ -273,16 +348,16 @@ def _run(closed, leaves, x, uses: Sequence[Use], probes):
             others[k] = invals[1 - u.param_operand]
             out = out + probes[k]
         outs = out if eqn.primitive.multiple_results else [out]
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return _read(env, jaxpr.outvars[0]), others
+        for r, o in zip(step.outs, outs):
+            env[r] = o
+    return read(p.out_ref), others
 
 
 def run_fn(p: Plan) -> Callable:
     """The per-point function (leaves, x) -> output (O) that ``p`` was read from."""
 
     def f(leaves, x):
-        return _run(p.jaxpr, leaves, x, (), ())[0]
+        return _run(p, leaves, x, (), ())[0]
 
     return f
 
@@ -300,7 +375,7 @@ def features(p: Plan, leaves: Sequence[jax.Array], x: jax.Array):
             lv = list(leaves)
             for i, a in zip(generic, gen):
                 lv[i] = a
-            out, others = _run(p.jaxpr, lv, xi, uses, probes)
+            out, others = _run(p, lv, xi, uses, probes)
             return out, others
 
         probes = [jnp.zeros(u.out_shape, u.dtype) for u in uses]
@@ -377,7 +452,8 @@ def forward_flops(p: Plan) -> float:
     """Multiply-adds ×2 of one point's forward pass, from the jaxpr: each ``dot_general`` and
     convolution counted exactly, every other equation as one operation per output entry."""
     total = 0.0
-    for eqn in p.jaxpr.jaxpr.eqns:
+    for step in p.steps:
+        eqn = step.eqn
         out = eqn.outvars[0].aval
         size = math.prod(getattr(out, "shape", ()) or (1,))
         name = eqn.primitive.name
@@ -397,9 +473,26 @@ def forward_flops(p: Plan) -> float:
 
 def contraction_flops(p: Plan, axes: OutputAxes, n1: int, n2: int) -> float:
     """opt_einsum's operation count for `contract` on n1 × n2 points."""
+    return _contraction(p, axes, n1, n2)[0]
+
+
+def contraction_intermediate(p: Plan, axes: OutputAxes, n1: int, n2: int) -> float:
+    """The largest intermediate array (entries) of `contract`'s structured einsums: with a
+    dense layer applied per position the cheapest order may form n1·n2·f·f' entries."""
+    return _contraction(p, axes, n1, n2)[1]
+
+
+def activation_entries(p: Plan) -> int:
+    """Entries of every intermediate of one point's forward pass (what forward mode holds)."""
+    return sum(
+        math.prod(getattr(v.aval, "shape", ()) or (1,)) for st in p.steps for v in st.eqn.outvars
+    )
+
+
+def _contraction(p: Plan, axes: OutputAxes, n1: int, n2: int) -> tuple[float, float]:
     import opt_einsum
 
-    total = 0.0
+    total, largest = 0.0, 0.0
     for u in p.uses:
         l_a1, l_a2, l_d1, l_d2, l_res = _use_operands(u, axes)
         shapes = [
@@ -415,10 +508,11 @@ def contraction_flops(p: Plan, axes: OutputAxes, n1: int, n2: int) -> float:
         spec += "->" + "".join(ch[i] for i in l_res)
         _, info = opt_einsum.contract_path(spec, *shapes, shapes=True, optimize="optimal")
         total += float(info.opt_cost)
+        largest = max(largest, float(info.largest_intermediate))
     k_pairs = math.prod(s * s if k == "pair" else s for s, k in zip(axes.shape, axes.kinds))
     for i in p.generic:
         total += 2.0 * n1 * n2 * k_pairs * math.prod(p.leaf_shapes[i])
-    return total
+    return total, largest
 
 
 def feature_bytes(p: Plan, n: int, itemsize: int) -> int:
