@@ -19,9 +19,9 @@ chunked on-disk array as soon as it is computed, so memory holds one tile, never
   is kept.
 - **refuses mismatches**: the group's attributes record the network (its description and
   channel/diagonal layout), the inputs (SHA-256 of x1, x2 and call-time keywords), the
-  kernels, dtype, shape and tile; a store made for anything else, or that is not a store of
-  this kind, raises `ValueError` naming ``path`` and the difference, and is never
-  overwritten.
+  kernels, dtype, shape, tile and compute tile (``batch_size``, which moves the last bits);
+  a store made for anything else, or that is not a store of this kind, raises `ValueError`
+  naming ``path`` and the difference, and is never overwritten.
 - **several processes**: ``worker=(index, count)`` computes only tiles ``t`` with
   ``t % count == index`` of the fixed tile order (default: ``jax.process_index()`` and
   ``jax.process_count()``, so processes started with ``jax.distributed.initialize()`` split
@@ -30,7 +30,8 @@ chunked on-disk array as soon as it is computed, so memory holds one tile, never
 - **progress**: a tqdm bar of tiles with rate and ETA (``progress=False`` or the environment
   variable ``THEORY_NO_PROGRESS=1`` turn it off). A ``seconds`` array (one float64 per tile,
   NaN until done) records each tile's compute time, so the cost of a kernel that took several
-  sessions or processes is its sum.
+  sessions or processes is its sum (the first tile of each kind a process computes includes
+  its compilation, seconds, so medians are the better per-tile figure).
 - **tiles within tiles**: a store tile (the unit of resumption and the zarr chunk) may be
   larger than the in-memory tile it is computed in (``batch_size``): a spatial kernel with the
   full covariance needs small compute tiles (a 32×32 image pair is 4 MiB per array), but a
