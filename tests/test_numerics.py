@@ -118,7 +118,7 @@ def test_16_bit_inputs_are_refused_by_every_kernel_function(dtype):
             lambda: monte_carlo_kernel(init_fn, apply_fn, jax.random.PRNGKey(0), x.astype(dtype)),
         ],
         "x2": [lambda: kernel_fn(x, x.astype(dtype))],
-        "params leaf 0": [
+        r"params\[0\]\[0\]": [  # the leaf named by its pytree path
             lambda: empirical_ntk(
                 apply_fn, jax.tree_util.tree_map(lambda p: p.astype(dtype), params), x
             )
