@@ -18,14 +18,13 @@ A request ``.npz`` holds
   contraction, 2 NTK-vector products, 3 structured derivatives);
 - ``trace_axes``, ``diagonal_axes``: JSON lists; ``vmap_axes``: JSON (null or 0).
 
-The result holds ``ntk_<i>`` for each implementation that ran and ``error_<i>`` (text) for each
-that raised. This file is executed only in the reference environment; it never imports
-``theory``.
+The result holds ``ntk_<i>`` for each implementation that ran and ``error_<i>`` (text: type and
+message) for each that raised. This file is executed only in the reference environment; it
+never imports ``theory``.
 """
 
 import json
 import sys
-import traceback
 import types
 
 import numpy as np
@@ -67,8 +66,10 @@ def handle(req):
         )
         try:
             out[f"ntk_{impl}"] = np.asarray(jax.jit(fn)(x1, x2, params))
-        except Exception:  # noqa: BLE001 - recorded: which implementations run is an answer
-            out[f"error_{impl}"] = np.asarray(traceback.format_exc(limit=3)[-2000:])
+        except Exception as e:  # noqa: BLE001 - recorded: which implementations run is an answer
+            # type and message only: a traceback names this checkout's paths, and the slow
+            # suite compares recorded answers with live ones from another clone
+            out[f"error_{impl}"] = np.asarray(f"{type(e).__name__}: {e}"[:2000])
     return out
 
 
