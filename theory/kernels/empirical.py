@@ -287,26 +287,36 @@ _ntk_jit = jax.jit(_ntk_checked, static_argnames=("apply_fn", "route", "batch_si
 # ------------------------------------------------------------------ choosing a route
 
 
+def _remember(table: weakref.WeakKeyDictionary, apply_fn, key, make: Callable):
+    """``make()``, remembered in ``table`` per ``apply_fn`` (weakly) and ``key``; computed
+    anew when ``apply_fn`` cannot be weakly referenced."""
+    try:
+        cache = table.setdefault(apply_fn, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cache = {}
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def _shapes(params) -> tuple:
+    """The parameters' structure, shapes and dtypes: what plans and choices depend on."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves)
+
+
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _plan(apply_fn, params, x1, structured_uses: bool) -> structured.Plan:
     """`structured.plan`, cached per (apply_fn, parameter shapes, point shape, flag)."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    key = (
-        treedef,
-        tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves),
-        x1.shape[1:],
-        jnp.dtype(x1.dtype),
-        structured_uses,
+    key = (_shapes(params), x1.shape[1:], jnp.dtype(x1.dtype), structured_uses)
+    return _remember(
+        _PLANS,
+        apply_fn,
+        key,
+        lambda: structured.plan(apply_fn, params, x1.shape[1:], x1.dtype, structured_uses),
     )
-    try:
-        cache = _PLANS.setdefault(apply_fn, {})
-    except TypeError:  # not weak-referenceable: no cache
-        cache = {}
-    if key not in cache:
-        cache[key] = structured.plan(apply_fn, params, x1.shape[1:], x1.dtype, structured_uses)
-    return cache[key]
 
 
 _ROUTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -337,13 +347,7 @@ def make_route(apply_fn, params, x1, implementation, trace_axes, diagonal_axes) 
 
 def _cached_route(kind, plan, axes, implementation, apply_fn) -> Route:
     key = (kind, id(plan), axes, implementation)
-    try:
-        cache = _ROUTES.setdefault(apply_fn, {})
-    except TypeError:
-        cache = {}
-    if key not in cache:
-        cache[key] = Route(kind, plan, axes, implementation)
-    return cache[key]
+    return _remember(_ROUTES, apply_fn, key, lambda: Route(kind, plan, axes, implementation))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,23 +412,20 @@ def choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:
     """ "auto": the stax rule path when it applies, else the implementation of fewest
     estimated operations among those whose working set fits in half the free memory (else
     the one of least memory). Remembered per function, shapes and axes."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
     key = (
-        treedef,
-        tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves),
+        _shapes(params),
         x1.shape,
         jnp.dtype(x1.dtype),
         None if x2 is None else x2.shape,
         repr(trace_axes),
         repr(diagonal_axes),
     )
-    try:
-        cache = _CHOICES.setdefault(apply_fn, {})
-    except TypeError:
-        cache = {}
-    if key not in cache:
-        cache[key] = _choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes)
-    return cache[key]
+    return _remember(
+        _CHOICES,
+        apply_fn,
+        key,
+        lambda: _choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes),
+    )
 
 
 def _choose(apply_fn, params, x1, x2, trace_axes, diagonal_axes) -> str:

@@ -166,7 +166,6 @@ class Plan:
     generic: tuple[int, ...]  # leaf indices taking the Jacobian route
     leaf_shapes: tuple[tuple[int, ...], ...]
     out_shape: tuple[int, ...]
-    structured_fraction: float  # of the parameters' entries
 
 
 def _single(apply_fn: Callable, treedef, squeeze: bool):
@@ -306,8 +305,6 @@ def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, struc
     uses = tuple(c[0] for i, c in sorted(candidates.items()) if len(c) == 1 and i not in other_uses)
     structured_leaves = {u.leaf for u in uses}
     generic = tuple(i for i in range(n) if i not in structured_leaves)
-    sizes = [math.prod(s.shape) for s in specs]
-    frac = sum(sizes[i] for i in structured_leaves) / max(1, sum(sizes))
     return Plan(
         steps=steps,
         in_refs=in_refs,
@@ -318,7 +315,6 @@ def plan(apply_fn: Callable, params: Any, x_shape: Sequence[int], x_dtype, struc
         generic=generic,
         leaf_shapes=tuple(tuple(s.shape) for s in specs),
         out_shape=out_shape,
-        structured_fraction=frac,
     )
 
 
