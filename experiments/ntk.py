@@ -351,7 +351,7 @@ def trained_gp(cfg: Config, kernel_fn, x_train, y_train, x_test, t: float):
     n = len(x_train)
     with jax.enable_x64(True):
         predict = gradient_descent_mse(th_xx, np.eye(n), learning_rate=cfg.lr * n)
-        _, a_t = predict(t / cfg.lr, k_test_train=th_sx)  # (M, N)
+        _, a_t = predict(t / cfg.lr, fx_test_0=0.0, k_test_train=th_sx)  # (M, N)
         a_t = np.asarray(a_t)
     mean = a_t @ y_train[:, 0]
     cov = k_ss - a_t @ k_sx.T - k_sx @ a_t.T + a_t @ k_xx @ a_t.T

@@ -71,7 +71,7 @@ def test_matches_neural_tangents(x64, nt_oracle, n_out, lr, diag_reg):
     assert fx_train.dtype == jnp.float64
     assert_close(fx_train, ref["predict_train"])
     assert_close(fx_test, ref["predict_test"])
-    post = predict.gp_inference(k, y, diag_reg)(kt, ktt)
+    post = predict.gp_inference(k, y, diag_reg)(get="nngp", k_test_train=kt, k_test_test=ktt)
     assert_close(post.mean, ref["gp_mean"])
     assert_close(post.covariance, ref["gp_cov"])
 
@@ -163,11 +163,18 @@ def test_gp_inference_is_the_gaussian_conditional(x64):
     rng = np.random.default_rng(5)
     k, kt, ktt = joint_kernel(rng, N, M)
     y = rng.standard_normal((N, 3))
-    post = predict.gp_inference(k, y, diag_reg=0.01, diag_reg_absolute_scale=True)(kt, ktt)
+    post = predict.gp_inference(k, y, diag_reg=0.01, diag_reg_absolute_scale=True)(
+        "nngp", kt, ktt
+    )
     kr = k + 0.01 * np.eye(N)
     assert_close(post.mean, kt @ np.linalg.solve(kr, y))
     assert_close(post.covariance, ktt - kt @ np.linalg.solve(kr, kt.T))
-    assert predict.gp_inference(k, y[:, 0])(kt).covariance is None
+    # neural-tangents' convention: the mean alone without k_test_test; a named tuple over get
+    mean = predict.gp_inference(k, y[:, 0], trace_axes=())("nngp", kt)
+    assert_close(mean, (kt @ np.linalg.solve(k, y))[:, 0])
+    both = predict.gp_inference(k, y)(("ntk", "nngp"), kt)
+    assert both._fields == ("ntk", "nngp")
+    assert_close(both.ntk, both.nngp)  # one array serves every kernel
 
 
 def test_ntk_ensemble_is_the_law_of_trained_outputs_over_initialisations(x64):
@@ -196,7 +203,7 @@ def test_ntk_ensemble_is_the_law_of_trained_outputs_over_initialisations(x64):
     assert_close(post.covariance, want_cov)
     # With Θ = K the ensemble is the GP posterior.
     same = predict.ntk_ensemble_posterior(k, k_t, k, k_t, k_tt, y)
-    gp = predict.gp_inference(k, y)(k_t, k_tt)
+    gp = predict.gp_inference(k, y)("nngp", k_t, k_tt)
     assert_close(same.mean, gp.mean)
     assert_close(same.covariance, gp.covariance)
 
@@ -229,8 +236,8 @@ def _bad_calls():
         (lambda: gd(k, y)(1.0, 0.0, np.ones((5, 1)), np.ones((2, 3))), "fx_test_0"),
         (lambda: gd(k, y)(1.0, 0.0, np.ones((2, 1))), "k_test_train"),
         (lambda: predict.gp_inference(k, y, diag_reg=-1.0), "diag_reg"),
-        (lambda: predict.gp_inference(np.zeros((3, 3)), y), "positive definite"),
-        (lambda: predict.gp_inference(k, y)(np.ones((2, 3)), np.eye(3)), "k_test_test"),
+        (lambda: predict.gp_inference(np.zeros((3, 3)), y)("nngp"), "positive definite"),
+        (lambda: predict.gp_inference(k, y)("nngp", np.ones((2, 3)), np.eye(3)), "k_test_test"),
         (lambda: predict.principal_component_decay(k, np.ones((2, 1)), 1.0), "residual_0"),
     ]
 

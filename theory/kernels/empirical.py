@@ -42,6 +42,7 @@ from theory.kernels import structured
 from theory.kernels.batching import pad_rows
 from theory.kernels.kernel import (
     all_finite,
+    any_rank_promotion,
     available_memory,
     check_inputs,
     check_memory,
@@ -527,6 +528,7 @@ def _check_float_inputs(x1, x2) -> None:
             )
 
 
+@any_rank_promotion
 def empirical_ntk(
     apply_fn: Callable,
     params: Any,

@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -313,6 +313,22 @@ class NonFiniteKernelError(FloatingPointError, ValueError):
     def __init__(self, message: str, result: Any = None):
         super().__init__(message)
         self.result = result
+
+
+def any_rank_promotion(fn: Callable) -> Callable:
+    """``fn`` run with JAX's implicit rank promotion allowed, whatever the user's setting.
+
+    The library broadcasts deliberately (per-point variances against pair matrices, …); a user
+    who sets ``jax_numpy_rank_promotion='raise'`` for their own code (neural-tangents' tests
+    do) must still be able to call it. Only operations traced inside ``fn`` are affected.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.numpy_rank_promotion("allow"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 class KernelMemoryError(MemoryError):

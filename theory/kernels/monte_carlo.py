@@ -23,6 +23,7 @@ from theory.kernels import empirical
 from theory.kernels.kernel import (
     Kernel,
     all_finite,
+    any_rank_promotion,
     check_inputs,
     check_memory,
     check_outputs,
@@ -96,6 +97,7 @@ _mc_jit = jax.jit(
 )
 
 
+@any_rank_promotion
 def monte_carlo_kernel(
     init_fn: Callable,
     apply_fn: Callable,

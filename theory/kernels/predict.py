@@ -1,50 +1,64 @@
-"""Infinite-width training dynamics in function space: gradient flow on MSE and GP posteriors.
+"""Infinite-width training dynamics in function space: gradient flow and GP posteriors.
 
 Under gradient flow on the mean squared error, an infinitely wide network is a linear model in
 its parameters, so its outputs on the training set obey a linear ODE driven by the (constant)
 neural tangent kernel Θ, Jacot et al. (2018), §5; Lee et al. (2019), §2.
 
-Conventions follow neural-tangents 0.6.5 ``predict`` exactly:
+This module is neural-tangents' ``predict`` (0.6.5: same names, signatures and conventions):
 
 - the loss is ``L = 1/(2|Y|) Σ (f − y)²`` with ``|Y| = y_train.size`` (training points times
   outputs), i.e. ½·mean over *all* entries of ``y_train``, so the function-space flow is
   ``df/dt = −η Θ ∇_f L = −(η/|Y|) Θ (f − y)``;
 - ``t`` counts steps: absolute time is ``η·t``, so ``η`` and ``t`` are interchangeable;
-- the kernel is ``Θ ⊗ I`` over the output axis (``trace_axes=(-1,)``);
+- kernel layout: a kernel relating outputs ``f(x1)`` and ``f(x2)`` has their axes *zipped*,
+  ``(N1, N2, A1, A2, …)`` for outputs ``(N, A, …)``, with the ``trace_axes`` of the outputs
+  absent: the kernel acts on them as ``Θ ⊗ I``. The default ``trace_axes=(-1,)`` takes
+  ``y_train`` ``(N, K)`` with an ``(N, N)`` kernel; ``trace_axes=()`` takes the full
+  ``(N, N, K, K)`` kernel of an empirical NTK with ``trace_axes=()``;
 - ``diag_reg`` adds ``diag_reg·I`` (``diag_reg_absolute_scale=True``) or
-  ``diag_reg·mean(diag Θ)·I`` (the default) to the train-train kernel, everywhere it is used.
+  ``diag_reg·mean(diag Θ)·I`` (the default) to the train-train kernel (flattened to a matrix),
+  everywhere it is used.
 
-Shapes: ``k_train_train`` ``(N, N)``, ``y_train`` ``(N, K)`` (or ``(N,)`` with
-``trace_axes=()``), ``k_test_train`` ``(M, N)``, ``k_test_test`` ``(M, M)``; times ``t`` of any
-shape ``T`` give outputs of shape ``T + (N, K)`` and ``T + (M, K)``.
+Deliberate differences from neural-tangents (each a clear answer where it returns NaN or a
+wrong number silently): a train-train kernel that is not symmetric, not finite, or indefinite
+beyond roundoff raises ``ValueError`` (`indefinite_tolerance`); a zero eigenvalue of Θ gives
+the Moore–Penrose limit at ``t = ∞`` instead of ``0/0``; ``t = None`` (infinite time) uses the
+same eigendecomposition as finite times. Additions: `principal_component_decay`,
+`project_onto_principal_components`, `ntk_ensemble_posterior`.
 
 Nothing here enables float64; tests that need it do so themselves (see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections import namedtuple
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+import scipy.linalg
 
 from theory.kernels.kernel import check_precision
 
 __all__ = [
     "Gaussian",
+    "ODEState",
     "PrincipalComponentDecay",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "max_learning_rate",
     "ntk_ensemble_posterior",
     "principal_component_decay",
     "project_onto_principal_components",
 ]
-
-
 # ---------------------------------------------------------------------------------------------
 # Boundary checks (skipped for traced values, which cannot be inspected)
 # ---------------------------------------------------------------------------------------------
@@ -228,28 +242,148 @@ def _flow_factors(evals: jax.Array, t: jax.Array, normalization):
     positive = lam > 0
     lam_safe = jnp.where(positive, lam, 1.0)  # keeps 0·∞ out of both where-branches
     t = t[..., None]
+    lam, positive, lam_safe = (_lead(a, t.ndim - 1) for a in (lam, positive, lam_safe))
     expm1 = jnp.expm1(jnp.where(positive, -lam_safe * t / normalization, 0.0))
     at_zero = jnp.where(jnp.isinf(t), 0.0, -t / normalization)
     return expm1, jnp.where(positive, expm1 / lam_safe, at_zero)
 
 
-@partial(jax.jit, static_argnames=("y_shape",))
-def _flow(evals, evecs, y, t, lr, normalization, f0, k_test_train=None, g0=None, *, y_shape):
-    """Train (and test, when ``k_test_train`` is given) outputs at steps ``t`` (time ``lr·t``)."""
-    n_out = y.shape[1]
-    f0 = jnp.broadcast_to(f0, y_shape).reshape(y.shape)  # (N, K)
-    expm1, inv_expm1 = _flow_factors(evals, lr * t, normalization)  # T + (N,)
-    proj = evecs.T @ (f0 - y)  # (N, K): initial residual along the eigenvectors of Θ
-    fx_train = f0 + jnp.einsum("ij,...j,jk->...ik", evecs, expm1, proj)
-    fx_train = fx_train.reshape(t.shape + y_shape)
+@jax.jit
+def _flow(evals, evecs, y, t, lr, normalization, f0, k_test_train=None, g0=None):
+    """Train (and test, when ``k_test_train`` is given) outputs at steps ``t`` (time ``lr·t``).
+
+    Flat layout: ``y``, ``f0`` ``(P, T)`` (points × traced outputs), ``k_test_train``
+    ``(Q, P)``, ``g0`` ``(Q, T)``; outputs ``t.shape + (P, T)`` and ``t.shape + (Q, T)``.
+    """
+    expm1, inv_expm1 = _flow_factors(evals, lr * t, normalization)  # t.shape + (P,)
+    proj = evecs.T @ (f0 - y)  # (P, T): initial residual along the eigenvectors of Θ
+    fx_train = _lead(f0, t.ndim) + jnp.einsum("ij,...j,jk->...ik", evecs, expm1, proj)
     if k_test_train is None:
         return fx_train
-    m = k_test_train.shape[0]
-    test_shape = (m,) + y_shape[1:]
-    g0 = jnp.broadcast_to(g0, test_shape).reshape(m, n_out)
-    k_test_evecs = k_test_train @ evecs  # (M, N)
-    fx_test = g0 + jnp.einsum("mj,...j,jk->...mk", k_test_evecs, inv_expm1, proj)
-    return fx_train, fx_test.reshape(t.shape + test_shape)
+    k_test_evecs = k_test_train @ evecs  # (Q, P)
+    fx_test = _lead(g0, t.ndim) + jnp.einsum("mj,...j,jk->...mk", k_test_evecs, inv_expm1, proj)
+    return fx_train, fx_test
+
+
+def _lead(a, n: int):
+    """``a`` with ``n`` leading unit axes: explicit broadcasting, so the module also runs under
+    ``jax_numpy_rank_promotion='raise'`` (neural-tangents' tests set it)."""
+    return a.reshape((1,) * n + a.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output layouts: y_train's axes, the kernel's zipped axes, and their flat (points, traced) form
+# ---------------------------------------------------------------------------------------------
+
+
+class _Layout(NamedTuple):
+    """How ``y_train``'s axes split: ``trace`` (positive, sorted; the kernel is ⊗ I over them)
+    and the rest, whose sizes ``points`` each kernel side carries (zipped)."""
+
+    ndim: int
+    trace: tuple[int, ...]
+    trace_shape: tuple[int, ...]
+    points: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return math.prod(self.trace_shape)
+
+    def flat(self, f, lead: int = 0):
+        """``lead dims + an output of y_train's rank`` → ``lead dims + (points, traced)``."""
+        nt = len(self.trace)
+        f = jnp.moveaxis(f, [lead + a for a in self.trace], list(range(f.ndim - nt, f.ndim)))
+        return f.reshape(f.shape[:lead] + (-1, self.width))
+
+    def unflat(self, f, points: tuple[int, ...]):
+        """Inverse of `flat` for outputs whose kernel side has shape ``points``."""
+        lead = f.shape[:-2]
+        f = f.reshape(lead + tuple(points) + self.trace_shape)
+        nl, nt = len(lead), len(self.trace)
+        return jnp.moveaxis(f, list(range(f.ndim - nt, f.ndim)), [nl + a for a in self.trace])
+
+    def output_shape(self, points: tuple[int, ...]) -> tuple[int, ...]:
+        shape = list(points)
+        for a, c in zip(self.trace, self.trace_shape):
+            shape.insert(a, c)
+        return tuple(shape)
+
+
+def _layout(y, trace_axes) -> _Layout:
+    nd = y.ndim
+    try:
+        axes = tuple(int(a) for a in trace_axes)
+    except TypeError as e:
+        raise TypeError(f"trace_axes must be a tuple of ints, got {trace_axes!r}") from e
+    if any(not -nd <= a < nd for a in axes):
+        raise ValueError(
+            f"trace_axes={trace_axes!r} is out of range for y_train of shape {y.shape}"
+        )
+    trace = tuple(sorted({a % nd for a in axes}))
+    if len(trace) != len(axes):
+        raise ValueError(f"trace_axes={trace_axes!r} names an axis twice")
+    if len(trace) == nd:
+        raise ValueError(
+            f"trace_axes={trace_axes!r} covers every axis of y_train (shape {y.shape}): the "
+            "kernel would have no point axis; for 1-D y_train pass trace_axes=()"
+        )
+    points = tuple(y.shape[a] for a in range(nd) if a not in trace)
+    return _Layout(nd, trace, tuple(y.shape[a] for a in trace), points)
+
+
+def _make_2d(k, xp=jnp):
+    """A zipped kernel ``(A1, A2, B1, B2, …)`` as the matrix ``(A1·B1·…, A2·B2·…)``."""
+    nd = k.ndim
+    k = xp.transpose(k, (*range(0, nd, 2), *range(1, nd, 2)))
+    return k.reshape(math.prod(k.shape[: nd // 2]), -1)
+
+
+def _zip(k, points1: tuple[int, ...], points2: tuple[int, ...]):
+    """Inverse of `_make_2d` over the last two axes: ``lead + (P1, P2)`` → lead + zipped."""
+    lead = k.shape[:-2]
+    k = k.reshape(lead + tuple(points1) + tuple(points2))
+    nl, n = len(lead), len(points1)
+    order = [*range(nl)] + [nl + i + j * n for i in range(n) for j in range(2)]
+    return jnp.transpose(k, order)
+
+
+def _zipped_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for pair in zip(a, b) for d in pair)
+
+
+def _train_kernel(name: str, raw, lay: _Layout, dtype=None) -> jax.Array:
+    """The train-train kernel, checked against ``y_train``'s layout, as a ``(P, P)`` matrix."""
+    k = _as_float_array(name, raw, dtype)
+    want = _zipped_shape(lay.points, lay.points)
+    if k.shape != want:
+        raise ValueError(
+            f"{name} must have shape {want} (y_train's non-traced axes {lay.points}, zipped; "
+            f"trace_axes {lay.trace} absent), got shape {k.shape}"
+        )
+    if k.ndim == 2:
+        return _check_kernel(name, raw, dtype)
+    host = _make_2d(np.asarray(raw), np) if _on_host(raw) else None
+    return _check_kernel(name, host if host is not None else _make_2d(k), dtype)
+
+
+def _cross_kernel(name: str, raw, lay: _Layout, dtype) -> tuple[jax.Array, tuple[int, ...]]:
+    """A test-train kernel as a ``(Q, P)`` matrix, and its test side's point shape."""
+    k = _as_float_array(name, raw, dtype)
+    if k.ndim != 2 * len(lay.points) or k.shape[1::2] != lay.points:
+        raise ValueError(
+            f"{name} must be zipped (test, train) with train axes {lay.points} at odd "
+            f"positions (e.g. (M, {', '.join(map(str, lay.points))})), got shape {k.shape}"
+        )
+    _check_finite(name, k, raw)
+    return _make_2d(k), tuple(k.shape[::2])
+
+
+def _output(name: str, raw, shape: tuple[int, ...], lay: _Layout, dtype) -> jax.Array:
+    """An initial output, broadcast to ``shape``, in flat layout."""
+    f = _as_float_array(name, raw, dtype)
+    _check_broadcast(name, f, shape)
+    _check_finite(name, f, raw)
+    return lay.flat(jnp.broadcast_to(f, shape))
 
 
 def _check_broadcast(name: str, x, shape: tuple[int, ...]) -> None:
@@ -268,6 +402,21 @@ def _check_times(t) -> None:
             raise ValueError("t must be >= 0 (jnp.inf allowed), without NaN")
 
 
+def _check_outputs_asked(fx_train_0, fx_test_0, k_test_train) -> None:
+    if fx_train_0 is None and fx_test_0 is None:
+        raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
+    if fx_test_0 is not None and k_test_train is None:
+        raise ValueError(
+            "fx_test_0 was given without k_test_train: pass k_test_train (test x train) to "
+            "predict on the test set"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient flow on MSE
+# ---------------------------------------------------------------------------------------------
+
+
 def gradient_descent_mse(
     k_train_train,
     y_train,
@@ -278,8 +427,8 @@ def gradient_descent_mse(
 ) -> Callable:
     r"""Outputs of continuous-time gradient descent on MSE with a fixed kernel, in closed form.
 
-    With ``L = 1/(2|Y|) Σ_{i,k} (f_k(x_i) − y_{ik})²`` (|Y| = ``y_train.size``) the outputs on
-    the training set follow, Jacot et al. (2018), §5, and Lee et al. (2019), §2,
+    With ``L = 1/(2|Y|) Σ (f − y)²`` (|Y| = ``y_train.size``) the outputs on the training set
+    follow, Jacot et al. (2018), §5, and Lee et al. (2019), §2,
 
         df_train/dt = −(η/|Y|) Θ (f_train − y),
         df_test/dt  = −(η/|Y|) Θ_test,train (f_train − y),
@@ -291,56 +440,232 @@ def gradient_descent_mse(
 
     which at ``t = ∞`` is kernel regression ``f_test(0) + Θ_test,train Θ⁻¹ (y − f_train(0))``.
     The factor ``(e^{−λs} − 1)/λ`` is computed as ``expm1(−λs)/λ`` and tends to ``−s`` at λ = 0.
+    Kernels with output axes (``trace_axes`` a strict subset of the outputs' axes) are
+    flattened to matrices over (point, output) pairs; the formulas are unchanged.
 
     Args:
-      k_train_train: Θ, ``(N, N)``, symmetric PSD. Its eigendecomposition is computed once here;
-        an eigenvalue below ``−N·ε·max|λ|`` (beyond roundoff; `indefinite_tolerance`) raises
-        ``ValueError``, since the flow diverges along its eigenvector; negative eigenvalues
-        within roundoff are treated as 0.
-      y_train: targets y, ``(N, K)`` (or ``(N,)`` with ``trace_axes=()``).
+      k_train_train: Θ, zipped over ``y_train``'s non-traced axes: ``(N, N)`` for ``y_train``
+        ``(N, K)`` and ``trace_axes=(-1,)``; ``(N, N, K, K)`` with ``trace_axes=()``. Symmetric
+        PSD; its eigendecomposition is computed once here; an eigenvalue below
+        ``−N·ε·max|λ|`` (beyond roundoff; `indefinite_tolerance`) raises ``ValueError``, since
+        the flow diverges along its eigenvector; negative eigenvalues within roundoff count as 0.
+      y_train: targets, any shape with the points first.
       learning_rate: η > 0; times are in units of steps, absolute time ``η·t``.
       diag_reg: ridge ≥ 0 added to Θ (see ``diag_reg_absolute_scale``).
-      diag_reg_absolute_scale: ``True``: add ``diag_reg·I``; ``False``: ``diag_reg·tr(Θ)/N·I``.
-      trace_axes: ``(-1,)``: Θ acts as ``Θ ⊗ I`` over the last axis of ``y_train``; ``()``
-        only for 1-D ``y_train``.
+      diag_reg_absolute_scale: ``True``: add ``diag_reg·I``; ``False``: ``diag_reg·tr(Θ)/P·I``.
+      trace_axes: axes of ``y_train`` over which Θ acts as ``⊗ I`` (absent from the kernel).
 
     Returns:
-      ``predict_fn(t=None, fx_train_0=0., fx_test_0=0., k_test_train=None)`` giving
-      ``fx_train`` of shape ``t.shape + y_train.shape``, or ``(fx_train, fx_test)`` when
-      ``k_test_train`` ``(M, N)`` is given. ``t`` is a scalar, an array, or ``jnp.inf``;
-      ``t=None`` means ``t=∞``. ``predict_fn`` traces under ``jax.jit``.
+      ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``: ``fx_train``
+      of shape ``t.shape + y_train.shape``; or ``(fx_train, fx_test)`` when ``fx_test_0`` (the
+      test outputs at t = 0, e.g. ``0.``) and ``k_test_train`` (zipped test x train) are given;
+      or ``fx_test`` alone with ``fx_train_0=None``. ``t`` is a scalar, an array, or
+      ``jnp.inf``; ``t=None`` means ``t=∞``. ``predict_fn`` traces under ``jax.jit``.
     """
-    k = _check_kernel("k_train_train", k_train_train)
-    n = k.shape[0]
-    y = _check_targets(y_train, n, trace_axes, k.dtype)
+    y = _as_float_array("y_train", y_train)
+    lay = _layout(y, trace_axes)
+    k = _train_kernel("k_train_train", k_train_train, lay)
     dtype = jnp.result_type(k.dtype, y.dtype)
     k, y = k.astype(dtype), y.astype(dtype)
+    _check_finite("y_train", y, y_train)
+    y2 = lay.flat(y)
     learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
     evals, evecs = _eigh(k, diag_reg, bool(diag_reg_absolute_scale))
     _check_psd("k_train_train", evals, diag_reg)
     normalization = y.size  # |Y|: neural-tangents' ½·mean over all entries of y_train
-    y_shape = (n,) if jnp.ndim(y_train) == 1 else y.shape
 
-    def predict_fn(t=None, fx_train_0=0.0, fx_test_0=0.0, k_test_train=None):
+    def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        _check_outputs_asked(fx_train_0, fx_test_0, k_test_train)
         t = _as_float_array("t", jnp.inf if t is None else t, dtype)
         _check_times(t)
-        f0 = _as_float_array("fx_train_0", fx_train_0, dtype)
-        _check_broadcast("fx_train_0", f0, y_shape)
-        _check_finite("fx_train_0", f0, fx_train_0)
-        if k_test_train is None:
-            if fx_test_0 is not None and not (
-                isinstance(fx_test_0, float | int) and fx_test_0 == 0
-            ):
-                raise ValueError("fx_test_0 was given without k_test_train: pass k_test_train")
-            return _flow(evals, evecs, y, t, learning_rate, normalization, f0, y_shape=y_shape)
-        kt = _check_cross_kernel("k_test_train", k_test_train, n, dtype)
-        g0 = _as_float_array("fx_test_0", 0.0 if fx_test_0 is None else fx_test_0, dtype)
-        _check_broadcast("fx_test_0", g0, (kt.shape[0],) + y_shape[1:])
-        _check_finite("fx_test_0", g0, fx_test_0)
-        return _flow(evals, evecs, y, t, learning_rate, normalization, f0, kt, g0, y_shape=y_shape)
+        f0 = _output("fx_train_0", 0.0 if fx_train_0 is None else fx_train_0, y.shape, lay, dtype)
+        if fx_test_0 is None:
+            return lay.unflat(_flow(evals, evecs, y2, t, learning_rate, normalization, f0),
+                              lay.points)  # fmt: skip
+        kt, points = _cross_kernel("k_test_train", k_test_train, lay, dtype)
+        g0 = _output("fx_test_0", fx_test_0, lay.output_shape(points), lay, dtype)
+        tr, te = _flow(evals, evecs, y2, t, learning_rate, normalization, f0, kt, g0)
+        te = lay.unflat(te, points)
+        return te if fx_train_0 is None else (lay.unflat(tr, lay.points), te)
 
     return predict_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient descent on any loss, with or without momentum: an ODE in function space
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ODEState:
+    """State of the function-space ODE: outputs and, with momentum, their velocities.
+
+    ``fx_train``/``fx_test``: outputs on the training/test set; ``qx_train``/``qx_test``: the
+    auxiliary variables (momentum's velocity), ``None`` without momentum. A pytree.
+    """
+
+    fx_train: Any = None
+    fx_test: Any = None
+    qx_train: Any = None
+    qx_test: Any = None
+
+
+jax.tree_util.register_pytree_node(
+    ODEState,
+    lambda s: ((s.fx_train, s.fx_test, s.qx_train, s.qx_test), None),
+    lambda _, c: ODEState(*c),
+)
+
+
+def gradient_descent(
+    loss: Callable,
+    k_train_train,
+    y_train,
+    learning_rate: float = 1.0,
+    momentum: float | None = None,
+    trace_axes: tuple[int, ...] = (-1,),
+) -> Callable:
+    r"""Function-space gradient descent (optionally with momentum) on any loss, by an ODE solver.
+
+    For a linearized (infinitely wide) network the outputs move along the kernel, Lee et al.
+    (2019), eq. (7):
+
+        df_train/dt = −η Θ ∇_f L(f_train, y),    df_test/dt = −η Θ_test,train ∇_f L(f_train, y),
+
+    with ``L = loss(f_train, y_train)`` differentiated by `jax.grad` and time in steps (absolute
+    time ``η·t``). With ``momentum`` μ (heavy ball, v ← μv − η∇, θ ← θ + v), the continuous
+    limit in time ``τ = √η·t`` is the second-order system
+
+        df/dτ = q,    dq/dτ = −Θ ∇_f L + ((μ − 1)/√η) q,
+
+    (so η and t are no longer interchangeable). Integrated with `jax.experimental.ode.odeint`
+    (adaptive Dormand–Prince, rtol = atol = 1.4e-8). For the MSE loss this is
+    `gradient_descent_mse`'s closed form (tested).
+
+    Args:
+      loss: ``loss(fx, y_train) -> scalar``; it should treat points and outputs alike.
+      k_train_train, y_train, trace_axes: as in `gradient_descent_mse`.
+      learning_rate: η > 0.
+      momentum: μ in [0, 1), or None for plain gradient descent.
+
+    Returns:
+      ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``:
+      outputs at the times ``t`` (any shape, increasing when flattened; ``None`` = ∞, which
+      may not converge), shaped as in `gradient_descent_mse`; an `ODEState` (the velocities
+      too) when an `ODEState` is passed as the initial state.
+    """
+    from jax.experimental.ode import odeint
+
+    y = _as_float_array("y_train", y_train)
+    lay = _layout(y, trace_axes)
+    k = _train_kernel("k_train_train", k_train_train, lay)
+    dtype = jnp.result_type(k.dtype, y.dtype)
+    k, y = k.astype(dtype), y.astype(dtype)
+    _check_finite("y_train", y, y_train)
+    learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
+    if momentum is not None:
+        momentum = _check_scalar("momentum", momentum, allow_zero=True)
+        if _concrete(momentum) and momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not callable(loss):
+        raise TypeError(f"loss must be a function loss(fx, y_train), got {type(loss).__name__}")
+    grad_loss = jax.grad(lambda f2: loss(lay.unflat(f2, lay.points), y))
+    time_scale = learning_rate if momentum is None else learning_rate**0.5
+    friction = None if momentum is None else (momentum - 1.0) / learning_rate**0.5
+
+    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+        state = fx_train_or_state_0
+        as_state = isinstance(state, ODEState)
+        if as_state:
+            if fx_test_0 is not None:
+                raise ValueError("fx_test_0 is part of the ODEState passed: pass fx_test_0=None")
+            fx_train_0, fx_test_0 = state.fx_train, state.fx_test
+        else:
+            fx_train_0 = state
+        _check_outputs_asked(fx_train_0, fx_test_0, k_test_train)
+        t = _as_float_array("t", jnp.inf if t is None else t, dtype)
+        _check_times(t)
+        if _concrete(t) and t.size > 1 and np.any(np.diff(np.ravel(t)) <= 0):
+            raise ValueError("t must be strictly increasing (flattened) for the ODE solver")
+        f0 = _output("fx_train_0", 0.0 if fx_train_0 is None else fx_train_0, y.shape, lay, dtype)
+        kt = points = g0 = None
+        if fx_test_0 is not None:
+            kt, points = _cross_kernel("k_test_train", k_test_train, lay, dtype)
+            g0 = _output("fx_test_0", fx_test_0, lay.output_shape(points), lay, dtype)
+        q_tr = q_te = None
+        if momentum is None:
+            if as_state and (state.qx_train is not None or state.qx_test is not None):
+                raise ValueError("the ODEState has velocities (qx_*) but momentum is None")
+        else:
+            q_tr = jnp.zeros_like(f0) if not as_state or state.qx_train is None else _output(
+                "qx_train", state.qx_train, y.shape, lay, dtype)  # fmt: skip
+            if g0 is not None:
+                q_te = jnp.zeros_like(g0) if not as_state or state.qx_test is None else _output(
+                    "qx_test", state.qx_test, lay.output_shape(points), lay, dtype)  # fmt: skip
+
+        def rhs(s, _):
+            g = grad_loss(s.fx_train)
+            d_tr = -(k @ g)
+            d_te = None if s.fx_test is None else -(kt @ g)
+            if momentum is None:
+                return ODEState(d_tr, d_te)
+            d_tr = d_tr + friction * s.qx_train
+            d_te = None if d_te is None else d_te + friction * s.qx_test
+            return ODEState(s.qx_train, s.qx_test, d_tr, d_te)
+
+        times = (t * time_scale).reshape(-1)
+        # odeint's first time is the initial state's; prepend 0 (or a hair before it when t
+        # starts at 0, since times must increase strictly) and drop it from the answer
+        t0 = jnp.where(times[0] == 0, -jnp.finfo(dtype).tiny, 0.0).astype(dtype)
+        out = odeint(rhs, ODEState(f0, g0, q_tr, q_te), jnp.concatenate([t0[None], times]))
+        out = jax.tree_util.tree_map(lambda a: a[1:].reshape(t.shape + a.shape[1:]), out)
+        tr = lay.unflat(out.fx_train, lay.points)
+        te = None if g0 is None else lay.unflat(out.fx_test, points)
+        if as_state:
+            return ODEState(
+                tr, te,
+                None if out.qx_train is None else lay.unflat(out.qx_train, lay.points),
+                None if out.qx_test is None else lay.unflat(out.qx_test, points),
+            )  # fmt: skip
+        if te is None:
+            return tr
+        return te if fx_train_0 is None else (tr, te)
+
+    return predict_fn
+
+
+def max_learning_rate(ntk_train_train, y_train_size: int | None = None, momentum=0.0,
+                      eps: float = 1e-12) -> float:  # fmt: skip
+    r"""The largest learning rate at which gradient descent on MSE converges (infinite width).
+
+    Discrete steps on ``L = 1/(2|Y|)‖f − y‖²`` give ``f_{k+1} − y = (I − (η/|Y|) Θ)(f_k − y)``,
+    a contraction iff ``η λ_max(Θ)/|Y| < 2``; with heavy-ball momentum μ the bound is
+    ``2(1 + μ)|Y|/λ_max`` (Goh, "Why momentum really works", 2017). Returns
+    ``2(1 + μ)|Y| / (λ_max + eps)``.
+
+    Args:
+      ntk_train_train: Θ on the training set, ``(N, N)`` or zipped ``(N, N, K, K, …)``.
+      y_train_size: |Y| = ``y_train.size``; default: the flattened kernel's size (i.e.
+        ``trace_axes=()``).
+      momentum: μ ≥ 0.
+      eps: added to λ_max, against a zero kernel.
+    """
+    k = _as_float_array("ntk_train_train", ntk_train_train)
+    if k.ndim % 2 or k.ndim == 0:
+        raise ValueError(f"ntk_train_train must be zipped (N, N, ...), got shape {k.shape}")
+    k = _check_kernel("ntk_train_train", _make_2d(k))
+    momentum = _check_scalar("momentum", momentum, allow_zero=True)
+    factor = k.shape[0] if y_train_size is None else int(y_train_size)
+    if factor <= 0:
+        raise ValueError(f"y_train_size must be positive, got {y_train_size!r}")
+    if jax.default_backend() == "cpu" or not isinstance(k, jax.Array):
+        m = np.asarray(k, dtype=np.float64 if k.dtype == np.float64 else np.float32)
+        n = m.shape[0]
+        lam = scipy.linalg.eigh(m, eigvals_only=True, subset_by_index=[n - 1, n - 1])[-1]
+    else:
+        lam = jnp.linalg.eigvalsh(k)[-1]
+    return 2 * (1 + momentum) * factor / (float(lam) + eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +710,13 @@ def _principal_component_decay(k, r0, t, learning_rate, diag_reg, diag_reg_absol
     rates = learning_rate * jnp.maximum(evals, 0.0) / r0.size
     positive = rates > 0
     rates_safe = jnp.where(positive, rates, 1.0)  # keeps 0·∞ out of both where-branches
-    decay = jnp.exp(jnp.where(positive, -rates_safe * t[..., None], 0.0))  # T + (N,)
+    t = t[..., None]
+    decay = jnp.exp(
+        jnp.where(_lead(positive, t.ndim - 1), -_lead(rates_safe, t.ndim - 1) * t, 0.0)
+    )  # T + (N,)
     proj_0 = evecs.T @ r0  # (N, K)
-    return PrincipalComponentDecay(evals, evecs, rates, proj_0, decay, decay[..., None] * proj_0)
+    projection_t = decay[..., None] * _lead(proj_0, t.ndim - 1)
+    return PrincipalComponentDecay(evals, evecs, rates, proj_0, decay, projection_t)
 
 
 def project_onto_principal_components(
@@ -454,11 +783,181 @@ def principal_component_decay(
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# Gaussian posteriors and infinite ensembles
+# ---------------------------------------------------------------------------------------------
+
+
 class Gaussian(NamedTuple):
-    """Mean ``(M, K)`` and covariance ``(M, M)`` (None when not requested) of test outputs."""
+    """Mean (the outputs' shape) and covariance (the kernel's layout) of Gaussian outputs."""
 
     mean: jax.Array
     covariance: jax.Array | None
+
+
+_GETS = ("nngp", "ntk", "ntkgp")
+
+
+def _parse_get(get, allowed=_GETS) -> tuple[bool, tuple[str, ...]]:
+    """``(single, names)``: ``get=None`` is both kernels, returned as a named tuple."""
+    if get is None:
+        return False, ("nngp", "ntk")
+    single = isinstance(get, str)
+    try:
+        names = (get,) if single else tuple(get)
+        names = tuple(g.lower() for g in names)
+    except (TypeError, AttributeError) as e:
+        hint = (
+            " (an array: the returned predict_fn is neural-tangents' predict_fn(get=None, "
+            "k_test_train=None, k_test_test=None); pass the kernels by keyword)"
+            if isinstance(get, np.ndarray | jax.Array)
+            else ""
+        )
+        raise TypeError(
+            f"get must be a string or a tuple of strings, got {type(get).__name__}{hint}"
+        ) from e
+    if not names or len(set(names)) < len(names) or any(g not in allowed for g in names):
+        raise ValueError(f"get must be one of {allowed} or a tuple of distinct ones, got {get!r}")
+    return single, names
+
+
+def _pack(single: bool, names: tuple[str, ...], out: dict):
+    if single:
+        return out[names[0]]
+    return namedtuple("Gaussians", names)(*(out[g] for g in names))
+
+
+def _is_array(k) -> bool:
+    return isinstance(k, np.ndarray | jax.Array | list | float | int)
+
+
+def _attr(name: str, k, g: str):
+    if _is_array(k):
+        return k
+    v = getattr(k, g, None)
+    if v is None:
+        raise ValueError(
+            f"{name} has no {g!r} kernel (an array or an object with .nngp/.ntk is expected; "
+            f"compute it with get containing {g!r})"
+        )
+    return v
+
+
+@jax.jit
+def _cholesky_solve(chol, b):
+    return _cho_solve(chol, b)
+
+
+def gp_inference(
+    k_train_train,
+    y_train,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: tuple[int, ...] = (-1,),
+) -> Callable:
+    r"""Posteriors of the NNGP, the NTK ensemble, and the NTK-GP given noiseless targets.
+
+    With K the NNGP and Θ the NTK (train X, test *), ``σ²`` = ``diag_reg`` (absolute) or
+    ``diag_reg·tr/P`` (the default) added to the train-train kernel:
+
+    - ``"nngp"``: the exact posterior of an infinitely wide Bayesian network, Lee et al.
+      (2018): mean ``K_*X (K + σ²)⁻¹ y``, covariance ``K_** − K_*X (K + σ²)⁻¹ K_X*``
+      (Rasmussen & Williams, §2.2);
+    - ``"ntk"``: an infinite ensemble of infinitely wide networks trained to convergence by
+      gradient flow on MSE, Lee et al. (2019), eq. (16) at t = ∞ — not a GP posterior:
+      mean ``Θ_*X Θ⁻¹ y``, covariance
+      ``K_** + Θ_*X Θ⁻¹ K Θ⁻¹ Θ_X* − (Θ_*X Θ⁻¹ K_X* + K_*X Θ⁻¹ Θ_X*)``;
+    - ``"ntkgp"``: the posterior of the GP whose covariance is Θ, He et al. (2020):
+      ``Θ_*X Θ⁻¹ y`` and ``Θ_** − Θ_*X Θ⁻¹ Θ_X*``.
+
+    Each train-train kernel is factorized once (Cholesky), when first needed.
+
+    Args:
+      k_train_train: an array (used for every ``get``) or an object with ``.nngp``/``.ntk``
+        (a `Kernel`, or the named tuple ``kernel_fn(x, None, ("nngp", "ntk"))`` returns),
+        zipped over ``y_train``'s non-traced axes as in `gradient_descent_mse`; positive
+        definite after ``diag_reg``.
+      y_train, diag_reg, diag_reg_absolute_scale, trace_axes: as in `gradient_descent_mse`.
+
+    Returns:
+      ``predict_fn(get=None, k_test_train=None, k_test_test=None)``: for each ``get`` in
+      ``"nngp"``, ``"ntk"``, ``"ntkgp"`` (a string, a tuple; None = ``("nngp", "ntk")``) the
+      test mean, or `Gaussian` ``(mean, covariance)`` when ``k_test_test`` (NNGP test-test;
+      NTK for ``"ntkgp"``) is given; a named tuple over ``get`` unless ``get`` is a string.
+      ``k_test_train=None`` gives the training set's outputs ``y_train`` (covariance 0).
+    """
+    y = _as_float_array("y_train", y_train)
+    lay = _layout(y, trace_axes)
+    diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
+    _check_finite("y_train", y, y_train)
+    cache: dict[str, tuple] = {}
+
+    def factor(g: str):
+        if g not in cache:
+            name = "k_train_train" if _is_array(k_train_train) else f"k_train_train.{g}"
+            k = _train_kernel(name, _attr("k_train_train", k_train_train, g), lay)
+            chol = _cholesky(name, k, diag_reg, diag_reg_absolute_scale)
+            cache[g] = (k, chol, _cholesky_solve(chol, lay.flat(y.astype(k.dtype))))
+        return cache[g]
+
+    def predict_fn(get=None, k_test_train=None, k_test_test=None):
+        single, names = _parse_get(get)
+        out = {}
+        for g in names:
+            kind = "ntk" if g == "ntkgp" else g
+            k, chol, alpha = factor(kind)
+            if k_test_train is None:
+                mean = y.astype(k.dtype)
+                if k_test_test is not None:
+                    zipped = _zipped_shape(lay.points, lay.points)
+                    out[g] = Gaussian(mean, jnp.zeros(zipped, k.dtype))
+                else:
+                    out[g] = mean
+                continue
+            kt, points = _cross_kernel(
+                f"k_test_train.{kind}", _attr("k_test_train", k_test_train, kind), lay, k.dtype
+            )
+            mean = lay.unflat(kt @ alpha, points)
+            if k_test_test is None:
+                out[g] = mean
+                continue
+            init = "ntk" if g == "ntkgp" else "nngp"
+            ktt = _as_float_array("k_test_test", _attr("k_test_test", k_test_test, init), k.dtype)
+            if ktt.shape != _zipped_shape(points, points):
+                raise ValueError(
+                    f"k_test_test must have shape {_zipped_shape(points, points)} (test x "
+                    f"test, zipped), got {ktt.shape}"
+                )
+            ktt = _make_2d(ktt)
+            if g in ("nngp", "ntkgp"):
+                cov = ktt - kt @ _cholesky_solve(chol, kt.T)
+            else:
+                if _is_array(k_train_train) or _is_array(k_test_train):
+                    raise ValueError(
+                        "the 'ntk' posterior covariance needs both NNGP and NTK kernels: pass "
+                        "k_train_train and k_test_train with .nngp and .ntk (e.g. "
+                        "kernel_fn(x, None, ('nngp', 'ntk')))"
+                    )
+                kxx = _train_kernel(
+                    "k_train_train.nngp", _attr("k_train_train", k_train_train, "nngp"), lay,
+                    k.dtype,
+                )  # fmt: skip
+                kt_nngp, _ = _cross_kernel(
+                    "k_test_train.nngp", _attr("k_test_train", k_test_train, "nngp"), lay,
+                    k.dtype,
+                )  # fmt: skip
+                cov = _ntk_cov(chol, kt, kxx, kt_nngp, ktt)
+            out[g] = Gaussian(mean, _zip(cov, points, points))
+        return _pack(single, names, out)
+
+    return predict_fn
+
+
+@jax.jit
+def _ntk_cov(chol, theta_t, kxx, k_t, k_tt):
+    a = _cho_solve(chol, theta_t.T).T  # (M, N): Θ_*x Θ⁻¹
+    cross = a @ k_t.T  # Θ_*x Θ⁻¹ K_x*
+    return k_tt + a @ kxx @ a.T - (cross + cross.T)
 
 
 def _cholesky(name: str, k, diag_reg, diag_reg_absolute_scale):
@@ -471,59 +970,172 @@ def _cholesky(name: str, k, diag_reg, diag_reg_absolute_scale):
 
 
 @jax.jit
-def _gp_posterior(chol, alpha, k_test_train, k_test_test=None):
-    mean = k_test_train @ alpha  # (M, K)
-    if k_test_test is None:
-        return mean, None
-    return mean, k_test_test - k_test_train @ _cho_solve(chol, k_test_train.T)
+def _ensemble_mean(evals, evecs, y2, s, k_test=None):
+    """``(1 − e^{−λs}) Vᵀy`` mapped to the training set (V·) or the test set (K_*X V diag(1/λ)·):
+    the ensemble mean at scaled times ``s`` (shape T), ``T + (P, W)`` or ``T + (Q, W)``."""
+    zero = jnp.zeros_like(y2)
+    if k_test is None:
+        return _flow(evals, evecs, y2, s, 1.0, 1.0, zero)
+    return _flow(evals, evecs, y2, s, 1.0, 1.0, zero, k_test, jnp.zeros((k_test.shape[0],) +
+                 y2.shape[1:], y2.dtype))[1]  # fmt: skip
 
 
-@jax.jit
-def _ntk_ensemble(chol, theta_t, kxx, k_t, k_tt, y):
-    a = _cho_solve(chol, theta_t.T).T  # (M, N): Θ_*x Θ⁻¹
-    cross = a @ k_t.T  # Θ_*x Θ⁻¹ K_x*
-    return a @ y, k_tt + a @ kxx @ a.T - (cross + cross.T)
+@partial(jax.jit, static_argnames=("kind",))
+def _ensemble_cov(evals, evecs, s, kxx, k_test, k_test_nngp, k_tt, *, kind):
+    """Output covariance of the infinite ensemble at scaled times ``s``, Lee et al. (2019),
+    eqs. (15)–(16), in the eigenbasis of the kernel being flowed (Θ = V diag(λ) Vᵀ);
+    one time at a time (`lax.map`), so memory is one (Q, P) block."""
+    lam = jnp.maximum(evals, 0.0)
+
+    def one(si):
+        decay = jnp.exp(-lam * si)  # e^{−λs}; 0 at s = ∞ for λ > 0, 1 for λ = 0
+        if k_test is None:  # the training set
+            if kind == "nngp":
+                return (evecs * (lam * decay**2)[None]) @ evecs.T  # K e^{−2Ks}
+            e = (evecs * decay[None]) @ evecs.T
+            return e @ kxx @ e  # e^{−Θs} K e^{−Θs}
+        _, gain = _flow_factors(evals, si, 1.0)  # (e^{−λs} − 1)/λ = −Θ⁻¹(I − e^{−Θs}) in V
+        a = k_test @ evecs  # (Q, P)
+        if kind == "nngp":
+            _, gain2 = _flow_factors(evals, 2 * si, 1.0)
+            return k_tt + (a * gain2[None]) @ a.T  # K_** − K_*X K⁻¹(I − e^{−2Ks}) K_X*
+        t1 = (a * -gain[None]) @ evecs.T  # Θ_*X Θ⁻¹(I − e^{−Θs}), (Q, P)
+        cross = t1 @ k_test_nngp.T
+        return k_tt + t1 @ kxx @ t1.T - (cross + cross.T)
+
+    return jax.lax.map(one, s.reshape(-1)).reshape(s.shape + (k_tt.shape[0] if k_test is not None
+                                                             else kxx.shape[0],) * 2)  # fmt: skip
 
 
-def gp_inference(
-    k_train_train, y_train, diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False
+def gradient_descent_mse_ensemble(
+    kernel_fn: Callable,
+    x_train,
+    y_train,
+    learning_rate: float = 1.0,
+    diag_reg: float = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: tuple[int, ...] = (-1,),
+    **kernel_fn_train_train_kwargs,
 ) -> Callable:
-    r"""Posterior of a zero-mean GP with covariance K given noiseless targets (Rasmussen §2.2).
+    r"""Outputs of an infinite ensemble of infinitely wide networks trained by gradient flow on MSE.
 
-        mean = K_*x (K + σ²I)⁻¹ y,      cov = K_** − K_*x (K + σ²I)⁻¹ K_x*,
+    Marginalizing the initialization (outputs at t = 0 are the NNGP K), Lee et al. (2019),
+    eqs. (15)–(16), with ``s = η t/|Y|`` and ``E_s = I − e^{−Θs}``:
 
-    with σ² = ``diag_reg`` (absolute) or ``diag_reg·tr(K)/N`` (default), the neural-tangents
-    convention. With K the NNGP this is the exact posterior of an infinitely wide Bayesian
-    network, Lee et al. (2018); with K = Θ the mean is gradient flow at t = ∞. The solve uses a
-    Cholesky factor computed once; jitter comes only from ``diag_reg``.
+        mean(x_*) = Θ_*X Θ⁻¹ E_s y,
+        cov(x_*, x_*′) = K_** + Θ_*X Θ⁻¹ E_s K E_s Θ⁻¹ Θ_X* − (Θ_*X Θ⁻¹ E_s K_X* + h.c.),
+
+    for ``get="ntk"``; ``get="nngp"`` flows K itself (training only the readout, Θ = K), where
+    the covariance is ``K_** − K_*X K⁻¹(I − e^{−2Ks}) K_X*``. On the training set
+    (``x_test=None``) the mean is ``E_s y`` and the covariance ``e^{−Θs} K e^{−Θs}``. Each
+    kernel's train-train matrix is computed and eigendecomposed once and shared by every
+    time, test set and call; the test covariance is built from ``K_*X V`` (one product per
+    call), so T times cost T·Q²·P instead of T·Q·P².
 
     Args:
-      k_train_train: K, ``(N, N)`` symmetric positive definite (after ``diag_reg``).
-      y_train: ``(N, K)`` or ``(N,)``.
-      diag_reg: σ² ≥ 0; diag_reg_absolute_scale: as in `gradient_descent_mse`.
+      kernel_fn: ``kernel_fn(x1, x2, get, **kwargs)`` returning the kernel for ``get`` (a
+        string) or an object with ``.nngp``/``.ntk`` (a tuple): a `stax` kernel function, a
+        Monte Carlo or empirical one.
+      x_train, y_train: training inputs and targets.
+      learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes: as in
+        `gradient_descent_mse`.
+      **kernel_fn_train_train_kwargs: keywords for ``kernel_fn`` on the training set; for the
+        test-train kernel a keyword whose train and test values are both pairs of arrays
+        becomes ``(test value[0], train value[0])``, other values must agree.
 
     Returns:
-      ``predict_fn(k_test_train, k_test_test=None) -> Gaussian(mean, covariance)``, mean
-      ``(M,) + y_train.shape[1:]``, covariance ``(M, M)`` or None.
+      ``predict_fn(t=None, x_test=None, get=None, compute_cov=False, **test_kwargs)``: the
+      mean (``t.shape + outputs``) or `Gaussian` (mean, covariance ``t.shape + zipped``)
+      per ``get`` (``"nngp"``, ``"ntk"``, a tuple; None = both, a named tuple). ``t=None`` is
+      ``t = ∞``; ``x_test=None`` gives the training set.
     """
-    k = _check_kernel("k_train_train", k_train_train)
-    n = k.shape[0]
-    y = _check_targets(y_train, n, (-1,) if jnp.ndim(y_train) == 2 else (), k.dtype)
+    y = _as_float_array("y_train", y_train)
+    lay = _layout(y, trace_axes)
+    _check_finite("y_train", y, y_train)
+    learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
-    chol = _cholesky("k_train_train", k, diag_reg, diag_reg_absolute_scale)
-    alpha = jax.jit(_cho_solve)(chol, y)  # (N, K)
-    tail = tuple(jnp.shape(y_train)[1:])
+    if not callable(kernel_fn):
+        raise TypeError(f"kernel_fn must be a kernel function, got {type(kernel_fn).__name__}")
+    normalization = y.size
+    train: dict[str, jax.Array] = {}
+    eig: dict[str, tuple] = {}
 
-    def predict_fn(k_test_train, k_test_test=None) -> Gaussian:
-        kt = _check_cross_kernel("k_test_train", k_test_train, n, k.dtype)
-        ktt = None
-        if k_test_test is not None:
-            ktt = _check_kernel("k_test_test", k_test_test, k.dtype)
-            if ktt.shape[0] != kt.shape[0]:
-                m = kt.shape[0]
-                raise ValueError(f"k_test_test must be {m} x {m}, got {ktt.shape}")
-        mean, cov = _gp_posterior(chol, alpha, kt, ktt)
-        return Gaussian(mean.reshape((kt.shape[0],) + tail), cov)
+    def train_kernels(names: tuple[str, ...]):
+        missing = tuple(g for g in names if g not in train)
+        if missing:
+            got = kernel_fn(x_train, None, missing[0] if len(missing) == 1 else missing,
+                            **kernel_fn_train_train_kwargs)  # fmt: skip
+            for g in missing:
+                raw = got if len(missing) == 1 else _attr("kernel_fn(x_train)", got, g)
+                train[g] = _train_kernel(f"kernel_fn(x_train, None, {g!r})", raw, lay)
+        return {g: train[g] for g in names}
+
+    def eigenspace(g: str):
+        if g not in eig:
+            k = train_kernels((g,))[g]
+            evals, evecs = _eigh(k, diag_reg, bool(diag_reg_absolute_scale))
+            _check_psd(f"kernel_fn(x_train, None, {g!r})", evals, diag_reg)
+            eig[g] = (evals, evecs)
+        return eig[g]
+
+    def test_kwargs(tt_kwargs: dict) -> tuple[dict, dict]:
+        td, tt = dict(kernel_fn_train_train_kwargs), dict(kernel_fn_train_train_kwargs)
+        for key, v_tt in tt_kwargs.items():
+            if key not in kernel_fn_train_train_kwargs:
+                td[key] = tt[key] = v_tt
+                continue
+            v_dd = kernel_fn_train_train_kwargs[key]
+            leaves = jax.tree_util.tree_leaves((v_dd, v_tt))
+            if leaves and all(isinstance(v, np.ndarray | jax.Array) for v in leaves):
+                pair = isinstance(v_dd, tuple) and isinstance(v_tt, tuple)
+                td[key] = (v_tt[0], v_dd[0]) if pair and len(v_dd) == len(v_tt) == 2 else v_tt
+            elif v_dd != v_tt:
+                raise ValueError(
+                    f"keyword {key!r} of kernel_fn is {v_dd!r} on the training set but "
+                    f"{v_tt!r} on the test set; a kernel between them is not defined"
+                )
+            else:
+                td[key] = v_tt
+            tt[key] = v_tt
+        return td, tt
+
+    def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
+        single, names = _parse_get(get, ("nngp", "ntk"))
+        need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
+        kd = train_kernels(need)
+        dtype = kd[need[0]].dtype
+        t_arr = _as_float_array("t", jnp.inf if t is None else t, dtype)
+        _check_times(t_arr)
+        s = t_arr * (learning_rate / normalization)
+        y2 = lay.flat(y.astype(dtype))
+        kt = ktt = None
+        points = lay.points
+        if x_test is not None:
+            td, tt = test_kwargs(kernel_fn_test_test_kwargs)
+            got = kernel_fn(x_test, x_train, need[0] if len(need) == 1 else need, **td)
+            kt = {}
+            for g in need:
+                raw = got if len(need) == 1 else _attr("kernel_fn(x_test, x_train)", got, g)
+                kt[g], points = _cross_kernel(f"kernel_fn(x_test, x_train, {g!r})", raw, lay,
+                                              dtype)  # fmt: skip
+            if compute_cov:
+                ktt = _as_float_array("kernel_fn(x_test, None, 'nngp')",
+                                      kernel_fn(x_test, None, "nngp", **tt), dtype)  # fmt: skip
+                ktt = _make_2d(ktt)
+        out = {}
+        for g in names:
+            evals, evecs = eigenspace(g)
+            mean = _ensemble_mean(evals, evecs, y2, s, None if kt is None else kt[g])
+            mean = lay.unflat(mean, points)
+            if not compute_cov:
+                out[g] = mean
+                continue
+            cov = _ensemble_cov(
+                evals, evecs, s, kd["nngp"], None if kt is None else kt[g],
+                None if kt is None else kt["nngp"], ktt, kind=g,
+            )  # fmt: skip
+            out[g] = Gaussian(mean, _zip(cov, points, points))
+        return _pack(single, names, out)
 
     return predict_fn
 
@@ -546,9 +1158,10 @@ def ntk_ensemble_posterior(
         mean = Θ_*x Θ⁻¹ y,
         cov  = K_** + Θ_*x Θ⁻¹ K Θ⁻¹ Θ_x* − (Θ_*x Θ⁻¹ K_x* + K_*x Θ⁻¹ Θ_x*).
 
-    This is not a GP posterior (unless Θ = K). ``diag_reg`` regularizes Θ as in
-    `gradient_descent_mse`. Shapes: train-train ``(N, N)``, test-train ``(M, N)``, test-test
-    ``(M, M)``, y ``(N, K)`` or ``(N,)``.
+    This is not a GP posterior (unless Θ = K); it is ``gp_inference(..., get="ntk")`` with
+    the kernels passed separately. ``diag_reg`` regularizes Θ as in `gradient_descent_mse`.
+    Shapes: train-train ``(N, N)``, test-train ``(M, N)``, test-test ``(M, M)``, y ``(N, K)``
+    or ``(N,)``.
     """
     theta = _check_kernel("ntk_train_train", ntk_train_train)
     n = theta.shape[0]
@@ -568,5 +1181,6 @@ def ntk_ensemble_posterior(
     y = _check_targets(y_train, n, (-1,) if jnp.ndim(y_train) == 2 else (), dtype)
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
     chol = _cholesky("ntk_train_train", theta, diag_reg, diag_reg_absolute_scale)
-    mean, cov = _ntk_ensemble(chol, theta_t, kxx, k_t, k_tt, y)
+    mean = theta_t @ _cholesky_solve(chol, y)
+    cov = _ntk_cov(chol, theta_t, kxx, k_t, k_tt)
     return Gaussian(mean.reshape((m,) + tuple(jnp.shape(y_train)[1:])), cov)

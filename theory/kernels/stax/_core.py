@@ -21,6 +21,7 @@ from theory.kernels.batching import Batchable, default_tile, tiled_kernel
 from theory.kernels.kernel import (
     Kernel,
     all_finite,
+    any_rank_promotion,
     channel_position,
     check_inputs,
     check_memory,
@@ -282,6 +283,7 @@ class KernelFn(Batchable):
             )
             raise TypeError(f"{self.__repr__()} got unexpected keyword arguments {unknown}{takes}")
 
+    @any_rank_promotion
     def __call__(self, x1, x2=None, get=None, **kwargs):
         self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
@@ -345,6 +347,7 @@ class KernelFn(Batchable):
             host = np.asarray(a)
             return jax.make_array_from_callback(host.shape, replicated, lambda idx: host[idx])
 
+        @any_rank_promotion
         def batched(x1, x2=None, get=None, **kwargs):
             self.check_kwargs(kwargs)
             get, compute_ntk = self.parse_get(get)
@@ -422,6 +425,7 @@ class ApplyFn:
             raise TypeError(f"rule must be a Rule or None, got {type(rule).__name__}")
         self.fn, self.rule, self.__name__, self.__wrapped__ = fn, rule, name, fn
 
+    @any_rank_promotion
     def __call__(self, params, inputs, **kwargs):
         return self.fn(params, inputs, **kwargs)
 
