@@ -340,8 +340,9 @@ def test_batch_over_four_devices_equals_kernel_fn(x64):
         got = batched(x1, y, ("nngp", "ntk"))
         assert rel_err(got.nngp, ref.nngp) < 1e-13 and rel_err(got.ntk, ref.ntk) < 1e-13
     assert np.asarray(batched(x1, None, "nngp")).shape == (37, 37)
+    assert batch(kernel_fn, 0) is kernel_fn  # neural-tangents' convention: 0 = no batching
     with pytest.raises(ValueError, match="batch_size must be"):
-        batch(kernel_fn, 0)
+        batch(kernel_fn, -1)
 
 
 def test_float32_deep_kernel_is_accurate_including_the_diagonal():

@@ -22,21 +22,38 @@ from theory.kernels import criticality, dual, empirical, monte_carlo, predict, s
 from theory.kernels.batching import batch
 from theory.kernels.disk import kernel_to_disk
 from theory.kernels.empirical import empirical_ntk
+from theory.kernels.empirical_fn import (
+    NtkImplementation,
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+    empirical_ntk_vp_fn,
+    linearize,
+    taylor_expand,
+)
 from theory.kernels.kernel import Kernel, KernelMemoryError, NonFiniteKernelError
-from theory.kernels.monte_carlo import monte_carlo_kernel
+from theory.kernels.monte_carlo import monte_carlo_kernel, monte_carlo_kernel_fn
 
 __all__ = [
     "Kernel",
+    "NtkImplementation",
     "KernelMemoryError",
     "NonFiniteKernelError",
     "batch",
     "criticality",
     "dual",
     "empirical",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
     "empirical_ntk",
+    "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
     "kernel_to_disk",
+    "linearize",
     "monte_carlo",
     "monte_carlo_kernel",
+    "monte_carlo_kernel_fn",
     "predict",
     "stax",
+    "taylor_expand",
 ]

@@ -20,6 +20,7 @@ the untiled computation.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -421,12 +422,24 @@ class Batchable(abc.ABC):
 
 
 def batch(
-    kernel_fn: Batchable,
-    batch_size: int,
+    kernel_fn: Callable,
+    batch_size: int = 0,
+    device_count: int | Sequence[jax.Device] = -1,
+    store_on_device: bool = True,
+    *,
     devices: Sequence[jax.Device] | None = None,
     shard_output: bool = False,
 ) -> Callable:
     """``kernel_fn`` evaluated in ``batch_size × batch_size`` tiles spread over all devices.
+
+    neural-tangents' signature: ``batch_size=0`` returns ``kernel_fn`` untiled;
+    ``device_count`` −1 (all devices), 0 (the default device) or n (the first n), or a
+    sequence of devices (ours; also ``devices=``); ``store_on_device=False`` returns the
+    kernel in host memory (NumPy) instead of a device array. Any kernel function is
+    accepted: a `stax` ``kernel_fn`` takes the fast path below; any other
+    ``kernel_fn(x1, x2, *args, **kwargs)`` whose outputs put x1's and x2's points on their
+    first two axes (an empirical or Monte Carlo kernel function) is called block by block and
+    the blocks assembled.
 
     Same call signature, results and numerical guards as ``kernel_fn`` (to float roundoff:
     each tile does its own input matmul): 16-bit inputs raise `TypeError`, a non-finite
@@ -448,16 +461,68 @@ def batch(
     computes all of its tiles (no mirroring across devices: ~2× the arithmetic). Beyond all
     devices' memory, `theory.kernels.kernel_to_disk` writes the kernel to disk.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(kernel_fn, Batchable):
-        raise TypeError(
-            f"batch needs a kernel_fn from theory.kernels.stax, got {type(kernel_fn).__name__}"
-        )
-    devs = tuple(jax.devices() if devices is None else devices)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 0
+    ):
+        raise ValueError(f"batch_size must be a non-negative integer, got {batch_size!r}")
+    if not callable(kernel_fn):
+        raise TypeError(f"batch needs a kernel function, got {type(kernel_fn).__name__}")
+    if devices is None:
+        if isinstance(device_count, int | np.integer) and not isinstance(device_count, bool):
+            every = jax.devices()
+            devices = every if device_count < 0 else every[: max(int(device_count), 1)]
+        else:
+            devices = device_count
+    devs = tuple(devices)
     if not devs:
         raise ValueError("devices must not be empty")
-    return kernel_fn.batched(batch_size, devs, shard_output=bool(shard_output))
+    if batch_size == 0:
+        out = kernel_fn
+    elif isinstance(kernel_fn, Batchable):
+        out = kernel_fn.batched(int(batch_size), devs, shard_output=bool(shard_output))
+    else:
+        out = _blocks_of(kernel_fn, int(batch_size))
+    if store_on_device:
+        return out
+
+    @functools.wraps(out)
+    def on_host(*args, **kwargs):
+        return jax.tree_util.tree_map(np.asarray, out(*args, **kwargs))
+
+    return on_host
+
+
+def _blocks_of(kernel_fn: Callable, size: int) -> Callable:
+    """Any kernel function, block by block over the points of x1 and x2, assembled."""
+
+    @functools.wraps(kernel_fn)
+    def tiled(x1, x2=None, *args, **kwargs):
+        n1 = jax.tree_util.tree_leaves(x1)[0].shape[0]
+        other = x1 if x2 is None else x2
+        n2 = jax.tree_util.tree_leaves(other)[0].shape[0]
+
+        def rows(x, a, b):
+            return jax.tree_util.tree_map(lambda v: v[a:b], x)
+
+        grid = []
+        for a in range(0, n1, size):
+            row = []
+            for b in range(0, n2, size):
+                row.append(kernel_fn(rows(x1, a, a + size), rows(other, b, b + size), *args,
+                                     **kwargs))  # fmt: skip
+            grid.append(row)
+
+        def assemble(*leaves):
+            k = len(grid[0])
+            blocks = [list(leaves[r * k : (r + 1) * k]) for r in range(len(grid))]
+            return jnp.concatenate([jnp.concatenate(r, axis=1) for r in blocks], axis=0)
+
+        flat = [leaf for row in grid for leaf in row]
+        return jax.tree_util.tree_map(assemble, *flat)
+
+    return tiled
 
 
 # Bytes of one NNGP or NTK array of a spatial tile (b² pairs × bytes per pair at the input's

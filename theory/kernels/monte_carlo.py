@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory.kernels import empirical
 from theory.kernels.kernel import (
@@ -30,7 +31,7 @@ from theory.kernels.kernel import (
 )
 from theory.kernels.stax import KernelFn, rule_of
 
-__all__ = ["monte_carlo_kernel"]
+__all__ = ["monte_carlo_kernel", "monte_carlo_kernel_fn"]
 
 _GETS = ("nngp", "ntk")
 
@@ -185,3 +186,83 @@ def monte_carlo_kernel(
         result = namedtuple("Kernels", names)(*(res[g] for g in names))
     check_outputs("monte_carlo_kernel", ok, res, (x1, x2), result)
     return result
+
+
+def monte_carlo_kernel_fn(
+    init_fn: Callable,
+    apply_fn: Callable,
+    key: jax.Array,
+    n_samples,
+    batch_size: int = 0,
+    device_count: int = -1,
+    store_on_device: bool = True,
+    trace_axes=(-1,),
+    diagonal_axes=(),
+    vmap_axes=None,
+    implementation=0,
+    **unused_private,
+) -> Callable:
+    r"""neural-tangents' ``monte_carlo_kernel_fn``: ``kernel_fn(x1, x2=None, get=None, **kwargs)``
+    averaging the empirical NNGP and NTK (`theory.kernels.empirical_kernel_fn`, same
+    ``trace_axes``, ``diagonal_axes``, ``vmap_axes``, ``implementation``) over ``n_samples``
+    random networks.
+
+    neural-tangents' sampling schedule, so that the same ``key`` draws the same networks:
+    ``key, k = split(key)`` per sample, ``init_key, rng = split(k)``, parameters
+    ``init_fn(init_key, x1.shape)`` and ``apply_fn(params, x, rng=rng, **kwargs)`` (a dropout
+    key; ignored by layers without randomness). ``n_samples`` an int gives the estimate; a
+    collection of ints gives a generator of the estimates at those sample counts (one pass).
+    ``get`` None returns the named tuple ``(nngp, ntk)``. ``batch_size``, ``device_count`` and
+    ``store_on_device`` are accepted for compatibility: our empirical routes block the points
+    by memory themselves (`empirical_ntk`), and `theory.kernels.batch` spreads any kernel
+    function over devices. For the fastest estimate of a fully connected or convolutional
+    `stax` network, `monte_carlo_kernel` (vmapped networks, one compiled program) is the
+    native entry point; its samples differ (``split(key, S)``).
+    """
+    from theory.kernels.empirical_fn import empirical_kernel_fn
+
+    if not callable(init_fn) or not callable(apply_fn):
+        raise TypeError("init_fn and apply_fn must be callables (a stax layer's first two)")
+    generator = not isinstance(n_samples, int | np.integer)
+    counts = sorted({int(n) for n in n_samples}) if generator else [int(n_samples)]
+    if isinstance(n_samples, bool) or not counts or counts[0] < 1:
+        raise ValueError(f"n_samples must be a positive int or ints, got {n_samples!r}")
+    empirical.check_batch_size(batch_size or None)
+    one = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation,
+                              **unused_private)  # fmt: skip
+
+    def names_of(get):
+        if get is None:
+            return False, _GETS
+        if isinstance(get, str):
+            return True, (get,)
+        return False, tuple(get)
+
+    def samples(x1, x2, get, kwargs):
+        single, names = names_of(get)
+        if any(g not in _GETS for g in names) or not names or len(set(names)) < len(names):
+            raise ValueError(f"get must be 'nngp', 'ntk', a tuple of them or None, got {get!r}")
+        k = jnp.asarray(key)
+        total = None
+        for n in range(1, counts[-1] + 1):
+            k, sub = jax.random.split(k)
+            init_key, rng = jax.random.split(sub)
+            _, params = init_fn(init_key, jax.tree_util.tree_map(jnp.shape, x1))
+            draw = one(x1, x2, names, params, rng=rng, **kwargs)
+            draw = {g: getattr(draw, g) for g in names}
+            total = draw if total is None else jax.tree_util.tree_map(jnp.add, total, draw)
+            if n in counts:
+                est = {g: jax.tree_util.tree_map(lambda a, n=n: a / n, total[g]) for g in names}
+                ok = all_finite(jax.tree_util.tree_leaves(est))
+                check_outputs("monte_carlo_kernel_fn", ok, est, (x1, x2), est)
+                if single:
+                    yield est[names[0]]
+                else:
+                    yield namedtuple("MonteCarloKernel", names)(*(est[g] for g in names))
+
+    @any_rank_promotion
+    def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
+        out = samples(x1, x2, get, apply_fn_kwargs)
+        return out if generator else next(out)
+
+    return kernel_fn

@@ -980,31 +980,53 @@ def _ensemble_mean(evals, evecs, y2, s, k_test=None):
                  y2.shape[1:], y2.dtype))[1]  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("kind",))
-def _ensemble_cov(evals, evecs, s, kxx, k_test, k_test_nngp, k_tt, *, kind):
+@partial(jax.jit, static_argnames=("kind", "chunk"))
+def _ensemble_cov(evals, evecs, s, kxx, k_test, k_test_nngp, k_tt, *, kind, chunk):
     """Output covariance of the infinite ensemble at scaled times ``s``, Lee et al. (2019),
-    eqs. (15)–(16), in the eigenbasis of the kernel being flowed (Θ = V diag(λ) Vᵀ);
-    one time at a time (`lax.map`), so memory is one (Q, P) block."""
-    lam = jnp.maximum(evals, 0.0)
+    eqs. (15)–(16), in the eigenbasis of the kernel being flowed (Θ = V diag(λ) Vᵀ).
 
-    def one(si):
-        decay = jnp.exp(-lam * si)  # e^{−λs}; 0 at s = ∞ for λ > 0, 1 for λ = 0
-        if k_test is None:  # the training set
+    Test set, with ``A = Θ_*X V`` (Q × P), ``g = (1 − e^{−λs})/λ``, ``C = Vᵀ K V`` and
+    ``W = Vᵀ K_X*``, all formed once per call:
+    ``K_** + (A g) C (A g)ᵀ − ((A g) W + h.c.)`` ("ntk"), ``K_** − A g(2s) Aᵀ`` ("nngp": Θ = K);
+    each time then costs Q·P² + 2·Q²·P operations. Times go ``chunk`` at a time (`lax.map`
+    with ``batch_size``), so memory is ``chunk`` (Q, P) blocks."""
+    lam = jnp.maximum(evals, 0.0)
+    if k_test is None:  # the training set
+
+        def train(si):
+            decay = jnp.exp(-lam * si)  # e^{−λs}; 0 at s = ∞ for λ > 0, 1 for λ = 0
             if kind == "nngp":
                 return (evecs * (lam * decay**2)[None]) @ evecs.T  # K e^{−2Ks}
             e = (evecs * decay[None]) @ evecs.T
             return e @ kxx @ e  # e^{−Θs} K e^{−Θs}
-        _, gain = _flow_factors(evals, si, 1.0)  # (e^{−λs} − 1)/λ = −Θ⁻¹(I − e^{−Θs}) in V
-        a = k_test @ evecs  # (Q, P)
-        if kind == "nngp":
-            _, gain2 = _flow_factors(evals, 2 * si, 1.0)
-            return k_tt + (a * gain2[None]) @ a.T  # K_** − K_*X K⁻¹(I − e^{−2Ks}) K_X*
-        t1 = (a * -gain[None]) @ evecs.T  # Θ_*X Θ⁻¹(I − e^{−Θs}), (Q, P)
-        cross = t1 @ k_test_nngp.T
-        return k_tt + t1 @ kxx @ t1.T - (cross + cross.T)
 
-    return jax.lax.map(one, s.reshape(-1)).reshape(s.shape + (k_tt.shape[0] if k_test is not None
-                                                             else kxx.shape[0],) * 2)  # fmt: skip
+        out = jax.lax.map(train, s.reshape(-1), batch_size=chunk)
+        return out.reshape(s.shape + out.shape[1:])
+    a = k_test @ evecs  # (Q, P)
+    if kind == "nngp":
+
+        def nngp(si):
+            _, gain2 = _flow_factors(evals, 2 * si, 1.0)  # −(1 − e^{−2λs})/λ
+            return k_tt + (a * gain2[None]) @ a.T  # K_** − K_*X K⁻¹(I − e^{−2Ks}) K_X*
+
+        out = jax.lax.map(nngp, s.reshape(-1), batch_size=chunk)
+        return out.reshape(s.shape + out.shape[1:])
+    c = evecs.T @ kxx @ evecs  # Vᵀ K V
+    w = evecs.T @ k_test_nngp.T  # Vᵀ K_X*
+
+    def ntk(si):
+        _, gain = _flow_factors(evals, si, 1.0)  # (e^{−λs} − 1)/λ
+        b = a * -gain[None]  # Θ_*X Θ⁻¹(I − e^{−Θs}) V, (Q, P)
+        cross = b @ w
+        return k_tt + b @ c @ b.T - (cross + cross.T)
+
+    out = jax.lax.map(ntk, s.reshape(-1), batch_size=chunk)
+    return out.reshape(s.shape + out.shape[1:])
+
+
+def _time_chunk(n_times: int, q: int, p: int, itemsize: int) -> int:
+    """Times per vectorized step: their (Q, P) blocks within 2**28 bytes."""
+    return int(max(1, min(n_times, 2**28 // max(1, 2 * q * p * itemsize))))
 
 
 def gradient_descent_mse_ensemble(
@@ -1130,9 +1152,11 @@ def gradient_descent_mse_ensemble(
             if not compute_cov:
                 out[g] = mean
                 continue
+            q = evecs.shape[0] if kt is None else kt[g].shape[0]
+            chunk = _time_chunk(max(1, s.size), q, evecs.shape[0], jnp.dtype(dtype).itemsize)
             cov = _ensemble_cov(
                 evals, evecs, s, kd["nngp"], None if kt is None else kt[g],
-                None if kt is None else kt["nngp"], ktt, kind=g,
+                None if kt is None else kt["nngp"], ktt, kind=g, chunk=chunk,
             )  # fmt: skip
             out[g] = Gaussian(mean, _zip(cov, points, points))
         return _pack(single, names, out)

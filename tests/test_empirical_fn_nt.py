@@ -1,0 +1,200 @@
+"""neural-tangents' finite-network API (``empirical_*_fn``, ``linearize``, ``taylor_expand``,
+``monte_carlo_kernel_fn``, ``batch`` of any kernel function), one script run by both libraries.
+
+The script is written against neural-tangents' public API; `reference/nt_script.py` runs it
+with ``nt = neural_tangents`` 0.6.5 and this file with ``nt = theory.kernels``. Both draw the
+same networks: our ``stax`` initialisers split keys as neural-tangents' do, and JAX ≥ 0.5
+changed its random streams (``jax_threefry_partitionable`` now True), so our side runs with
+that flag False, as jax 0.4.38 does — the one setting a user needs to reproduce a
+neural-tangents run's random networks.
+
+Tolerance: float64; the libraries contract the same derivatives in different orders, so
+they agree to roundoff: RTOL = 1e-10 of the largest entry.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import theory.kernels as ours
+
+RTOL = 1e-10
+
+SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Dense(16, W_std=1.5, b_std=0.1), stax.Erf(), stax.Dense(3, W_std=1.2, b_std=0.2)
+    )
+    x1, x2 = a["x1"], a["x2"]
+    _, params = init_fn(jax.random.PRNGKey(7), x1.shape)
+    out = {}
+    for name, kw in {
+        "default": {},
+        "notrace": dict(trace_axes=()),
+    }.items():
+        ntk_fn = nt.empirical_ntk_fn(apply_fn, **kw)
+        out["ntk_" + name] = ntk_fn(x1, x2, params)
+        out["ntk_self_" + name] = ntk_fn(x1, None, params)
+    out["nngp"] = nt.empirical_nngp_fn(apply_fn)(x1, x2, params)
+    out["nngp_notrace"] = nt.empirical_nngp_fn(apply_fn, trace_axes=())(x1, None, params)
+    both = nt.empirical_kernel_fn(apply_fn)(x1, x2, None, params)
+    out["kernel_nngp"], out["kernel_ntk"] = both.nngp, both.ntk
+    out["kernel_ntk_only"] = nt.empirical_kernel_fn(apply_fn)(x1, x2, "ntk", params)
+
+    # a point's output depends on the whole batch (batch normalization of the hidden layer)
+    def bn_apply(p, x):
+        h = jnp.tanh(x @ p["w1"])
+        h = (h - h.mean(0)) / jnp.sqrt(h.var(0) + 1e-3)
+        return h @ p["w2"]
+
+    bn_params = {"w1": a["w1"], "w2": a["w2"]}
+    out["ntk_batchnorm"] = nt.empirical_ntk_fn(bn_apply, trace_axes=())(x1, x2, bn_params)
+
+    vp = nt.empirical_ntk_vp_fn(apply_fn, x1, x2, params)
+    out["ntk_vp"] = vp(a["cot"])
+    new = jax.tree_util.tree_map(lambda w: w * 1.1 + 0.01, params)
+    out["lin"] = nt.linearize(apply_fn, params)(new, x1)
+    mc = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(1), 3)
+    out["mc_nngp"], out["mc_ntk"] = mc(x1, x2)
+    return out
+"""
+
+
+SCRIPT_MORE = """
+def run(nt, a):
+    stax = nt.stax
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Dense(16, W_std=1.5, b_std=0.1), stax.Erf(), stax.Dense(3, W_std=1.2, b_std=0.2)
+    )
+    x1, x2 = a["x1"], a["x2"]
+    _, params = init_fn(jax.random.PRNGKey(7), x1.shape)
+    out = {}
+    for name, kw in {
+        "diag": dict(trace_axes=(), diagonal_axes=(-1,)),
+        "vmap0": dict(vmap_axes=0, implementation=nt.NtkImplementation.JACOBIAN_CONTRACTION),
+        "impl2": dict(implementation=2),
+    }.items():
+        out["ntk_" + name] = nt.empirical_ntk_fn(apply_fn, **kw)(x1, x2, params)
+
+    # a pytree of outputs: one kernel per output
+    def two_heads(p, x):
+        h = jnp.tanh(x @ p["w1"])
+        return {"a": h @ p["w2"], "b": jnp.sin(h) @ p["w2"][:, :1]}
+
+    heads = nt.empirical_ntk_fn(two_heads)(x1, x2, {"w1": a["w1"], "w2": a["w2"]})
+    out["heads_a"], out["heads_b"] = heads["a"], heads["b"]
+    new = jax.tree_util.tree_map(lambda w: w * 1.1 + 0.01, params)
+    out["taylor2"] = nt.taylor_expand(apply_fn, params, 2)(new, x1)
+    out["taylor3"] = nt.taylor_expand(apply_fn, params, 3)(new, x1)
+    mc_gen = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(1), (1, 3))
+    out["mc_gen_1"], out["mc_gen_3"] = [k.ntk for k in mc_gen(x1, None, ("nngp", "ntk"))]
+    batched = nt.batch(nt.empirical_ntk_fn(apply_fn, trace_axes=()), 2)
+    out["batched_ntk"] = batched(x1, x2, params)
+    return out
+"""
+
+
+def _arrays():
+    rng = np.random.default_rng(11)
+    return {
+        "x1": rng.standard_normal((5, 4)),
+        "x2": rng.standard_normal((3, 4)),
+        "w1": rng.standard_normal((4, 6)) / 2,
+        "w2": rng.standard_normal((6, 2)) / 2,
+        "cot": rng.standard_normal((3, 3)),
+    }
+
+
+def _run_ours(script, arrays):
+    scope = {"jax": jax, "jnp": jnp, "np": np}
+    exec(script, scope)  # noqa: S102 - the scripts above
+    with jax.threefry_partitionable(False):
+        out = scope["run"](ours, arrays)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _compare(script, nt_oracle):
+    arrays = _arrays()
+    req = {"script": "nt_script.py", "source": script, "x64": 1}
+    req.update({f"a_{k}": v for k, v in arrays.items()})
+    ref = nt_oracle(req)
+    assert "error" not in ref, str(ref.get("error"))
+    got = _run_ours(script, arrays)
+    assert sorted(got) == sorted(ref)
+    for name in sorted(ref):
+        want, have = ref[name], got[name]
+        assert have.shape == want.shape, (name, have.shape, want.shape)
+        np.testing.assert_allclose(
+            have, want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)), err_msg=name
+        )
+
+
+def test_finite_network_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_oracle):
+    """empirical_ntk_fn (two layouts, x2 given and None), empirical_nngp_fn,
+    empirical_kernel_fn, a batch-normalized function, empirical_ntk_vp_fn, linearize and
+    monte_carlo_kernel_fn."""
+    _compare(SCRIPT, nt_oracle)
+
+
+@pytest.mark.slow  # about 25 s: a compilation per variant
+def test_more_of_the_api_agrees_with_neural_tangents(x64, nt_oracle):
+    """diagonal_axes, vmap_axes=0, implementation 2, pytree outputs, taylor_expand,
+    monte_carlo_kernel_fn's generator, batch of an empirical kernel function."""
+    _compare(SCRIPT_MORE, nt_oracle)
+
+
+def test_batch_dependent_functions_take_the_exact_route(x64):
+    """With vmap_axes=None a batch-normalized network is detected (outputs of points alone
+    differ from the batch's) and its NTK is the full-batch Jacobian's; the per-point route
+    would give another answer, which is what vmap_axes=0 asserts away."""
+    a = _arrays()
+    p = {"w1": a["w1"], "w2": a["w2"]}
+
+    def bn(p, x):
+        h = jnp.tanh(x @ p["w1"])
+        return ((h - h.mean(0)) / jnp.sqrt(h.var(0) + 1e-3)) @ p["w2"]
+
+    j = jax.jacrev(lambda q: bn(q, a["x1"]))(p)
+    flat = np.concatenate(
+        [np.asarray(v).reshape(5, 2, -1) for v in jax.tree_util.tree_leaves(j)], -1
+    )
+    want = np.einsum("iap,jbp->ijab", flat, flat)
+    got = ours.empirical_ntk_fn(bn, trace_axes=())(a["x1"], None, p)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    per_point = ours.empirical_ntk_fn(bn, trace_axes=(), vmap_axes=0)(a["x1"], None, p)
+    assert np.abs(np.asarray(per_point) - want).max() > 1e-3 * np.abs(want).max()
+
+
+def test_taylor_expansion_is_exact_for_polynomials(x64):
+    """f(θ) = θ³ x: the cubic expansion is exact, the quadratic misses (1/6)·f‴·δ³ = δ³ x."""
+    f = lambda p, x: p["w"] ** 3 * x  # noqa: E731
+    p0, p1, x = {"w": jnp.asarray(1.5)}, {"w": jnp.asarray(2.0)}, jnp.asarray(3.0)
+    np.testing.assert_allclose(ours.taylor_expand(f, p0, 3)(p1, x), f(p1, x), rtol=1e-14)
+    quad = ours.taylor_expand(f, p0, 2)(p1, x)
+    np.testing.assert_allclose(f(p1, x) - quad, 0.5**3 * 3.0, rtol=1e-12)
+    np.testing.assert_allclose(ours.taylor_expand(f, p0, 0)(p1, x), f(p0, x), rtol=1e-14)
+    with pytest.raises(ValueError, match="degree"):
+        ours.taylor_expand(f, p0, -1)
+
+
+def test_monte_carlo_generator_is_the_running_average(x64):
+    a = _arrays()
+    init_fn, apply_fn, _ = ours.stax.serial(
+        ours.stax.Dense(8), ours.stax.Relu(), ours.stax.Dense(2)
+    )
+    key = jax.random.PRNGKey(5)
+    gen = ours.monte_carlo_kernel_fn(init_fn, apply_fn, key, (1, 2, 4))(a["x1"], None, "nngp")
+    estimates = list(gen)
+    assert len(estimates) == 3
+    # by hand: neural-tangents' schedule, key, k = split(key); init_key, rng = split(k)
+    draws, k = [], key
+    for _ in range(4):
+        k, sub = jax.random.split(k)
+        init_key, _ = jax.random.split(sub)
+        _, p = init_fn(init_key, a["x1"].shape)
+        f = apply_fn(p, a["x1"])
+        draws.append(np.asarray(f @ f.T) / 2)
+    for est, n in zip(estimates, (1, 2, 4)):
+        np.testing.assert_allclose(est, np.mean(draws[:n], axis=0), rtol=1e-12)

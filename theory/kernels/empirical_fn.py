@@ -1,0 +1,407 @@
+r"""neural-tangents' kernel-function API for finite networks, on our empirical NTK engine.
+
+``empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)`` returns
+``ntk_fn(x1, x2, params, **apply_fn_kwargs)``, and likewise `empirical_nngp_fn`,
+`empirical_kernel_fn` (``kernel_fn(x1, x2, get, params, **kwargs)``), `empirical_ntk_vp_fn`,
+`linearize` and `taylor_expand`, with neural-tangents 0.6.5's signatures and output layout:
+
+    Θ̂(x1, x2) = Σ_p ∂f(x1)/∂θ_p ⊗ ∂f(x2)/∂θ_p,    K̂(x1, x2) = f(x1) ⊗ f(x2),
+
+each of shape ``zip(f(x1).shape, f(x2).shape)`` with the ``trace_axes`` averaged out and the
+``diagonal_axes`` kept once (see `theory.kernels.empirical.empirical_ntk`). A function whose
+output is a pytree gets one kernel per output leaf (cross-terms between outputs ignored, as
+neural-tangents does).
+
+Routes. A point's output may depend on the other points of the batch (batch normalization,
+attention over the batch, a dropout key shared by the batch): neural-tangents' default
+``vmap_axes=None`` makes no assumption, and neither do we. Our fast routes
+(`empirical.empirical_ntk`: structured derivatives, NTK-vector products, per-point
+Jacobians) need each point's output to depend on that point alone; with ``vmap_axes=None``
+that is *checked* on the given inputs — the batch's outputs against the outputs of each point
+alone (one extra forward pass, remembered per function and shapes) — and if any differs
+beyond roundoff, or ``vmap_axes`` names other axes than 0, or the keywords differ between x1
+and x2 (a split ``rng``), the kernel is computed from full-batch Jacobians
+``∂f(params, X)/∂θ``, which is the definition itself.
+
+``implementation`` (`NtkImplementation` or 0–3) picks the fast route; all give the same
+numbers. Our default is ``AUTO`` (neural-tangents' is ``JACOBIAN_CONTRACTION``, whose cost
+model it disables on CPU/GPU): ours chooses by a cost model that is right on every backend.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import weakref
+from collections import namedtuple
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory.kernels import structured
+from theory.kernels.empirical import canonical_implementation, empirical_ntk
+from theory.kernels.kernel import any_rank_promotion
+
+__all__ = [
+    "NtkImplementation",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
+    "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
+    "linearize",
+    "taylor_expand",
+]
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+class NtkImplementation(enum.IntEnum):
+    """How the empirical NTK is computed (neural-tangents' numbering; same numbers from all):
+    ``AUTO`` (0) the cheapest by our cost model, ``JACOBIAN_CONTRACTION`` (1) per-point
+    Jacobians contracted, ``NTK_VECTOR_PRODUCTS`` (2) NTK-vector products, column by
+    column, ``STRUCTURED_DERIVATIVES`` (3) structured derivatives read from the jaxpr."""
+
+    AUTO = 0
+    JACOBIAN_CONTRACTION = 1
+    NTK_VECTOR_PRODUCTS = 2
+    STRUCTURED_DERIVATIVES = 3
+
+
+def split_kwargs(kwargs: dict, x2_given: bool) -> tuple[dict, dict]:
+    """neural-tangents' keyword convention: ``rng`` is split in two keys when x2 is given
+    (one for each batch; the same key for x2 = None); a pair ``(v1, v2)`` is v1 for x1 and v2
+    for x2; anything else goes to both."""
+    k1, k2 = {}, {}
+    for key, v in kwargs.items():
+        if key == "rng" and v is not None:
+            if x2_given:
+                k1[key], k2[key] = jax.random.split(v)
+            else:
+                k1[key] = k2[key] = v
+        elif isinstance(v, tuple) and len(v) == 2:
+            k1[key], k2[key] = v
+        else:
+            k1[key] = k2[key] = v
+    return k1, k2
+
+
+def _same_kwargs(k1: dict, k2: dict) -> bool:
+    if k1.keys() != k2.keys():
+        return False
+    for key in k1:
+        a, b = k1[key], k2[key]
+        if a is b:
+            continue
+        la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+        if len(la) != len(lb) or not all(
+            np.shape(u) == np.shape(v) and bool(np.all(np.asarray(u) == np.asarray(v)))
+            for u, v in zip(la, lb)
+        ):
+            return False
+    return True
+
+
+# Whether a function's points are independent, remembered per (function, shapes, kwargs).
+_INDEPENDENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _points_independent(f, params, x, kwargs) -> bool:
+    """Whether each point's output equals the output of that point alone (to roundoff)."""
+    try:
+        key = (
+            jax.tree_util.tree_structure(params),
+            tuple((np.shape(p), jnp.result_type(p).name) for p in jax.tree_util.tree_leaves(
+                params)),
+            np.shape(x),
+            jnp.result_type(x).name,
+            tuple(sorted(kwargs)),
+        )  # fmt: skip
+        table = _INDEPENDENT.setdefault(f, {})
+    except TypeError:  # a function that cannot be weakly referenced: check every time
+        table, key = {}, None
+    if key in table:
+        return table[key]
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves((params, x))):
+        return False  # traced: values cannot be compared; the full-batch route is exact
+    batch, alone = _both_ways(f, params, x, kwargs)
+    ok = True
+    for b, a in zip(jax.tree_util.tree_leaves(batch), jax.tree_util.tree_leaves(alone)):
+        a = a.reshape((a.shape[0],) + a.shape[2:]) if a.ndim >= 2 and a.shape[1] == 1 else a
+        if a.shape != b.shape:
+            ok = False
+            break
+        dtype = jnp.result_type(b)
+        eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.floating) else 0.0
+        b, a = np.asarray(b, np.float64), np.asarray(a, np.float64)
+        scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+        if not np.allclose(a, b, rtol=0, atol=1e3 * eps * scale):
+            ok = False
+            break
+    if key is not None:
+        table[key] = ok
+    return ok
+
+
+def _maybe_jit(fn: Callable, static: tuple[str, ...]) -> Callable:
+    """``fn`` compiled with ``static`` arguments (the function, the axes) when they hash,
+    else ``fn`` itself (a function that cannot be hashed is traced every call)."""
+    jitted = jax.jit(fn, static_argnames=static)
+
+    def call(*args, **kwargs):
+        try:
+            for name in static:
+                hash(kwargs[name])
+        except TypeError:
+            return fn(*args, **kwargs)
+        return jitted(*args, **kwargs)
+
+    return call
+
+
+def _both_ways_impl(params, x, kwargs, *, f):
+    return f(params, x, **kwargs), jax.vmap(lambda xi: f(params, xi[None], **kwargs))(x)
+
+
+_both_ways_jit = _maybe_jit(_both_ways_impl, ("f",))
+
+
+def _both_ways(f, params, x, kwargs):
+    """The batch's outputs and each point's alone (compiled once per function)."""
+    return _both_ways_jit(params, x, kwargs, f=f)
+
+
+def _axes_for(out, trace_axes, diagonal_axes) -> structured.OutputAxes:
+    return structured.OutputAxes.from_nt(np.shape(out)[1:], trace_axes, diagonal_axes)
+
+
+def _contract_outputs(o1, o2, axes: structured.OutputAxes, extra: int = 0) -> jax.Array:
+    """Σ over ``extra`` trailing axes (parameters) of o1 ⊗ o2 in neural-tangents' layout."""
+    s1, s2, res, nxt = axes.indices(2)
+    pl = list(range(nxt, nxt + extra))
+    out = jnp.einsum(o1, [0] + s1 + pl, o2, [1] + s2 + pl, [0, 1] + res, precision=_HI)
+    return out / axes.traced_size
+
+
+def _full_batch_ntk(f, params, x1, x2, kw1, kw2, trace_axes, diagonal_axes):
+    """Θ̂ from the Jacobians of the whole batch, ∂f(params, X)/∂θ: exact for any f."""
+    arrays = all(
+        isinstance(v, jax.Array | np.ndarray | float | int)
+        for v in jax.tree_util.tree_leaves((kw1, kw2))
+    )
+    fn = _full_batch_jit if arrays else _full_batch_impl
+    return fn(params, x1, x2, kw1, kw2, f=f, trace_axes=_hashable(trace_axes),
+              diagonal_axes=_hashable(diagonal_axes))  # fmt: skip
+
+
+def _hashable(axes):
+    return (axes,) if isinstance(axes, int | np.integer) else tuple(axes)
+
+
+def _full_batch_impl(params, x1, x2, kw1, kw2, *, f, trace_axes, diagonal_axes):
+    j1 = jax.jacrev(lambda p: f(p, x1, **kw1))(params)
+    j2 = j1 if x2 is None else jax.jacrev(lambda p: f(p, x2, **kw2))(params)
+    out1 = jax.eval_shape(lambda: f(params, x1, **kw1))
+
+    def one(o, a, b):
+        axes = _axes_for(o, trace_axes, diagonal_axes)
+        total = 0.0
+        for la, lb, leaf in zip(
+            jax.tree_util.tree_leaves(a),
+            jax.tree_util.tree_leaves(b),
+            jax.tree_util.tree_leaves(params),
+        ):
+            total = total + _contract_outputs(la, lb, axes, extra=np.ndim(leaf))
+        return total
+
+    o_leaves, o_tree = jax.tree_util.tree_flatten(out1)
+    j1_per_out = o_tree.flatten_up_to(j1)
+    j2_per_out = o_tree.flatten_up_to(j2)
+    return o_tree.unflatten([one(o, a, b) for o, a, b in zip(o_leaves, j1_per_out, j2_per_out)])
+
+
+_full_batch_jit = _maybe_jit(_full_batch_impl, ("f", "trace_axes", "diagonal_axes"))
+
+
+def _leaf_fn(f, index: int, n_leaves: int, kwargs: dict):
+    def g(params, x):
+        out = jax.tree_util.tree_leaves(f(params, x, **kwargs))
+        if len(out) != n_leaves:
+            raise ValueError("f returned a different number of outputs on x1 and x2")
+        return out[index]
+
+    return g
+
+
+def empirical_ntk_fn(
+    f: Callable,
+    trace_axes=(-1,),
+    diagonal_axes=(),
+    vmap_axes=None,
+    implementation: NtkImplementation | int | str = NtkImplementation.AUTO,
+    **unused_private,
+) -> Callable:
+    r"""neural-tangents' ``empirical_ntk_fn``: a function ``ntk_fn(x1, x2, params, **kwargs)``
+    returning Θ̂(x1, x2) = Σ_p ∂f(x1)/∂θ_p ⊗ ∂f(x2)/∂θ_p of ``f(params, x, **kwargs)``
+    (Jacot et al. 2018), in neural-tangents' layout (see the module docstring).
+
+    Args:
+      f: ``f(params, x, **kwargs)`` returning an array or a pytree of arrays (one kernel per
+        output leaf).
+      trace_axes: output axes averaged over their diagonal (default: the last).
+      diagonal_axes: output axes kept only on their diagonal.
+      vmap_axes: None (no assumption; points' independence is checked, see the module
+        docstring) or 0 (the caller asserts each point's output depends on it alone); other
+        axes take the exact full-batch route.
+      implementation: `NtkImplementation`, its number or our name ("auto", "jacobian",
+        "ntvp", "structured").
+      **unused_private: neural-tangents' private tuning flags (``_j_rules``, ``_s_rules``,
+        ``_fwd``), accepted and ignored: our routes have no such switches.
+    """
+    impl = canonical_implementation(
+        int(implementation) if isinstance(implementation, NtkImplementation) else implementation
+    )
+    bad = sorted(k for k in unused_private if k not in ("_j_rules", "_s_rules", "_fwd"))
+    if bad:
+        raise TypeError(f"empirical_ntk_fn got unexpected keyword arguments {bad}")
+
+    @any_rank_promotion
+    def ntk_fn(x1, x2, params, **apply_fn_kwargs):
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        fast = vmap_axes in (None, 0) and _same_kwargs(kw1, kw2)
+        arrays = all(isinstance(x, (jax.Array, np.ndarray)) for x in (x1, x2) if x is not None)
+        if fast and arrays and vmap_axes is None:
+            fast = _points_independent(f, params, x1, kw1) and (
+                x2 is None or _points_independent(f, params, x2, kw2)
+            )
+        if not (fast and arrays):
+            return _full_batch_ntk(f, params, x1, x2, kw1, kw2, trace_axes, diagonal_axes)
+        out = jax.eval_shape(lambda: f(params, x1, **kw1))
+        leaves, tree = jax.tree_util.tree_flatten(out)
+        kernels = [
+            empirical_ntk(
+                f if len(leaves) == 1 and not kw1 else _leaf_fn(f, i, len(leaves), kw1),
+                params,
+                x1,
+                x2,
+                impl,
+                trace_axes=trace_axes,
+                diagonal_axes=diagonal_axes,
+            )  # fmt: skip
+            for i in range(len(leaves))
+        ]
+        return tree.unflatten(kernels)
+
+    return ntk_fn
+
+
+def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callable:
+    r"""neural-tangents' ``empirical_nngp_fn``: ``nngp_fn(x1, x2, params, **kwargs)`` returning
+    K̂(x1, x2) = f(x1) ⊗ f(x2), reduced over ``trace_axes`` (averaged) and ``diagonal_axes``
+    as Θ̂ is; one kernel per output leaf."""
+
+    @any_rank_promotion
+    def nngp_fn(x1, x2, params, **apply_fn_kwargs):
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        out1 = f(params, x1, **kw1)
+        out2 = out1 if x2 is None else f(params, x2, **kw2)
+        return jax.tree_util.tree_map(
+            lambda a, b: _contract_outputs(a, b, _axes_for(a, trace_axes, diagonal_axes)),
+            out1,
+            out2,
+        )
+
+    return nngp_fn
+
+
+def empirical_kernel_fn(
+    f: Callable,
+    trace_axes=(-1,),
+    diagonal_axes=(),
+    vmap_axes=None,
+    implementation: NtkImplementation | int | str = NtkImplementation.AUTO,
+    **unused_private,
+) -> Callable:
+    """neural-tangents' ``empirical_kernel_fn``: ``kernel_fn(x1, x2, get, params, **kwargs)``
+    with ``get`` "nngp", "ntk", a tuple of them (a named tuple) or None (both)."""
+    nngp_fn = empirical_nngp_fn(f, trace_axes, diagonal_axes)
+    ntk_fn = empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation,
+                              **unused_private)  # fmt: skip
+
+    def kernel_fn(x1, x2, get, params, **apply_fn_kwargs):
+        single = isinstance(get, str)
+        names = ("nngp", "ntk") if get is None else (get,) if single else tuple(get)
+        if (
+            not names
+            or any(g not in ("nngp", "ntk") for g in names)
+            or len(set(names)) < len(names)
+        ):
+            raise ValueError(f"get must be 'nngp', 'ntk', a tuple of them or None, got {get!r}")
+        fns = {"nngp": nngp_fn, "ntk": ntk_fn}
+        out = {g: fns[g](x1, x2, params, **apply_fn_kwargs) for g in names}
+        if single:
+            return out[names[0]]
+        return namedtuple("EmpiricalKernel", names)(*(out[g] for g in names))
+
+    return kernel_fn
+
+
+def empirical_ntk_vp_fn(f: Callable, x1, x2, params, **apply_fn_kwargs) -> Callable:
+    """neural-tangents' ``empirical_ntk_vp_fn``: ``v ↦ Θ̂(x1, x2) v`` for cotangents ``v``
+    shaped as ``f(x2)``, without forming Θ̂: one reverse pass J(x2)ᵀv and one forward pass
+    J(x1)·(J(x2)ᵀv), the cost of two evaluations of ``f``."""
+    kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+    x2_, kw2_ = (x1, kw1) if x2 is None else (x2, kw2)
+    _, vjp = jax.vjp(lambda p: f(p, x2_, **kw2_), params)
+
+    @jax.jit
+    def product(cotangents):
+        (tangent,) = vjp(cotangents)
+        return jax.jvp(lambda p: f(p, x1, **kw1), (params,), (tangent,))[1]
+
+    return any_rank_promotion(product)
+
+
+def linearize(f: Callable, params) -> Callable:
+    r"""The first-order Taylor expansion of ``f`` in its parameters around ``params``:
+    ``f_lin(p, *args, **kwargs) = f(params, …) + ∂f/∂θ|_params · (p − params)`` (one JVP);
+    trained by gradient descent on MSE it follows `predict.gradient_descent_mse` with the
+    empirical NTK (Lee et al. 2019)."""
+
+    def f_lin(p, *args, **kwargs):
+        dp = jax.tree_util.tree_map(jnp.subtract, p, params)
+        f0, df = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (dp,))
+        return jax.tree_util.tree_map(jnp.add, f0, df)
+
+    return f_lin
+
+
+def taylor_expand(f: Callable, params, degree: int) -> Callable:
+    r"""The Taylor expansion of ``f`` in its parameters around ``params`` to order
+    ``degree``: ``Σ_{k≤degree} (1/k!) dᵏ/dεᵏ f(params + ε(p − params))|_{ε=0}``, the
+    derivatives by Taylor-mode automatic differentiation (`jax.experimental.jet`)."""
+    from jax.experimental import jet
+
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+
+    def f_tayl(p, *args, **kwargs):
+        dp = jax.tree_util.tree_map(jnp.subtract, p, params)
+        if degree == 0:
+            return f(params, *args, **kwargs)
+
+        def along(eps):
+            q = jax.tree_util.tree_map(lambda a, d: a + eps * d, params, dp)
+            return f(q, *args, **kwargs)
+
+        zero = jnp.zeros((), jnp.result_type(*jax.tree_util.tree_leaves(params)))
+        series_in = [jnp.ones_like(zero)] + [jnp.zeros_like(zero)] * (degree - 1)
+        f0, series = jet.jet(along, (zero,), ((*series_in,),))
+        # jet returns the k-th derivatives along ε; the expansion at ε = 1 sums them / k!
+        out = f0
+        for k, term in enumerate(series, start=1):
+            out = jax.tree_util.tree_map(lambda o, t, k=k: o + t / math.factorial(k), out, term)
+        return out
+
+    return f_tayl
