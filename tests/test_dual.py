@@ -73,6 +73,11 @@ CASES = {
         lambda x: 1.1 * np.exp(-0.7 * x**2),
         lambda x: 1.1 * -1.4 * x * np.exp(-0.7 * x**2),
     ),
+    "gaussian_positive_b": (  # finite while 2b·λ_max(Σ) < 1: here λ_max ≤ 2.6, 2b = 0.16
+        dual.gaussian(0.9, 0.08),
+        lambda x: 0.9 * np.exp(0.08 * x**2),
+        lambda x: 0.9 * 0.16 * x * np.exp(0.08 * x**2),
+    ),
     "monomial_2": (dual.monomial(2), lambda x: x**2, lambda x: 2 * x),
     "monomial_3": (dual.monomial(3), lambda x: x**3, lambda x: 3 * x**2),
     "monomial_6": (dual.monomial(6), lambda x: x**6, None),

@@ -163,9 +163,7 @@ def test_gp_inference_is_the_gaussian_conditional(x64):
     rng = np.random.default_rng(5)
     k, kt, ktt = joint_kernel(rng, N, M)
     y = rng.standard_normal((N, 3))
-    post = predict.gp_inference(k, y, diag_reg=0.01, diag_reg_absolute_scale=True)(
-        "nngp", kt, ktt
-    )
+    post = predict.gp_inference(k, y, diag_reg=0.01, diag_reg_absolute_scale=True)("nngp", kt, ktt)
     kr = k + 0.01 * np.eye(N)
     assert_close(post.mean, kt @ np.linalg.solve(kr, y))
     assert_close(post.covariance, ktt - kt @ np.linalg.solve(kr, kt.T))

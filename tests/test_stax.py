@@ -198,9 +198,19 @@ def test_rectified_monomial_finite_network_is_zero_below_zero():
         np.testing.assert_array_equal(stax.RectifiedMonomial(degree)[1]((), x), want)
 
 
-def test_gaussian_with_positive_b_is_rejected():
-    with pytest.raises(ValueError, match="b must be <= 0"):
-        stax.Gaussian(b=0.5)
+def test_gaussian_with_positive_b_is_finite_below_the_bound_and_named_above_it(x64):
+    """φ = a e^{b z²}, b > 0: E[φ(z)²] = a²/√(1 − 4bq) while 4bq < 1 (neural-tangents
+    computes it); beyond the bound the kernel diverges and the error names the bound."""
+    from theory.kernels import NonFiniteKernelError
+
+    x = np.array([[0.6, -0.2], [0.3, 0.9]])
+    _, _, kernel_fn = stax.serial(stax.Dense(1, W_std=1.0, b_std=0.0), stax.Gaussian(0.7, 0.1))
+    k = kernel_fn(x, None, "nngp")
+    q = np.sum(x**2, axis=1) / 2
+    np.testing.assert_allclose(np.diag(k), 0.49 / np.sqrt(1 - 0.4 * q), rtol=1e-12)
+    _, _, too_wide = stax.serial(stax.Dense(1, W_std=3.0), stax.Gaussian(0.7, 0.5))
+    with pytest.raises(NonFiniteKernelError, match=r"4b·Var\(z\) < 1"):
+        too_wide(x, None, "nngp")
 
 
 def test_kernel_fn_on_a_kernel_applies_get():
@@ -402,3 +412,31 @@ def test_serial_gives_each_layer_its_own_key():
     assert abs(kept - 0.25) < 5 * np.sqrt(0.25 * 0.75 / 4000), kept
     with pytest.raises(Exception, match="rng"):
         apply_fn(params, x)
+
+
+GAUSSIAN_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    _, _, kernel_fn = stax.serial(
+        stax.Dense(8, W_std=1.2, b_std=0.3), stax.Gaussian(1.3, 0.1), stax.Dense(1, W_std=0.9)
+    )
+    k = kernel_fn(a["x1"], a["x2"], ("nngp", "ntk"))
+    s = kernel_fn(a["x1"], None, ("nngp", "ntk"))
+    return {"nngp": k.nngp, "ntk": k.ntk, "nngp_self": s.nngp, "ntk_self": s.ntk}
+"""
+
+
+def test_gaussian_with_positive_b_matches_neural_tangents(x64, nt_oracle):
+    rng = np.random.default_rng(12)
+    a = {"x1": rng.standard_normal((4, 3)) / 2, "x2": rng.standard_normal((3, 3)) / 2}
+    req = {"script": "nt_script.py", "source": GAUSSIAN_SCRIPT, "x64": 1}
+    req.update({f"a_{k}": v for k, v in a.items()})
+    ref = nt_oracle(req)
+    assert "error" not in ref, str(ref.get("error"))
+    scope = {"jax": jax, "jnp": jnp, "np": np}
+    exec(GAUSSIAN_SCRIPT, scope)  # noqa: S102 - the script above
+    import theory.kernels as ours
+
+    got = scope["run"](ours, a)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-10, err_msg=name)

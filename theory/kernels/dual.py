@@ -252,9 +252,14 @@ def exp(a: float = 1.0, b: float = 1.0) -> Pair:
 
 
 def gaussian(a: float = 1.0, b: float = -1.0) -> Pair:
-    r"""φ(x) = a e^{b x²}: with Δ = √((1 − 2b q11)(1 − 2b q22) − 4b² q12²),
+    r"""φ(x) = a e^{b x²}: with Δ = √det(I − 2bΣ) = √((1 − 2b q11)(1 − 2b q22) − 4b² q12²),
 
     k = a² / Δ,     k̇ = 4 a² b² q12 / Δ³.
+
+    For b > 0 the expectation E[a² e^{b(z1² + z2²)}] is finite iff 2b·λ_max(Σ) < 1 (Σ⁻¹ − 2bI
+    positive definite); on the diagonal (z1 = z2) that is 4b·q < 1. Where it diverges the dual
+    is +inf (not the formula, whose determinant is positive again once both eigenvalues pass
+    1/(2b)), so the kernel's non-finite check names it.
     """
 
     def pair(q12, q11, q22, same=False, need_dot=True):
@@ -262,7 +267,14 @@ def gaussian(a: float = 1.0, b: float = -1.0) -> Pair:
             jnp.maximum((1 - 2 * b * q11) * (1 - 2 * b * q22) - 4 * b * b * q12 * q12, 0)
         )
         k = a * a / det
-        return k, (4 * a * a * b * b * q12 / det**3 if need_dot else None)
+        dot = 4 * a * a * b * b * q12 / det**3 if need_dot else None
+        if b > 0:
+            half = (q11 + q22) / 2
+            lam_max = half + jnp.sqrt(((q11 - q22) / 2) ** 2 + q12 * q12)
+            diverges = 2 * b * lam_max >= 1
+            k = jnp.where(diverges, jnp.inf, k)
+            dot = None if dot is None else jnp.where(diverges, jnp.inf, dot)
+        return k, dot
 
     return pair
 

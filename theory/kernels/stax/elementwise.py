@@ -213,11 +213,19 @@ def Exp(a: float = 1.0, b: float = 1.0):
 
 
 def Gaussian(a: float = 1.0, b: float = -1.0):
-    """φ(x) = a·e^{b x²}, b ≤ 0 (for b > 0, E[φ(z)²] is infinite once 4b·Var z ≥ 1)."""
-    if not float(b) <= 0:
-        raise ValueError(f"b must be <= 0 (E[exp(2b z²)] diverges for b > 0), got {b!r}")
+    """φ(x) = a·e^{b x²}, any real b. For b > 0 the kernel is finite only while every
+    pre-activation variance q has 4b·q < 1 (E[e^{2b z²}] diverges beyond); past that bound
+    the kernel is infinite and `NonFiniteKernelError` says which bound was crossed."""
+    b = float(b)
+    hint = (
+        f"Gaussian(a={a}, b={b}): E[exp(2b z²)] is finite only while 4b·Var(z) < 1, i.e. every "
+        f"pre-activation variance below 1/(4b) = {1 / (4 * b):.4g}; lower b or the weight and "
+        "bias variances before this layer"
+        if b > 0
+        else ""
+    )
     return _elementwise(
-        f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b)
+        f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b), hint
     )
 
 
