@@ -131,8 +131,8 @@ def test_ensemble_is_the_closed_form_in_float64(x64):
     y = rng.standard_normal((9, 2))
     _, _, kernel_fn = stax.serial(stax.Dense(16), stax.Relu(), stax.Dense(1))
     k = kernel_fn(np.concatenate([xs, xt]), None, ("nngp", "ntk"))
-    kxx, ktx, ktt = (np.asarray(k.nngp)[i][:, j] for i, j in
-                     ((slice(0, 9),) * 2, (slice(9, None), slice(0, 9)), (slice(9, None),) * 2))  # fmt: skip
+    nngp = np.asarray(k.nngp)
+    kxx, ktx, ktt = nngp[:9, :9], nngp[9:, :9], nngp[9:, 9:]
     th, th_t = np.asarray(k.ntk)[:9, :9], np.asarray(k.ntk)[9:, :9]
     lr, t = 0.8, 5.0
     s = lr * t / y.size
