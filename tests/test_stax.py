@@ -351,6 +351,17 @@ def test_batch_over_four_devices_equals_kernel_fn(x64):
         assert rel_err(got.nngp, ref.nngp) < 1e-13 and rel_err(got.ntk, ref.ntk) < 1e-13
     assert np.asarray(batched(x1, None, "nngp")).shape == (37, 37)
     assert batch(kernel_fn, 0) is kernel_fn  # neural-tangents' convention: 0 = no batching
+
+    # any kernel function (here a linear kernel with a per-call argument) is tiled and
+    # assembled; store_on_device=False returns host arrays
+    def linear(a, b, scale):
+        b = a if b is None else b
+        return {"k": scale * a @ b.T, "k3": jnp.einsum("id,jd->ijd", a, b)}
+
+    whole, tiled = linear(x1, x2, 2.0), batch(linear, 5, store_on_device=False)(x1, x2, 2.0)
+    assert isinstance(tiled["k"], np.ndarray)
+    np.testing.assert_allclose(tiled["k"], whole["k"], rtol=1e-12)
+    np.testing.assert_allclose(tiled["k3"], whole["k3"], rtol=1e-12)
     with pytest.raises(ValueError, match="batch_size must be"):
         batch(kernel_fn, -1)
 
