@@ -94,6 +94,7 @@ bench: $(STAMP) $(REF_STAMP)
 	$(PY) -m benchmarks.attention
 	$(PY) -m benchmarks.criticality
 	$(PY) -m benchmarks.empirical_any
+	$(PY) -m benchmarks.predict
 	$(PY) -m benchmarks.spatial
 	$(PY) -m benchmarks.disk
 
