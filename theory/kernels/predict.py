@@ -188,7 +188,7 @@ def _cho_solve(chol, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradient flow on MSE
+# Roundoff, positive semi-definiteness and the flow in the eigenbasis
 # ---------------------------------------------------------------------------------------------
 
 
@@ -417,6 +417,17 @@ def _check_outputs_asked(fx_train_0, fx_test_0, k_test_train) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _training_problem(k_train_train, y_train, trace_axes):
+    """``(y, layout, Θ as a (P, P) matrix, dtype)``, checked, in one common dtype."""
+    y = _as_float_array("y_train", y_train)
+    lay = _layout(y, trace_axes)
+    k = _train_kernel("k_train_train", k_train_train, lay)
+    dtype = jnp.result_type(k.dtype, y.dtype)
+    k, y = k.astype(dtype), y.astype(dtype)
+    _check_finite("y_train", y, y_train)
+    return y, lay, k, dtype
+
+
 def gradient_descent_mse(
     k_train_train,
     y_train,
@@ -462,12 +473,7 @@ def gradient_descent_mse(
       or ``fx_test`` alone with ``fx_train_0=None``. ``t`` is a scalar, an array, or
       ``jnp.inf``; ``t=None`` means ``t=∞``. ``predict_fn`` traces under ``jax.jit``.
     """
-    y = _as_float_array("y_train", y_train)
-    lay = _layout(y, trace_axes)
-    k = _train_kernel("k_train_train", k_train_train, lay)
-    dtype = jnp.result_type(k.dtype, y.dtype)
-    k, y = k.astype(dtype), y.astype(dtype)
-    _check_finite("y_train", y, y_train)
+    y, lay, k, dtype = _training_problem(k_train_train, y_train, trace_axes)
     y2 = lay.flat(y)
     learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
     diag_reg = _check_scalar("diag_reg", diag_reg, allow_zero=True)
@@ -557,12 +563,7 @@ def gradient_descent(
     """
     from jax.experimental.ode import odeint
 
-    y = _as_float_array("y_train", y_train)
-    lay = _layout(y, trace_axes)
-    k = _train_kernel("k_train_train", k_train_train, lay)
-    dtype = jnp.result_type(k.dtype, y.dtype)
-    k, y = k.astype(dtype), y.astype(dtype)
-    _check_finite("y_train", y, y_train)
+    y, lay, k, dtype = _training_problem(k_train_train, y_train, trace_axes)
     learning_rate = _check_scalar("learning_rate", learning_rate, allow_zero=False)
     if momentum is not None:
         momentum = _check_scalar("momentum", momentum, allow_zero=True)
