@@ -198,3 +198,24 @@ def test_monte_carlo_generator_is_the_running_average(x64):
         draws.append(np.asarray(f @ f.T) / 2)
     for est, n in zip(estimates, (1, 2, 4)):
         np.testing.assert_allclose(est, np.mean(draws[:n], axis=0), rtol=1e-12)
+
+
+def test_kernel_functions_run_inside_the_callers_jit():
+    """neural-tangents users jit kernel functions (``jit(kernel_fn, static_argnames="get")``,
+    ``jit(empirical_ntk_fn(f))``): our input checks then see constants inside a trace and
+    must still run (evaluated eagerly) or step aside (traced values), and give the same
+    numbers."""
+    init_fn, apply_fn, kernel_fn = ours.stax.serial(
+        ours.stax.Dense(8), ours.stax.Relu(), ours.stax.Dense(2)
+    )
+    x = jnp.asarray(_arrays()["x1"], jnp.float32)
+    got = jax.jit(kernel_fn, static_argnames="get")(x, None, "ntk")
+    np.testing.assert_allclose(got, kernel_fn(x, None, "ntk"), rtol=1e-6)
+    _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    ntk_fn = ours.empirical_ntk_fn(apply_fn)
+    np.testing.assert_allclose(jax.jit(ntk_fn)(x, None, params), ntk_fn(x, None, params),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    # a constant with NaN inside a trace is still refused by name
+    bad = x.at[0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="x1 contains NaN"):
+        jax.jit(lambda p: ours.empirical_ntk(apply_fn, p, bad))(params)

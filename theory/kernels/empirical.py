@@ -508,7 +508,9 @@ def check_params(params: Any) -> None:
         if not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(f"{name} must be a floating-point array, got {arr.dtype}")
         check_precision(name, arr.dtype)
-        if not bool(jnp.all(jnp.isfinite(arr))):
+        with jax.ensure_compile_time_eval():  # now, even inside a caller's jax.jit
+            finite = bool(jnp.all(jnp.isfinite(arr)))
+        if not finite:
             raise ValueError(f"{name} (shape {arr.shape}) contains NaN or inf")
 
 

@@ -95,6 +95,8 @@ def _same_kwargs(k1: dict, k2: dict) -> bool:
         if a is b:
             continue
         la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+        if any(isinstance(v, jax.core.Tracer) for v in la + lb):
+            return False  # traced values cannot be compared; the full-batch route is exact
         if len(la) != len(lb) or not all(
             np.shape(u) == np.shape(v) and bool(np.all(np.asarray(u) == np.asarray(v)))
             for u, v in zip(la, lb)
@@ -363,6 +365,19 @@ def empirical_ntk_vp_fn(f: Callable, x1, x2, params, **apply_fn_kwargs) -> Calla
     return any_rank_promotion(product)
 
 
+def _difference(p, params):
+    """``p − params`` leaf by leaf, in ``params``' structure (a list passed where the
+    parameters were a tuple is read in order, as neural-tangents does)."""
+    tree = jax.tree_util.tree_structure(params)
+    leaves = jax.tree_util.tree_leaves(p)
+    if len(leaves) != tree.num_leaves:
+        raise ValueError(
+            f"the parameters passed have {len(leaves)} leaves; the expansion point has "
+            f"{tree.num_leaves}"
+        )
+    return jax.tree_util.tree_map(jnp.subtract, jax.tree_util.tree_unflatten(tree, leaves), params)
+
+
 def linearize(f: Callable, params) -> Callable:
     r"""The first-order Taylor expansion of ``f`` in its parameters around ``params``:
     ``f_lin(p, *args, **kwargs) = f(params, …) + ∂f/∂θ|_params · (p − params)`` (one JVP);
@@ -370,7 +385,7 @@ def linearize(f: Callable, params) -> Callable:
     empirical NTK (Lee et al. 2019)."""
 
     def f_lin(p, *args, **kwargs):
-        dp = jax.tree_util.tree_map(jnp.subtract, p, params)
+        dp = _difference(p, params)
         f0, df = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (dp,))
         return jax.tree_util.tree_map(jnp.add, f0, df)
 
@@ -387,7 +402,7 @@ def taylor_expand(f: Callable, params, degree: int) -> Callable:
         raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
 
     def f_tayl(p, *args, **kwargs):
-        dp = jax.tree_util.tree_map(jnp.subtract, p, params)
+        dp = _difference(p, params)
         if degree == 0:
             return f(params, *args, **kwargs)
 
@@ -398,10 +413,15 @@ def taylor_expand(f: Callable, params, degree: int) -> Callable:
         zero = jnp.zeros((), jnp.result_type(*jax.tree_util.tree_leaves(params)))
         series_in = [jnp.ones_like(zero)] + [jnp.zeros_like(zero)] * (degree - 1)
         f0, series = jet.jet(along, (zero,), ((*series_in,),))
-        # jet returns the k-th derivatives along ε; the expansion at ε = 1 sums them / k!
-        out = f0
-        for k, term in enumerate(series, start=1):
-            out = jax.tree_util.tree_map(lambda o, t, k=k: o + t / math.factorial(k), out, term)
-        return out
+        # jet gives, per output leaf, the list of its k-th derivatives along ε (k = 1..degree);
+        # the expansion at ε = 1 sums them divided by k!
+        leaves, tree = jax.tree_util.tree_flatten(f0)
+        per_leaf = tree.flatten_up_to(series)
+        return tree.unflatten(
+            [
+                sum((t / math.factorial(k) for k, t in enumerate(terms, start=1)), start=f)
+                for f, terms in zip(leaves, per_leaf)
+            ]
+        )
 
     return f_tayl

@@ -193,8 +193,12 @@ def _check_matrix(x: Any, name: str, spatial_ndim: int | str | None = None) -> j
         else:
             raise TypeError(f"{name} must be a real floating-point array, got dtype {arr.dtype}")
     check_precision(name, arr.dtype)
-    if not isinstance(arr, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(arr))):
-        raise ValueError(f"{name} contains NaN or inf")
+    if not isinstance(arr, jax.core.Tracer):
+        # evaluated now even inside a caller's jax.jit, where ops on constants are staged
+        with jax.ensure_compile_time_eval():
+            finite = bool(jnp.all(jnp.isfinite(arr)))
+        if not finite:
+            raise ValueError(f"{name} contains NaN or inf")
     return jnp.asarray(arr)
 
 

@@ -99,8 +99,9 @@ def _check_finite(name: str, x: jax.Array, raw=None) -> None:
     if not _concrete(x) or not x.size:
         return
     raw = x if raw is None else raw
-    finite = np.all(np.isfinite(np.asarray(raw))) if _on_host(raw) else _all_finite(x)
-    if not bool(finite):
+    with jax.ensure_compile_time_eval():  # now, even inside a caller's jax.jit
+        finite = bool(np.all(np.isfinite(np.asarray(raw))) if _on_host(raw) else _all_finite(x))
+    if not finite:
         raise ValueError(f"{name} contains NaN or inf; pass finite values")
 
 
@@ -126,7 +127,8 @@ def _check_kernel(name: str, raw, dtype=None) -> jax.Array:
             h = np.asarray(raw, dtype=k.dtype)
             finite, asym, scale = np.all(np.isfinite(h)), np.max(np.abs(h - h.T)), np.max(abs(h))
         else:
-            finite, asym, scale = (float(v) for v in _kernel_stats(k))
+            with jax.ensure_compile_time_eval():  # now, even inside a caller's jax.jit
+                finite, asym, scale = (float(v) for v in _kernel_stats(k))
         if not finite:
             raise ValueError(f"{name} contains NaN or inf; pass finite values")
         # Kernels assembled by different op orders are symmetric only to roundoff.
@@ -963,7 +965,11 @@ def _ntk_cov(chol, theta_t, kxx, k_t, k_tt):
 
 def _cholesky(name: str, k, diag_reg, diag_reg_absolute_scale):
     chol = _cholesky_factor(k, diag_reg, bool(diag_reg_absolute_scale))
-    if _concrete(chol) and not bool(_all_finite(chol)):
+    if not _concrete(chol):
+        return chol
+    with jax.ensure_compile_time_eval():  # now, even inside a caller's jax.jit
+        finite = bool(_all_finite(chol))
+    if not finite:
         raise ValueError(
             f"{name} (+ diag_reg) is not positive definite: Cholesky failed; increase diag_reg"
         )

@@ -211,7 +211,9 @@ def Aggregate(
         if symmetric and p2 is not None:  # must be pattern1: its shape, and values if known
             d2_given = dense(p2, n1, agg_shape, "pattern[1]", dtype)
             if not isinstance(d2_given, jax.core.Tracer) and not isinstance(d1, jax.core.Tracer):
-                if not bool(jnp.array_equal(d2_given, d1)):
+                with jax.ensure_compile_time_eval():
+                    same = bool(jnp.array_equal(d2_given, d1))
+                if not same:
                     raise ValueError(
                         f"{name}: with x2=None, pattern[1] must equal pattern[0] (or be None)"
                     )
@@ -281,7 +283,12 @@ def _edges(pattern, n: int, agg_shape: tuple[int, ...], what: str):
             + f" for SPARSE, got shape {tuple(p.shape)}"
         )
     size = jnp.asarray(agg_shape)
-    if not isinstance(p, jax.core.Tracer) and bool(jnp.any(p >= size[:, None])):
+    if not isinstance(p, jax.core.Tracer):
+        with jax.ensure_compile_time_eval():
+            past = bool(jnp.any(p >= size[:, None]))
+    else:
+        past = False
+    if past:
         raise ValueError(f"{what}: a vertex coordinate is past its axis size {agg_shape}")
     n_vertices = math.prod(agg_shape)
     strides = jnp.asarray([math.prod(agg_shape[i + 1 :]) for i in range(k)])
