@@ -451,3 +451,38 @@ def test_gaussian_with_positive_b_matches_neural_tangents(x64, nt_oracle):
     got = scope["run"](ours, a)
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-10, err_msg=name)
+
+
+REPEAT_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    layer = stax.serial(stax.Dense(6, W_std=1.4, b_std=0.1), stax.Erf())
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(6), stax.repeat(layer, 3), stax.Dense(2))
+    k = kernel_fn(a["x1"], a["x2"], ("nngp", "ntk"))
+    _, params = init_fn(jax.random.PRNGKey(4), a["x1"].shape)
+    return {"nngp": k.nngp, "ntk": k.ntk, "apply": apply_fn(params, a["x1"])}
+"""
+
+
+def test_repeat_is_serial_in_a_loop_and_matches_neural_tangents(x64, nt_oracle):
+    """stax.repeat(layer, n): neural-tangents' kernel, parameters (same key schedule) and
+    outputs; and the kernel of serial(*[layer] * n) exactly."""
+    rng = np.random.default_rng(13)
+    a = {"x1": rng.standard_normal((4, 3)), "x2": rng.standard_normal((2, 3))}
+    req = {"script": "nt_script.py", "source": REPEAT_SCRIPT, "x64": 1}
+    req.update({f"a_{k}": v for k, v in a.items()})
+    ref = nt_oracle(req)
+    assert "error" not in ref, str(ref.get("error"))
+    scope = {"jax": jax, "jnp": jnp, "np": np}
+    exec(REPEAT_SCRIPT, scope)  # noqa: S102 - the script above
+    import theory.kernels as ours
+
+    with jax.threefry_partitionable(False):  # jax 0.4's random streams, as the oracle's
+        got = scope["run"](ours, a)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-10, err_msg=name)
+    layer = stax.serial(stax.Dense(6, W_std=1.4, b_std=0.1), stax.Erf())
+    unrolled = stax.serial(*[layer] * 3)[2](a["x1"], a["x2"], "ntk")
+    np.testing.assert_array_equal(stax.repeat(layer, 3)[2](a["x1"], a["x2"], "ntk"), unrolled)
+    with pytest.raises(ValueError, match="keeps its input's shape"):
+        stax.repeat(stax.Dense(5), 2)[0](jax.random.PRNGKey(0), (3, 4))

@@ -20,6 +20,7 @@ from theory.kernels.stax._core import (
 
 __all__ = [
     "serial",
+    "repeat",
     "parallel",
     "FanOut",
     "FanInSum",
@@ -88,6 +89,53 @@ def serial(*layers) -> Layer:
 
     kfn = _combined("serial", transform, kernels, lambda a, b: a >> b)
     return new_layer(init_fn, apply_fn, kfn, SerialRule(tuple(f.rule for f in applies)))
+
+
+def repeat(layer, n: int) -> Layer:
+    """``layer`` composed with itself ``n`` times in a compiled loop (`jax.lax.scan`):
+    the same network, kernel and numbers as ``serial(*[layer] * n)`` (neural-tangents'
+    ``repeat``), compiled once instead of n times. ``layer`` must keep its input's shape
+    (and its kernel's layout, e.g. two convolutions per repeat, as neural-tangents warns);
+    parameters are those of one layer stacked along a leading axis of size n, drawn with
+    neural-tangents' key schedule (``rng, k = split(rng)`` per repeat)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"repeat: n must be a non-negative integer, got {n!r}")
+    layer = as_layer(layer, "repeat: argument 0")
+    init, apply, kf = layer
+
+    def init_fn(rng, input_shape):
+        out_shape, _ = init(rng, input_shape)
+        if tuple(out_shape) != tuple(input_shape):
+            raise ValueError(
+                f"repeat: the layer maps shape {tuple(input_shape)} to {tuple(out_shape)}; "
+                "repeat needs a layer that keeps its input's shape (use serial(*[layer] * n))"
+            )
+
+        def one(key, _):
+            key, sub = jax.random.split(key)
+            return key, init(sub, input_shape)[1]
+
+        _, params = jax.lax.scan(one, rng, None, n)
+        return out_shape, params
+
+    def apply_fn(params, inputs, **kwargs):
+        def one(x, p):
+            return apply(p, x, **kwargs), None
+
+        return jax.lax.scan(one, inputs, params, n)[0]
+
+    def transform(k, **kwargs):
+        if n == 0:
+            return k
+        k = _apply(kf, k, kwargs)  # the first application may set metadata; then a loop
+
+        def one(k, _):
+            return _apply(kf, k, kwargs), None
+
+        return jax.lax.scan(one, k, None, n - 1)[0]
+
+    kfn = _combined(f"repeat[{n}]", transform, [kf], lambda a, b: a >> b)
+    return new_layer(init_fn, apply_fn, kfn)
 
 
 def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
