@@ -13,7 +13,7 @@ REF_STAMP := $(REF)/.installed
 PYTEST_ARGS ?=
 FIG_ARGS ?=
 
-.PHONY: setup test test-slow test-all oracle-cache reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk bench lint clean
+.PHONY: setup test test-slow test-all oracle-cache nt-suite reference figs fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk bench lint clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,12 @@ ORACLE_TESTS = $(shell grep -l 'nt_oracle' tests/test_*.py tests/*/test_*.py)
 oracle-cache: $(STAMP) $(REF_STAMP)
 	rm -rf tests/oracle_cache
 	THEORY_ORACLE=record $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m '' -p no:cacheprovider $(ORACLE_TESTS)
+
+# neural-tangents 0.6.5's own tests, unchanged, against this package through a name map
+# (reference/nt_suite.py; downloads its source distribution from PyPI once)
+nt-suite: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,ntsuite]'
+	$(PY) -m reference.nt_suite -n 2 $(PYTEST_ARGS)
 
 figs: fig-ntk fig-ibc fig-singular fig-infoplane fig-attention fig-criticality fig-cntk
 
