@@ -230,6 +230,12 @@ def test_get_returns_arrays_and_named_tuples():
     both = kernel_fn(x, x[:2], ("ntk", "nngp"))
     assert both._fields == ("ntk", "nngp") and both.ntk.shape == (3, 2)
     assert kernel_fn(x, get="nngp").dtype == jnp.float32
+    # neural-tangents' get also names the per-point variances: cov1 is the NNGP's diagonal
+    var = kernel_fn(x, x[:2], ("cov1", "cov2", "ntk"))
+    assert var._fields == ("cov1", "cov2", "ntk")
+    np.testing.assert_allclose(var.cov1, np.diag(full.nngp), rtol=1e-6)
+    np.testing.assert_allclose(var.cov2, np.diag(full.nngp)[:2], rtol=1e-6)
+    assert kernel_fn(x, None, "cov2") is None  # as neural-tangents: no second batch
 
 
 def test_kernel_fn_does_not_recompile_for_new_values():

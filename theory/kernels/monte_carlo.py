@@ -148,7 +148,7 @@ def monte_carlo_kernel(
         raise ValueError(
             f"implementation must be one of {empirical.IMPLEMENTATIONS}, got {implementation!r}"
         )
-    get, _ = KernelFn.parse_get(get)  # the same validation as stax's kernel_fn
+    get, _ = KernelFn.parse_get(get, _GETS)  # the same validation as stax's kernel_fn
     names = _GETS if get is None else ((get,) if isinstance(get, str) else get)
     inner = tuple(sorted(set(names) | ({"nngp"} if get is None else set())))
     try:

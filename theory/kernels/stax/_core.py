@@ -48,6 +48,7 @@ __all__ = [
 
 
 _GETS = ("nngp", "ntk")
+_VARIANCES = ("cov1", "cov2")
 
 # ----------------------------------------------------------------------- kernel_fn
 
@@ -246,13 +247,17 @@ class KernelFn(Batchable):
         return (get,) if isinstance(get, str) else tuple(get)
 
     @staticmethod
-    def parse_get(get):
-        """Validate ``get``; return it normalised and whether the NTK is needed."""
+    def parse_get(get, allowed: tuple[str, ...] = _GETS + _VARIANCES):
+        """Validate ``get``; return it normalised and whether the NTK is needed. Besides the
+        kernels, neural-tangents' ``get`` may name the per-point variances ``"cov1"``,
+        ``"cov2"`` (``cov2`` is None when x2 is None)."""
         if get is None:
             return None, True
         names = (get,) if isinstance(get, str) else tuple(get)
-        if not names or any(g not in _GETS for g in names):
-            raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        if not names or any(g not in allowed for g in names) or len(set(names)) < len(names):
+            raise ValueError(
+                f"get must be None, one of {allowed} or a tuple of distinct ones, got {get!r}"
+            )
         return (get if isinstance(get, str) else names), "ntk" in names
 
     @staticmethod
