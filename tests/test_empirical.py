@@ -148,6 +148,7 @@ def test_jacobian_path_handles_any_function(x64):
     assert rel_err(empirical_ntk(f, p, x, x[:3], batch_size=2), want[:, :3]) < 1e-12
 
 
+@pytest.mark.slow  # 10-18 s (Monte Carlo over many networks); the default suite keeps to 10 min
 def test_monte_carlo_converges_to_kernel_fn(x64):
     r"""One hidden layer of width n, k outputs, S samples (float64).
 

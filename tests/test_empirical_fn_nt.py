@@ -131,6 +131,7 @@ def _compare(script, nt_oracle):
         )
 
 
+@pytest.mark.slow  # 12-20 s of compilations; default: the independent checks below
 def test_finite_network_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_oracle):
     """empirical_ntk_fn (two layouts, x2 given and None), empirical_nngp_fn,
     empirical_kernel_fn, a batch-normalized function, empirical_ntk_vp_fn, linearize and
