@@ -239,9 +239,7 @@ def monte_carlo_kernel_fn(
         return False, tuple(get)
 
     def samples(x1, x2, get, kwargs):
-        single, names = names_of(get)
-        if any(g not in _GETS for g in names) or not names or len(set(names)) < len(names):
-            raise ValueError(f"get must be 'nngp', 'ntk', a tuple of them or None, got {get!r}")
+        single, names = names_of(get)  # validated by empirical_kernel_fn's kernel_fn below
         k = jnp.asarray(key)
         total = None
         for n in range(1, counts[-1] + 1):
