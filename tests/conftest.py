@@ -179,6 +179,44 @@ def nt_oracle():
     return run_oracle
 
 
+def compare_nt_script(source: str, arrays: dict, rtol, *, x64: bool = True) -> None:
+    """Run one script written against neural-tangents' public API in both libraries and assert
+    they agree (reference/nt_script.py): ``source`` defines ``run(nt, a) -> dict of arrays``;
+    the oracle runs it with ``nt = neural_tangents`` 0.6.5, this process with
+    ``nt = theory.kernels`` under jax 0.4's random streams (``jax_threefry_partitionable``
+    False: both draw the same networks). Every returned array must have the same shape and
+    agree to ``rtol`` of its largest entry (a float, or a function of the array's name); an
+    error on either side fails the test, and the two must return the same names. Returns
+    nothing: it asserts."""
+    import jax.numpy as jnp
+
+    import theory.kernels as ours
+
+    req = {"script": "nt_script.py", "source": source, "x64": int(x64)}
+    req.update({f"a_{k}": v for k, v in arrays.items()})
+    ref = run_oracle(req)
+    assert "error" not in ref, str(ref.get("error"))
+    scope = {"jax": jax, "jnp": jnp, "np": np}
+    exec(source, scope)  # noqa: S102 - the test's own script text
+    with jax.threefry_partitionable(False):
+        got = {k: np.asarray(v) for k, v in scope["run"](ours, arrays).items()}
+    assert sorted(got) == sorted(ref)
+    for name in sorted(ref):
+        want, have = ref[name], got[name]
+        assert have.shape == want.shape, (name, have.shape, want.shape)
+        assert np.all(np.isfinite(have)), name
+        tol = rtol(name) if callable(rtol) else rtol
+        np.testing.assert_allclose(
+            have, want, rtol=tol, atol=tol * np.max(np.abs(want)), err_msg=name
+        )
+
+
+@pytest.fixture(scope="session")
+def nt_script():
+    """`compare_nt_script`: one script, both libraries, compared."""
+    return compare_nt_script
+
+
 # Gaussian expectations by quadrature, the reference for every dual (tests/test_dual.py,
 # tests/test_stax.py): Gauss–Legendre on [−12, 12] (truncation e^{−72}), split where the
 # integrand has its kink or jump so that each piece is smooth and the rule converges

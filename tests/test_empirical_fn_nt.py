@@ -107,43 +107,19 @@ def _arrays():
     }
 
 
-def _run_ours(script, arrays):
-    scope = {"jax": jax, "jnp": jnp, "np": np}
-    exec(script, scope)  # noqa: S102 - the scripts above
-    with jax.threefry_partitionable(False):
-        out = scope["run"](ours, arrays)
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _compare(script, nt_oracle):
-    arrays = _arrays()
-    req = {"script": "nt_script.py", "source": script, "x64": 1}
-    req.update({f"a_{k}": v for k, v in arrays.items()})
-    ref = nt_oracle(req)
-    assert "error" not in ref, str(ref.get("error"))
-    got = _run_ours(script, arrays)
-    assert sorted(got) == sorted(ref)
-    for name in sorted(ref):
-        want, have = ref[name], got[name]
-        assert have.shape == want.shape, (name, have.shape, want.shape)
-        np.testing.assert_allclose(
-            have, want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)), err_msg=name
-        )
-
-
 @pytest.mark.slow  # 12-20 s of compilations; default: the independent checks below
-def test_finite_network_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_oracle):
+def test_finite_network_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_script):
     """empirical_ntk_fn (two layouts, x2 given and None), empirical_nngp_fn,
     empirical_kernel_fn, a batch-normalized function, empirical_ntk_vp_fn, linearize and
     monte_carlo_kernel_fn."""
-    _compare(SCRIPT, nt_oracle)
+    nt_script(SCRIPT, _arrays(), RTOL)
 
 
 @pytest.mark.slow  # about 25 s: a compilation per variant
-def test_more_of_the_api_agrees_with_neural_tangents(x64, nt_oracle):
+def test_more_of_the_api_agrees_with_neural_tangents(x64, nt_script):
     """diagonal_axes, vmap_axes=0, implementation 2, pytree outputs, taylor_expand,
     monte_carlo_kernel_fn's generator, batch of an empirical kernel function."""
-    _compare(SCRIPT_MORE, nt_oracle)
+    nt_script(SCRIPT_MORE, _arrays(), RTOL)
 
 
 def test_batch_dependent_functions_take_the_exact_route(x64):

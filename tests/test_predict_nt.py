@@ -13,7 +13,6 @@ The momentum/cross-entropy ODE is integrated by each library's adaptive solver (
 they agree to that tolerance, so ODE_RTOL = 1e-6.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,35 +90,11 @@ def _arrays():
     return a
 
 
-def _request(arrays):
-    req = {"script": "nt_script.py", "source": SCRIPT, "x64": 1}
-    req.update({f"a_{k}": v for k, v in arrays.items()})
-    return req
-
-
-def _run_ours(arrays):
-    scope = {"jax": jax, "jnp": jnp, "np": np}
-    exec(SCRIPT, scope)  # noqa: S102 - the script above
-    return {k: np.asarray(v) for k, v in scope["run"](ours, arrays).items()}
-
-
 # slow: 32 s (the momentum ODE and every ensemble layout compile); the default suite keeps the
 # independent closed-form checks below (float64 expm, the stability edge, the MSE ODE)
 @pytest.mark.slow
-def test_predict_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_oracle):
-    arrays = _arrays()
-    ref = nt_oracle(_request(arrays))
-    assert "error" not in ref, str(ref.get("error"))
-    got = _run_ours(arrays)
-    assert sorted(got) == sorted(ref)
-    for name in sorted(ref):
-        want, have = ref[name], got[name]
-        assert have.shape == want.shape, (name, have.shape, want.shape)
-        assert np.all(np.isfinite(have)), name
-        rtol = ODE_RTOL if name.startswith("ode") else RTOL
-        np.testing.assert_allclose(
-            have, want, rtol=rtol, atol=rtol * np.max(np.abs(want)), err_msg=name
-        )
+def test_predict_script_runs_unchanged_and_agrees_with_neural_tangents(x64, nt_script):
+    nt_script(SCRIPT, _arrays(), lambda name: ODE_RTOL if name.startswith("ode") else RTOL)
 
 
 def test_ensemble_is_the_closed_form_in_float64(x64):

@@ -494,14 +494,59 @@ def batch(
     return on_host
 
 
+def _is_kernel(z) -> bool:
+    return isinstance(z, Kernel)
+
+
+def _kernel_block(k: Kernel, a: int, b: int, size: int) -> Kernel:
+    """Rows a… and columns b… (``size`` each) of a `Kernel` given as an input: its pairs, x1's
+    per-point blocks for the rows and x2's for the columns. A diagonal block of a symmetric
+    kernel (x2 None, a = b) stays symmetric; any other block pairs distinct points."""
+    cut = {}
+    for name in ("nngp", "ntk"):
+        v = getattr(k, name)
+        cut[name] = None if v is None else v[a : a + size, b : b + size]
+    cut["cov1"] = k.cov1[a : a + size]
+    if k.cov2 is None and a == b:
+        cut["cov2"] = None
+    else:
+        cut["cov2"] = k.var2()[b : b + size]
+    return k.replace(diag_offset=None, **cut)
+
+
+def _assemble_kernels(grid: list[list[Kernel]], symmetric: bool) -> Kernel:
+    """One `Kernel` from a grid of blocks: pairs by rows and columns, x1's per-point blocks
+    from the first column, x2's from the first row (None when x2 was None)."""
+
+    def join(name):
+        if getattr(grid[0][0], name) is None:
+            return None
+        rows = [jnp.concatenate([getattr(k, name) for k in row], axis=1) for row in grid]
+        return jnp.concatenate(rows, axis=0)
+
+    cov1 = jnp.concatenate([row[0].cov1 for row in grid], axis=0)
+    cov2 = None if symmetric else jnp.concatenate([k.var2() for k in grid[0]], axis=0)
+    return grid[0][0].replace(
+        nngp=join("nngp"), ntk=join("ntk"), cov1=cov1, cov2=cov2, diag_offset=None
+    )
+
+
 def _blocks_of(kernel_fn: Callable, size: int) -> Callable:
-    """Any kernel function, block by block over the points of x1 and x2, assembled."""
+    """Any kernel function, block by block over the points of x1 and x2, assembled. Inputs
+    may be arrays or trees of them (several inputs), or `Kernel`s (a kernel function applied
+    to the output of another: its pairs are sliced by rows and columns); outputs may be arrays
+    whose first two axes are x1's and x2's points, or `Kernel`s, or trees of them."""
 
     @functools.wraps(kernel_fn)
     def tiled(x1, x2=None, *args, **kwargs):
-        n1 = jax.tree_util.tree_leaves(x1)[0].shape[0]
-        other = x1 if x2 is None else x2
-        n2 = jax.tree_util.tree_leaves(other)[0].shape[0]
+        first = jax.tree_util.tree_leaves(x1, is_leaf=_is_kernel)[0]
+        kernel_in = _is_kernel(first)
+        if kernel_in:
+            n1, n2 = first.nngp.shape[:2]
+        else:
+            n1 = first.shape[0]
+            other = x1 if x2 is None else x2
+            n2 = jax.tree_util.tree_leaves(other)[0].shape[0]
 
         def rows(x, a, b):
             return jax.tree_util.tree_map(lambda v: v[a:b], x)
@@ -510,17 +555,29 @@ def _blocks_of(kernel_fn: Callable, size: int) -> Callable:
         for a in range(0, n1, size):
             row = []
             for b in range(0, n2, size):
-                row.append(kernel_fn(rows(x1, a, a + size), rows(other, b, b + size), *args,
-                                     **kwargs))  # fmt: skip
+                if kernel_in:
+                    block = jax.tree_util.tree_map(
+                        functools.partial(_kernel_block, a=a, b=b, size=size),
+                        x1,
+                        is_leaf=_is_kernel,
+                    )
+                    rest = args if x2 is None else (x2, *args)  # a Kernel has no x2
+                    row.append(kernel_fn(block, *rest, **kwargs))
+                else:
+                    row.append(kernel_fn(rows(x1, a, a + size), rows(other, b, b + size), *args,
+                                         **kwargs))  # fmt: skip
             grid.append(row)
+        symmetric = (first.cov2 is None) if kernel_in else x2 is None
 
         def assemble(*leaves):
             k = len(grid[0])
             blocks = [list(leaves[r * k : (r + 1) * k]) for r in range(len(grid))]
+            if _is_kernel(leaves[0]):
+                return _assemble_kernels(blocks, symmetric)
             return jnp.concatenate([jnp.concatenate(r, axis=1) for r in blocks], axis=0)
 
         flat = [leaf for row in grid for leaf in row]
-        return jax.tree_util.tree_map(assemble, *flat)
+        return jax.tree_util.tree_map(assemble, *flat, is_leaf=_is_kernel)
 
     return tiled
 

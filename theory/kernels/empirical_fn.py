@@ -42,7 +42,7 @@ import numpy as np
 
 from theory.kernels import structured
 from theory.kernels.empirical import canonical_implementation, empirical_ntk
-from theory.kernels.kernel import any_rank_promotion
+from theory.kernels.kernel import any_rank_promotion, same_inputs
 
 __all__ = [
     "NtkImplementation",
@@ -270,6 +270,7 @@ def empirical_ntk_fn(
 
     @any_rank_promotion
     def ntk_fn(x1, x2, params, **apply_fn_kwargs):
+        x2 = same_inputs(x2)
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
         fast = vmap_axes in (None, 0) and _same_kwargs(kw1, kw2)
         arrays = all(isinstance(x, (jax.Array, np.ndarray)) for x in (x1, x2) if x is not None)
@@ -305,6 +306,7 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
 
     @any_rank_promotion
     def nngp_fn(x1, x2, params, **apply_fn_kwargs):
+        x2 = same_inputs(x2)
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)
@@ -332,6 +334,7 @@ def empirical_kernel_fn(
                               **unused_private)  # fmt: skip
 
     def kernel_fn(x1, x2, get, params, **apply_fn_kwargs):
+        x2 = same_inputs(x2)
         single = isinstance(get, str)
         names = ("nngp", "ntk") if get is None else (get,) if single else tuple(get)
         if (

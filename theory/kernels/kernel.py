@@ -154,6 +154,15 @@ def check_inputs(
     return x1, x2
 
 
+def same_inputs(x2):
+    """``x2``, or None when it says "x1 against itself": None, or a tree of Nones (neural-tangents
+    passes ``(None, None)`` for a network with two inputs)."""
+    if x2 is None:
+        return None
+    leaves = jax.tree_util.tree_leaves(x2, is_leaf=lambda z: z is None)
+    return None if leaves and all(v is None for v in leaves) else x2
+
+
 def _check_matrix(x: Any, name: str, spatial_ndim: int | str | None = None) -> jax.Array:
     if isinstance(x, jax.core.Tracer):
         arr = x

@@ -28,6 +28,7 @@ from theory.kernels.kernel import (
     check_inputs,
     check_memory,
     check_outputs,
+    same_inputs,
 )
 from theory.kernels.stax import KernelFn, rule_of
 
@@ -260,6 +261,7 @@ def monte_carlo_kernel_fn(
 
     @any_rank_promotion
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
+        x2 = same_inputs(x2)
         out = samples(x1, x2, get, apply_fn_kwargs)
         return out if generator else next(out)
 

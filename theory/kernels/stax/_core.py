@@ -28,6 +28,7 @@ from theory.kernels.kernel import (
     check_outputs,
     input_kernel,
     kernel_names,
+    same_inputs,
 )
 
 __all__ = [
@@ -86,6 +87,13 @@ class Diagonal:
         return self.input == YES and self.output > NO
 
 
+@functools.cache
+def _kernels_tuple(names: tuple[str, ...]) -> type:
+    """The named tuple ``Kernels`` for one ``get``: one class per tuple of names, so that the
+    outputs of two calls (or of two blocks) are the same pytree type."""
+    return namedtuple("Kernels", names)
+
+
 class KernelFn(Batchable):
     """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
 
@@ -125,8 +133,12 @@ class KernelFn(Batchable):
         diagonal: Diagonal | None = None,
         call_kwargs: Sequence[str] = (),
         channel_axis: int | None = None,
+        mixes_points: bool = False,
     ):
         self.transform = transform
+        # the output's points are not the inputs' points one for one (`FanInConcat` along the
+        # batch axis): tiles over points would be wrong, so the network is computed untiled
+        self.mixes_points = mixes_points
         # names of the call-time keyword arguments ``transform`` accepts (see the class notes)
         self.call_kwargs = tuple(dict.fromkeys(call_kwargs))
         self.__name__ = name
@@ -143,6 +155,7 @@ class KernelFn(Batchable):
         self.channel_axis = channel_axis
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
+        self._jitted_tree = jax.jit(self._compute_tree, static_argnames=("get", "compute_ntk"))
         self._pair_sizes: dict = {}
 
     def __repr__(self) -> str:
@@ -165,7 +178,7 @@ class KernelFn(Batchable):
     def output_pair_size(self, x1) -> int:
         """Entries per pair of points of the network's output kernel (1 unless it keeps sites),
         from the traced shapes of a one-point kernel (nothing is computed)."""
-        if x1.ndim == 2:
+        if x1.ndim == 2 and not self.mixes_points:
             return 1
         key = (x1.shape[1:], str(x1.dtype))
         if key not in self._pair_sizes:
@@ -176,7 +189,8 @@ class KernelFn(Batchable):
                     f"{self.__name__} ends with {len(out)} branches: close them with "
                     "FanInSum() or FanInProd() before asking for a kernel"
                 )
-            self._pair_sizes[key] = math.prod(out.nngp.shape[2:])
+            # entries per pair of input points: (B, B) for B branches concatenated on the batch
+            self._pair_sizes[key] = math.prod(out.nngp.shape)
         return self._pair_sizes[key]
 
     def input_kernel(self, x1, x2, compute_ntk: bool) -> Kernel:
@@ -209,6 +223,8 @@ class KernelFn(Batchable):
     def _tile(self, x1, x2, kwargs) -> int | None:
         """The automatic tile size; None (untiled) when call-time keywords carry arrays that
         are not per-point pairs (`per_point`): tiles slice only points."""
+        if self.mixes_points:
+            return None
         if jax.tree_util.tree_leaves(kwargs) and self.per_point(kwargs, x1, x2) is None:
             return None
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
@@ -266,7 +282,7 @@ class KernelFn(Batchable):
             return k
         if isinstance(get, str):
             return getattr(k, get)
-        return namedtuple("Kernels", get)(*(getattr(k, g) for g in get))
+        return _kernels_tuple(tuple(get))(*(getattr(k, g) for g in get))
 
     def check(self, where: str, out, ok, get, x1, x2) -> None:
         """Raise `NonFiniteKernelError` unless every array in ``out`` is finite."""
@@ -288,18 +304,98 @@ class KernelFn(Batchable):
             )
             raise TypeError(f"{self.__repr__()} got unexpected keyword arguments {unknown}{takes}")
 
+    @staticmethod
+    def select_tree(k, get):
+        """`select` on every `Kernel` of ``k`` (one, or a list/tuple tree of them: the outputs of
+        a network with several outputs), keeping the tree's structure."""
+        return jax.tree_util.tree_map(
+            lambda kk: KernelFn.select(kk, get), k, is_leaf=lambda z: isinstance(z, Kernel)
+        )
+
+    def _compute_tree(self, x1, x2, kwargs, get, compute_ntk):
+        """Untiled kernel of a network with several inputs (``x1`` a list/tuple tree of arrays,
+        one input kernel each) or several outputs: ``(outputs, all finite)``."""
+        diagonal = bool(self.diagonal)
+        leaves1, tree = jax.tree_util.tree_flatten(x1)
+        leaves2 = [None] * len(leaves1) if x2 is None else jax.tree_util.tree_leaves(x2)
+        ks = tree.unflatten(
+            [
+                input_kernel(a, b, compute_ntk, diagonal, self.channel_axis)
+                for a, b in zip(leaves1, leaves2)
+            ]
+        )
+        out = self.transform(ks, **kwargs)
+        kernels = jax.tree_util.tree_leaves(out, is_leaf=lambda z: isinstance(z, Kernel))
+        ok = all_finite([a for k in kernels for a in (k.nngp, k.ntk, k.cov1, k.cov2)])
+        return self.select_tree(out, get), ok
+
+    def _call_tree(self, x1, x2, get, compute_ntk, kwargs):
+        """``kernel_fn`` for several inputs (``x1``, ``x2``: list/tuple trees of arrays with the
+        same structure, the points of every input on its leading axis) or several outputs
+        (a network ending in branches: one output per branch, in a list, as neural-tangents
+        returns). Computed untiled."""
+        leaves1, tree = jax.tree_util.tree_flatten(x1)
+        x2 = same_inputs(x2)  # (None, None, …): every input against itself
+        if x2 is not None:
+            leaves2, tree2 = jax.tree_util.tree_flatten(x2)
+            if tree2 != tree:
+                raise ValueError(
+                    f"x2 must have the same structure as x1 (one array per input), got {tree2} "
+                    f"and {tree}"
+                )
+        else:
+            leaves2 = [None] * len(leaves1)
+        checked = [
+            check_inputs(a, b, f"x1[{i}]", f"x2[{i}]", spatial_ndim="any")
+            for i, (a, b) in enumerate(zip(leaves1, leaves2))
+        ]
+        x1 = tree.unflatten([a for a, _ in checked])
+        x2 = None if x2 is None else tree.unflatten([b for _, b in checked])
+        name = self.__name__
+        where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
+        for a, b in checked:
+            check_memory(where, a, b, kernel_names(get, compute_ntk))
+        out, ok = self._jitted_tree(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
+        arrays = {}
+        for i, k in enumerate(
+            jax.tree_util.tree_leaves(out, is_leaf=lambda z: isinstance(z, Kernel))
+        ):
+            if isinstance(k, Kernel):
+                arrays.update({f"output {i} {n}": getattr(k, n) for n in self.returned(k, None)})
+            else:
+                arrays[f"output {i}"] = k
+        inputs = [a for pair in checked for a in pair]
+        check_outputs(where, ok, arrays, inputs, out, self.hints)
+        return out
+
+    def _has_tree_output(self, x1) -> bool:
+        """Whether the network ends in several branches (a list of outputs)."""
+        key = ("tree", x1.shape[1:], str(x1.dtype))
+        if key not in self._pair_sizes:
+            one = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
+            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), one)
+            self._pair_sizes[key] = isinstance(out, (list, tuple))
+        return self._pair_sizes[key]
+
     @any_rank_promotion
     def __call__(self, x1, x2=None, get=None, **kwargs):
         self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
-        if isinstance(x1, Kernel) or (
-            isinstance(x1, (list, tuple)) and x1 and isinstance(x1[0], Kernel)
+        if any(
+            isinstance(z, Kernel)
+            for z in jax.tree_util.tree_leaves(x1, is_leaf=lambda z: isinstance(z, Kernel))
         ):
             if x2 is not None:
                 raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
-            k = self.transform(x1, **kwargs)
-            return k if isinstance(k, (list, tuple)) else self.select(k, get)
+            x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # e.g. a batch(..., store_on_device=False)
+            return self.select_tree(self.transform(x1, **kwargs), get)
+        if isinstance(x1, (list, tuple)):
+            return self._call_tree(x1, x2, get, compute_ntk, kwargs)
+        if isinstance(x2, (list, tuple)):
+            raise ValueError("x2 is a list of inputs but x1 is one array: give both as lists")
         x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
+        if self._has_tree_output(x1):
+            return self._call_tree(x1, x2, get, compute_ntk, kwargs)
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
@@ -326,6 +422,11 @@ class KernelFn(Batchable):
         """This kernel function in ``batch_size``² tiles spread over ``devices``: what
         `theory.kernels.batch` returns (its docstring has the contract)."""
         diagonal = bool(self.diagonal)
+        if self.mixes_points:
+            # points concatenated across branches (FanInConcat on the batch axis): a tile of
+            # points is not a tile of the output, so the kernel is computed whole (where
+            # neural-tangents' batching returns inconsistent covariances)
+            return self
 
         @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
         def compute(x1, x2, kwargs, get, compute_ntk):
@@ -354,6 +455,10 @@ class KernelFn(Batchable):
 
         @any_rank_promotion
         def batched(x1, x2=None, get=None, **kwargs):
+            if isinstance(x1, (list, tuple, Kernel)):
+                # several inputs, or Kernels (the output of another kernel function, already in
+                # memory): the transformation is applied whole, as kernel_fn does
+                return self(x1, x2, get, **kwargs)
             self.check_kwargs(kwargs)
             get, compute_ntk = self.parse_get(get)
             x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from theory.kernels.kernel import channel_position
 from theory.kernels.stax._core import (
     IdentityRule,
     KernelFn,
@@ -25,6 +26,7 @@ __all__ = [
     "FanOut",
     "FanInSum",
     "FanInProd",
+    "FanInConcat",
     "Identity",
 ]
 
@@ -151,6 +153,7 @@ def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
         diagonal=functools.reduce(fold, [kf.diagonal for kf in kernels]),
         call_kwargs=tuple(n for kf in kernels for n in kf.call_kwargs),
         channel_axis=next((kf.channel_axis for kf in kernels if kf.channel_axis is not None), None),
+        mixes_points=any(kf.mixes_points for kf in kernels),
     )
 
 
@@ -297,3 +300,144 @@ def FanInProd() -> Layer:
         lambda params, xs, **kw: functools.reduce(jnp.multiply, xs),
         KernelFn(transform, "FanInProd"),
     )
+
+
+def FanInConcat(axis: int = -1) -> Layer:
+    """Concatenate the branches along ``axis`` of their activations (neural-tangents'
+    ``FanInConcat``; batch axis 0, channels where the network keeps them, sites between).
+
+    The kernel, for branches with kernels Kᵢ (the same rules for Θ and the per-point blocks):
+
+    - **channel axis**: a neuron of the next layer sums over all Σ cᵢ channels, branch i
+      contributing cᵢ of them, so K = Σ cᵢ Kᵢ / Σ cᵢ (the plain mean when the widths are
+      equal); width Σ cᵢ. The output is not a Gaussian after a Dense (as in neural-tangents,
+      a Dense or Conv must follow before FanInSum or another concatenation off the channels).
+    - **batch axis** (0): the points of branch 1, then of branch 2, …; branches are
+      independent mean-zero Gaussians, so two points from different branches are
+      uncorrelated: K is block-diagonal, ``(Σ n1ᵢ, Σ n2ᵢ)``. The output's points are not the
+      inputs' points, so such a network is computed untiled (neural-tangents warns that
+      batching it is inconsistent; ours never slices it).
+    - **a site axis**: the sites concatenated; on the spatial diagonal a plain concatenation,
+      with the full covariance block-diagonal in that axis's pair of sites (different branches
+      are independent).
+
+    Off the channel axis the branches must be mean-zero Gaussians (end in Dense/Conv, as
+    neural-tangents requires; else `NotImplementedError`), and every other axis must agree.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"FanInConcat: axis must be an integer, got {axis!r}")
+
+    def transform(ks):
+        if not isinstance(ks, (list, tuple)) or not ks:
+            raise ValueError("FanInConcat needs a list of branches (use FanOut and parallel)")
+        k0 = ks[0]
+        ndim = 2 + len(k0.spatial)
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"FanInConcat: axis={axis} is out of range for the branches' {ndim}-D activations"
+            )
+        ax = axis % ndim
+        c = channel_position(k0.channel_axis, ndim, "channel_axis")
+        sites = [a for a in range(1, ndim) if a != c]
+        for i, k in enumerate(ks[1:], 1):
+            if (k.channel_axis, k.diagonal_spatial) != (k0.channel_axis, k0.diagonal_spatial):
+                raise ValueError(
+                    f"FanInConcat: branch {i} holds its channels or sites differently from branch 0"
+                )
+            shape0 = (k0.nngp.shape[0], *k0.spatial, k0.width)
+            shape = (k.nngp.shape[0], *k.spatial, k.width)
+            order = [0, *sites, c]  # activation axis -> position in shape
+            other = [j for j, a in enumerate(order) if a != ax and a != 0]
+            if len(k.spatial) != len(k0.spatial) or any(shape[j] != shape0[j] for j in other):
+                raise ValueError(
+                    f"FanInConcat(axis={axis}): the branches' activations must agree off the "
+                    f"concatenated axis, got sites×channels {k0.spatial}×{k0.width} and "
+                    f"{k.spatial}×{k.width} (branch {i})"
+                )
+            if ax != 0 and k.nngp.shape[:2] != k0.nngp.shape[:2]:
+                raise ValueError("FanInConcat: the branches must have the same points")
+        if ax == c:
+            widths = [k.width for k in ks]
+            total = sum(widths)
+
+            def mean(name):
+                vals = [getattr(k, name) for k in ks]
+                if vals[0] is None:
+                    return None
+                return functools.reduce(jnp.add, [v * (w / total) for v, w in zip(vals, widths)])
+
+            return k0.replace(
+                nngp=mean("nngp"), ntk=mean("ntk"), cov1=mean("cov1"), cov2=mean("cov2"),
+                width=total, is_gaussian=False,
+            )  # fmt: skip
+        if not all(k.is_gaussian for k in ks):
+            raise NotImplementedError(
+                f"FanInConcat(axis={axis}) off the channel axis needs every branch to end in a "
+                "Dense or Conv layer (mean-zero Gaussian), as in neural-tangents"
+            )
+        if ax == 0:
+            pair, block = (0, 1), (0,)
+            spatial = k0.spatial
+        else:
+            j = sites.index(ax)
+            spatial = list(k0.spatial)
+            spatial[j] = sum(k.spatial[j] for k in ks)
+            spatial = tuple(spatial)
+            if k0.full_spatial:
+                pair, block = (2 + 2 * j, 3 + 2 * j), (1 + 2 * j, 2 + 2 * j)
+            else:
+                pair, block = (2 + j,), (1 + j,)
+
+        def join(mats, axes):
+            if mats[0] is None:
+                return None
+            if len(axes) == 1:
+                return jnp.concatenate(mats, axes[0])
+            a, b = axes  # block-diagonal in the pair (a, b): zero blocks between branches
+            sizes = [m.shape[a] for m in mats]
+            rows = []
+            for i, m in enumerate(mats):
+                pads = [(0, 0)] * m.ndim
+                pads[a] = (sum(sizes[:i]), sum(sizes[i + 1 :]))
+                rows.append(jnp.pad(m, pads))
+            return jnp.concatenate(rows, b)
+
+        def per_point(name):
+            mats = [getattr(k, name) for k in ks]
+            if mats[0] is None:
+                return None
+            # a point's own block: with the full covariance its sites pair (block of 2 axes)
+            return join(mats, block if ax != 0 else (0,))
+
+        return k0.replace(
+            nngp=join([k.nngp for k in ks], pair),
+            ntk=join([k.ntk for k in ks], pair),
+            cov1=per_point("cov1"),
+            cov2=per_point("cov2"),
+            spatial=spatial,
+            diag_offset=None,
+            is_gaussian=True,
+        )
+
+    kfn = KernelFn(transform, f"FanInConcat({axis})", mixes_points=_concat_may_mix(axis))
+
+    def init_fn(rng, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        ndim = len(shapes[0])
+        ax = axis % ndim
+        out = list(shapes[0])
+        sizes = [s[ax] for s in shapes]
+        out[ax] = -1 if any(n is None or n < 0 for n in sizes) else sum(sizes)
+        return tuple(out), ()
+
+    return new_layer(
+        init_fn,
+        lambda params, xs, **kw: jnp.concatenate(xs, axis=axis),
+        kfn,
+    )
+
+
+def _concat_may_mix(axis: int) -> bool:
+    """Whether `FanInConcat(axis)` may concatenate points (axis 0, or −ndim of activations whose
+    rank is not known when the layer is built): such networks are computed untiled."""
+    return axis == 0 or axis <= -2
