@@ -146,7 +146,8 @@ def _branches(layer):
 
 
 @pytest.mark.parametrize(
-    "full", [False, pytest.param(True, marks=pytest.mark.slow)]  # 10 s each, compilations
+    "full",
+    [False, pytest.param(True, marks=pytest.mark.slow)],  # 10 s each, compilations
 )
 def test_concatenation_is_block_diagonal_off_the_channels(x64, full):
     """Branches are independent mean-zero Gaussians, so concatenating along the batch or a

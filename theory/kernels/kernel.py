@@ -19,6 +19,10 @@ field         shape       meaning
                           nngp/ntk are (n1, n2, *S) and cov1/cov2 (n1, *S), (n2, *S):
                           the spatial diagonal, K(x_i at s, x_j at s) (see
                           `theory.kernels.spatial`)
+``diagonal_batch`` static False when ``cov1``/``cov2`` hold every pair of x1's (x2's)
+                          points, (n1, n1, …) and (n2, n2, …), as ``kernel_fn(...,
+                          diagonal_batch=False)`` returns; True (the per-point variances)
+                          everywhere inside a network
 ``channel_axis`` static   where the network's activations at this point hold their
                           channels: None for the last axis (NHWC, and (N, C) for FC),
                           else the axis (1 for NCHW); the sites S are the other non-batch
@@ -71,9 +75,26 @@ class Kernel:
     spatial: tuple[int, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     diagonal_spatial: bool = dataclasses.field(default=True, metadata=dict(static=True))
     channel_axis: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    diagonal_batch: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
         return dataclasses.replace(self, **kw)
+
+    def _shape(self, n: int) -> tuple[int, ...]:
+        shape = [n, *self.spatial]
+        c = len(shape) if self.channel_axis is None else self.channel_axis
+        return tuple(shape[:c] + [self.width] + shape[c:])
+
+    @property
+    def shape1(self) -> tuple[int, ...]:
+        """Shape of the finite network's activations on x1 at this layer (neural-tangents'
+        ``shape1``): (n1, *sites, width), the channels where the network holds them."""
+        return self._shape(self.nngp.shape[0])
+
+    @property
+    def shape2(self) -> tuple[int, ...]:
+        """As `shape1`, on x2 (x1 when x2 is None)."""
+        return self._shape(self.nngp.shape[1])
 
     def var2(self) -> jax.Array:
         return self.cov1 if self.cov2 is None else self.cov2

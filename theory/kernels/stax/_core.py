@@ -6,6 +6,7 @@ structured empirical NTK reads from an `ApplyFn`, and small helpers."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import math
 from collections import namedtuple
@@ -36,6 +37,7 @@ __all__ = [
     "ApplyFn",
     "KernelFn",
     "Diagonal",
+    "Bool",
     "Rule",
     "DenseRule",
     "ElementwiseRule",
@@ -49,11 +51,21 @@ __all__ = [
 
 
 _GETS = ("nngp", "ntk")
-_VARIANCES = ("cov1", "cov2")
+_VARIANCES = ("cov1", "cov2", "shape1", "shape2")
 
 # ----------------------------------------------------------------------- kernel_fn
 
-NO, MAYBE, YES = 0, 1, 2
+
+class Bool(enum.IntEnum):
+    """neural-tangents' three-valued requirement: NO < MAYBE < YES (integers, so they compare
+    and take min like the 0, 1, 2 they are)."""
+
+    NO = 0
+    MAYBE = 1
+    YES = 2
+
+
+NO, MAYBE, YES = Bool.NO, Bool.MAYBE, Bool.YES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +78,15 @@ class Diagonal:
     ``input == YES and output > NO``. Dense, activations and Conv: (YES, NO); Flatten (YES,
     YES); AvgPool/SumPool (MAYBE, NO); GlobalAvgPool/GlobalSumPool (MAYBE, YES)."""
 
-    input: int = YES
-    output: int = NO
+    input: Bool = YES
+    output: Bool = NO
+
+    def __post_init__(self):
+        for name in ("input", "output"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v not in (0, 1, 2):
+                raise ValueError(f"Diagonal: {name} must be NO, MAYBE or YES, got {v!r}")
+            object.__setattr__(self, name, Bool(v))
 
     def __rshift__(self, other: Diagonal) -> Diagonal:
         if self.output == YES:
@@ -78,10 +97,14 @@ class Diagonal:
             inp = NO
         else:
             inp = min(self.input, other.input)
-        return Diagonal(inp, other.output)
+        return Diagonal(Bool(inp), Bool(other.output))
+
+    def __lshift__(self, other: Diagonal) -> Diagonal:
+        """``c << b`` is ``b >> c`` (neural-tangents composes both ways)."""
+        return other >> self
 
     def __and__(self, other: Diagonal) -> Diagonal:
-        return Diagonal(min(self.input, other.input), min(self.output, other.output))
+        return Diagonal(Bool(min(self.input, other.input)), Bool(min(self.output, other.output)))
 
     def __bool__(self) -> bool:
         return self.input == YES and self.output > NO
@@ -146,7 +169,8 @@ class KernelFn(Batchable):
         # for every other layer
         self.activation = activation
         # None: the network takes 2-D inputs; k: NHWC inputs with k site axes (convolutions);
-        # "sites": NHWC with any number of site axes (global pooling, attention)
+        # "sites": NHWC with any number of site axes (attention, graphs); "any": NHWC or
+        # (N, C) (global pooling)
         self.spatial_ndim = spatial_ndim
         self.diagonal = Diagonal() if diagonal is None else diagonal
         # the channel axis this network needs its inputs to have: the first one named by a
@@ -156,6 +180,7 @@ class KernelFn(Batchable):
         self.hints = tuple(dict.fromkeys(hints))  # layer notes for NonFiniteKernelError
         self._jitted = jax.jit(self._compute, static_argnames=("get", "compute_ntk"))
         self._jitted_tree = jax.jit(self._compute_tree, static_argnames=("get", "compute_ntk"))
+        self._variants: dict[bool, KernelFn] = {}
         self._pair_sizes: dict = {}
 
     def __repr__(self) -> str:
@@ -266,7 +291,8 @@ class KernelFn(Batchable):
     def parse_get(get, allowed: tuple[str, ...] = _GETS + _VARIANCES):
         """Validate ``get``; return it normalised and whether the NTK is needed. Besides the
         kernels, neural-tangents' ``get`` may name the per-point variances ``"cov1"``,
-        ``"cov2"`` (``cov2`` is None when x2 is None)."""
+        ``"cov2"`` (``cov2`` is None when x2 is None) and the activations' shapes ``"shape1"``,
+        ``"shape2"`` (`Kernel.shape1`)."""
         if get is None:
             return None, True
         names = (get,) if isinstance(get, str) else tuple(get)
@@ -377,8 +403,69 @@ class KernelFn(Batchable):
             self._pair_sizes[key] = isinstance(out, (list, tuple))
         return self._pair_sizes[key]
 
+    def with_diagonal(self, diagonal_spatial: bool) -> KernelFn:
+        """This kernel function computed on the spatial diagonal (True) or with the full
+        spatial covariance (False) whatever its layers would choose (``kernel_fn(...,
+        diagonal_spatial=...)``); True is refused (ValueError) for a network that needs the
+        full covariance (pooling, attention, graphs: its `Diagonal` input is not YES)."""
+        if diagonal_spatial and self.diagonal.input < YES:
+            raise ValueError(
+                f"{self!r}: diagonal_spatial=True, but this network needs the full spatial "
+                "covariance (a pooling, attention or graph layer mixes sites); use "
+                "diagonal_spatial=None (automatic) or False"
+            )
+        if diagonal_spatial == bool(self.diagonal):
+            return self
+        if diagonal_spatial not in self._variants:
+            self._variants[diagonal_spatial] = KernelFn(
+                self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
+                Diagonal(YES, YES) if diagonal_spatial else Diagonal(NO, NO),
+                self.call_kwargs, self.channel_axis, self.mixes_points,
+            )  # fmt: skip
+        return self._variants[diagonal_spatial]
+
+    def _full_batch(self, x1, x2, get, out, kwargs):
+        """``out`` with cov1 and cov2 replaced by the kernels of x1 with x1 and x2 with x2
+        (neural-tangents' ``diagonal_batch=False``: cov1 (n1, n1, …), cov2 (n2, n2, …) or None
+        when x2 is None); the per-point variances are their diagonals."""
+        if kwargs:
+            raise NotImplementedError(
+                "diagonal_batch=False with call-time keywords (a graph pattern) is not supported"
+            )
+        if get is not None and not {"cov1", "cov2"} & set((get,) if isinstance(get, str) else get):
+            return out
+        cov1 = self(x1, None, "nngp")
+        cov2 = None if x2 is None else self(x2, None, "nngp")
+        if get is None:
+            return out.replace(cov1=cov1, cov2=cov2, diagonal_batch=False)
+        if isinstance(get, str):
+            return cov1 if get == "cov1" else cov2
+        full = {"cov1": cov1, "cov2": cov2}
+        return type(out)(*(full.get(g, v) for g, v in zip(get, out)))
+
     @any_rank_promotion
-    def __call__(self, x1, x2=None, get=None, **kwargs):
+    def __call__(self, x1, x2=None, get=None, *, diagonal_batch=True, diagonal_spatial=None,
+                 **kwargs):  # fmt: skip
+        """The kernel of ``x1`` against ``x2`` (None: x1 against itself). ``get``: None (the
+        `Kernel`), a name (``"nngp"``, ``"ntk"``, ``"cov1"``, ``"cov2"``, ``"shape1"``,
+        ``"shape2"``) or a tuple of names (a named tuple). neural-tangents' switches:
+        ``diagonal_spatial`` None (automatic, from the layers), True (only the spatial
+        diagonal, refused where the network needs more) or False (the full covariance);
+        ``diagonal_batch=False``: cov1/cov2 are the full x1–x1 and x2–x2 kernels. Other
+        keywords are call-time data for the layers that declare them (see the class)."""
+        if diagonal_spatial is not None:
+            if not isinstance(diagonal_spatial, (bool, np.bool_)):
+                raise TypeError(
+                    f"diagonal_spatial must be None, True or False, got {diagonal_spatial!r}"
+                )
+            kf = self.with_diagonal(bool(diagonal_spatial))
+            if kf is not self:
+                return kf(x1, x2, get, diagonal_batch=diagonal_batch, **kwargs)
+        if not isinstance(diagonal_batch, (bool, np.bool_)):
+            raise TypeError(f"diagonal_batch must be True or False, got {diagonal_batch!r}")
+        if not diagonal_batch:
+            out = self(x1, x2, get, **kwargs)
+            return self._full_batch(x1, x2, self.parse_get(get)[0], out, kwargs)
         self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
         if any(
@@ -388,6 +475,15 @@ class KernelFn(Batchable):
             if x2 is not None:
                 raise ValueError("x2 must be None when kernel_fn is applied to a Kernel")
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # e.g. a batch(..., store_on_device=False)
+            given = jax.tree_util.tree_leaves(x1, is_leaf=lambda z: isinstance(z, Kernel))
+            if self.diagonal.input < YES and any(
+                isinstance(k, Kernel) and k.spatial and k.diagonal_spatial for k in given
+            ):
+                raise ValueError(
+                    f"{self!r} needs the full spatial covariance (a pooling, attention or graph "
+                    "layer mixes sites), but its input Kernel holds only the spatial diagonal; "
+                    "compute that Kernel with diagonal_spatial=False"
+                )
             return self.select_tree(self.transform(x1, **kwargs), get)
         if isinstance(x1, (list, tuple)):
             return self._call_tree(x1, x2, get, compute_ntk, kwargs)
@@ -575,8 +671,16 @@ class Layer(NamedTuple):
 
 
 def new_layer(init_fn: Callable, apply_fn: Callable, kernel_fn: KernelFn, rule: Rule | None = None):
-    """A `Layer` from its three functions; ``apply_fn`` gets the linear ``rule`` (None: none)."""
-    return Layer(init_fn, ApplyFn(apply_fn, rule, kernel_fn.__name__), kernel_fn)
+    """A `Layer` from its three functions; ``apply_fn`` gets the linear ``rule`` (None: none).
+    ``init_fn`` is named after the layer (``"Dense"``, ``"Identity"``, …), as neural-tangents
+    names its layers' functions (scripts test ``layer[0].__name__``)."""
+
+    def init(rng, input_shape):
+        return init_fn(rng, input_shape)
+
+    init.__name__ = init.__qualname__ = kernel_fn.__name__.split("(")[0]
+    init.__wrapped__ = init_fn
+    return Layer(init, ApplyFn(apply_fn, rule, kernel_fn.__name__), kernel_fn)
 
 
 def as_layer(obj, where: str) -> Layer:

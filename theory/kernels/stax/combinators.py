@@ -165,12 +165,15 @@ def _apply(kf, k, kwargs: dict):
 def _spatial_ndim(kernels) -> int | str | None:
     """The site axes a network's inputs need: those of its first convolution or pool; else
     ``"sites"`` (NHWC, any number of site axes) if a layer needs sites without fixing their
-    number (global pooling, attention); else None (2-D inputs)."""
+    number (attention, graphs); else ``"any"`` if a layer takes inputs of any rank (global
+    pooling: NHWC, or (N, C) which it passes unchanged); else None (2-D inputs)."""
     nds = [kf.spatial_ndim for kf in kernels]
     fixed = [nd for nd in nds if isinstance(nd, int)]
     if fixed:
         return fixed[0]
-    return "sites" if "sites" in nds else None
+    if "sites" in nds:
+        return "sites"
+    return "any" if "any" in nds else None
 
 
 def _fusion_boundary(f: Callable, k):

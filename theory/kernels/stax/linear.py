@@ -437,7 +437,20 @@ def Conv(
     with pooling, or whose output keeps its sites) the same rule acts on every pair of sites
     (`theory.kernels.spatial.conv_full`); the output's pair axes are zipped (S1, S1', S2, S2',
     …) and, unlike neural-tangents', never reversed. Diagonal requirement (YES, NO).
+
+    ``filter_shape=()`` (no spatial axes, neural-tangents' "NC" convolution) is a `Dense`
+    layer over the channels of (N, C) inputs: the same kernel, parameters W (C_in, out_chan)
+    and b (out_chan,).
     """
+    if isinstance(filter_shape, (tuple, list)) and len(filter_shape) == 0:
+        if strides not in (None, (), []) or dimension_numbers not in (
+            None, ("NC", "IO", "NC"), ["NC", "IO", "NC"]
+        ):  # fmt: skip
+            raise ValueError(
+                "Conv with filter_shape=() has no spatial axes: strides must be None or () and "
+                "dimension_numbers None or ('NC', 'IO', 'NC')"
+            )
+        return Dense(out_chan, W_std, b_std, parameterization=parameterization, s=s)
     return _conv_layer(
         "shared", out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
         parameterization, s,
@@ -539,10 +552,11 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
             width=k.width * math.prod(k.spatial),
             is_gaussian=False,
             spatial=(),
+            diagonal_spatial=True,  # no sites left: nothing off the diagonal
             channel_axis=None,
         )
 
-    kfn = KernelFn(transform, "Flatten", diagonal=Diagonal(YES, YES))
+    kfn = KernelFn(transform, "Flatten", spatial_ndim="any", diagonal=Diagonal(YES, YES))
     return new_layer(init_fn, apply_fn, kfn)
 
 
@@ -706,7 +720,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         if not k.spatial:
-            raise ValueError(f"{name} needs inputs with spatial axes (NHWC)")
+            return k  # no sites to pool over: the identity, as in neural-tangents
         check_channel_axis(name, k, channel_axis)
         # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
         op = spatial.global_pool_full if k.full_spatial else spatial.global_pool_diagonal
@@ -720,13 +734,14 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             cov1=pool(k.cov1, 1),
             cov2=None if k.cov2 is None else pool(k.cov2, 1),
             spatial=(),
+            diagonal_spatial=True,  # no sites left: nothing off the diagonal
             channel_axis=None,
         )
 
     kfn = KernelFn(
         transform,
         name,
-        spatial_ndim="sites",
+        spatial_ndim="any",  # NHWC, or (N, C) which passes unchanged
         diagonal=Diagonal(MAYBE, YES),
         channel_axis=channel_axis,
     )
@@ -734,10 +749,12 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
-    """The mean over all sites. Kernel: the mean over all pairs of sites (full covariance)."""
+    """The mean over all sites. Kernel: the mean over all pairs of sites (full covariance).
+    Inputs without sites ((N, C)) pass unchanged, as in neural-tangents."""
     return _global_pool(True, batch_axis, channel_axis)
 
 
 def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
-    """The sum over all sites. Kernel: the sum over all pairs of sites (full covariance)."""
+    """The sum over all sites. Kernel: the sum over all pairs of sites (full covariance).
+    Inputs without sites ((N, C)) pass unchanged, as in neural-tangents."""
     return _global_pool(False, batch_axis, channel_axis)
