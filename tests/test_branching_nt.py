@@ -75,7 +75,8 @@ def run(nt, a, spatial=False):
         # batch size that divides both point counts, 3 and 2)
         readin = nt.batch(jax.jit(net(8)[2]), 1)
         readout = nt.batch(jax.jit(lambda k: net(1)[2](k, get="ntk")), 1)
-        for i, arr in enumerate(jax.tree_util.tree_leaves(readout(readin(m1, None if same else m2)))):
+        ks = readout(readin(m1, None if same else m2))
+        for i, arr in enumerate(jax.tree_util.tree_leaves(ks)):
             out[f"batched_{same}_{i}"] = arr
         # several inputs closed by fan-in layers into one output
         closed = stax.serial(
@@ -127,6 +128,7 @@ def run(nt, a):
 )
 
 
+@pytest.mark.slow  # 15-35 s: 20 networks, a compilation each; default: the identities below
 def test_branching_script_agrees_with_neural_tangents(x64, nt_script):
     nt_script(SCRIPT, _arrays(), RTOL)
 
@@ -145,10 +147,8 @@ def _branches(layer):
     ]
 
 
-@pytest.mark.parametrize(
-    "full",
-    [False, pytest.param(True, marks=pytest.mark.slow)],  # 10 s each, compilations
-)
+@pytest.mark.slow  # 10-13 s each (convolutions compile); default: the FC check below
+@pytest.mark.parametrize("full", [False, True])
 def test_concatenation_is_block_diagonal_off_the_channels(x64, full):
     """Branches are independent mean-zero Gaussians, so concatenating along the batch or a
     site axis gives a block-diagonal covariance whose diagonal blocks are each branch's own
@@ -191,6 +191,23 @@ def test_concatenation_is_block_diagonal_off_the_channels(x64, full):
         np.testing.assert_allclose(k[:, :, :h, :h], b0, rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(k[:, :, h:, h:], b1, rtol=1e-13, atol=1e-13)
         assert np.all(k[:, :, :h, h:] == 0) and np.all(k[:, :, h:, :h] == 0)
+
+
+def test_concatenation_on_the_batch_stacks_independent_branches(x64):
+    """Fully connected, axis 0: K is block-diagonal with each branch's own kernel."""
+    a = _arrays()
+    dense = lambda w: stax.Dense(w, 1.3, 0.2)  # noqa: E731
+    branches = [stax.serial(stax.Relu(), dense(3)), stax.serial(stax.Erf(), dense(3))]
+    both = stax.serial(dense(4), stax.FanOut(2), stax.parallel(*branches), stax.FanInConcat(0))
+    k = np.asarray(both[2](a["x1"], a["x2"], "ntk"))
+    n1, n2 = len(a["x1"]), len(a["x2"])
+    for i, b in enumerate(branches):
+        alone = np.asarray(stax.serial(dense(4), b)[2](a["x1"], a["x2"], "ntk"))
+        block = k[i * n1 : (i + 1) * n1, i * n2 : (i + 1) * n2]
+        np.testing.assert_allclose(block, alone, rtol=1e-14)
+    assert np.all(k[:n1, n2:] == 0) and np.all(k[n1:, :n2] == 0)
+    # the same under batch: the network is computed whole (its points are not the inputs')
+    np.testing.assert_array_equal(ours_batch(both[2], 1)(a["x1"], a["x2"], "ntk"), k)
 
 
 def test_concatenation_on_channels_is_the_width_weighted_mean(x64):

@@ -78,6 +78,11 @@ CASES = {
         lambda x: 0.9 * np.exp(0.08 * x**2),
         lambda x: 0.9 * 0.16 * x * np.exp(0.08 * x**2),
     ),
+    "gabor": (
+        dual.gabor(),
+        lambda x: np.exp(-(x**2)) * np.sin(x),
+        lambda x: np.exp(-(x**2)) * (np.cos(x) - 2 * x * np.sin(x)),
+    ),
     "monomial_2": (dual.monomial(2), lambda x: x**2, lambda x: 2 * x),
     "monomial_3": (dual.monomial(3), lambda x: x**3, lambda x: 3 * x**2),
     "monomial_6": (dual.monomial(6), lambda x: x**6, None),

@@ -118,7 +118,7 @@ def test_shapes_are_the_finite_networks_output_shapes(x64):
     import jax
 
     a = _arrays()
-    for layers in ([], [stax.GlobalAvgPool(), stax.Dense(5)]):
+    for layers in ([stax.GlobalAvgPool(), stax.Dense(5)],):
         init_fn, apply_fn, kf = _net(layers)
         _, params = init_fn(jax.random.PRNGKey(0), a["s1"].shape)
         assert kf(a["s1"], a["s2"], "shape1") == apply_fn(params, a["s1"]).shape

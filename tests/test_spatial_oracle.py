@@ -346,8 +346,12 @@ def test_full_and_diagonal_modes_agree(x64):
 def test_pooling_needs_a_gaussian_input_and_spatial_axes():
     with pytest.raises(ValueError, match="the input to an activation must be Gaussian"):
         build([C(4, (3, 3)), RELU, POOL([2, 2]), RELU, GAP, D()])[2](np.ones((2, 4, 4, 1)))
-    with pytest.raises(ValueError, match="at least one spatial axis"):
-        stax.serial(stax.Dense(2), stax.GlobalAvgPool())[2](np.ones((2, 3)))
+    # (N, C) inputs have no sites: global pooling passes them unchanged (neural-tangents too)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(
+        stax.serial(stax.Dense(2), stax.GlobalAvgPool())[2](x, None, "nngp"),
+        stax.Dense(2)[2](x, None, "nngp"),
+    )
     with pytest.raises(ValueError, match=r"window \(2, 2\) .* does not fit the input sites"):
         build([C(2, (3, 3)), RELU, POOL([2, 2], [2, 2]), POOL([2, 2], [2, 2])])[2](
             np.ones((2, 2, 2, 1))

@@ -321,8 +321,14 @@ def test_bad_layer_arguments_raise_clear_errors(make, match):
 def test_activation_on_raw_inputs_is_rejected_like_neural_tangents():
     with pytest.raises(ValueError, match="put a Dense layer before it"):
         stax.serial(stax.Relu(), stax.Dense(1))[2](np.ones((2, 3)))
-    with pytest.raises(ValueError, match="close them with FanInSum"):
-        stax.serial(stax.Dense(4), stax.FanOut(2))[2](np.ones((2, 3)))
+    # a network ending in branches has several outputs: a list, one kernel per branch, as in
+    # neural-tangents
+    x = np.ones((2, 3), np.float32)
+    outs = stax.serial(stax.Dense(4), stax.FanOut(2))[2](x, None, "nngp")
+    want = stax.Dense(4)[2](x, None, "nngp")
+    assert isinstance(outs, list) and len(outs) == 2
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
 
 
 @pytest.mark.slow  # 14 s; by default tests/test_disk.py compares batch's mirrored tiles with

@@ -279,6 +279,55 @@ def gaussian(a: float = 1.0, b: float = -1.0) -> Pair:
     return pair
 
 
+def gabor() -> Pair:
+    r"""φ(x) = e^{−x²} sin x. Writing sin z₁ sin z₂ = ½[cos(z₁ − z₂) − cos(z₁ + z₂)] and using
+    E[exp(−zᵀz + i wᵀz)] = det(I + 2Σ)^{−1/2} exp(−½ wᵀ Σ(I + 2Σ)⁻¹ w) for z ~ N(0, Σ), with
+    D = det(I + 2Σ) = 1 + 2(q11 + q22) + 4(q11 q22 − q12²) and s = q11 + q22:
+
+        k = ½ D^{−1/2} e^{−1/2} (e^{g₊} − e^{g₋}),     g± = (1 + s ± 2 q12) / (2D),
+
+    and k̇ = ∂k/∂q12 = ½ e^{−1/2} [4 q12 D^{−3/2} (e^{g₊} − e^{g₋}) + D^{−1/2} (g₊′ e^{g₊} −
+    g₋′ e^{g₋})] with g±′ = (±D + 4 q12 (1 + s ± 2 q12)) / D² (∂D/∂q12 = −8 q12). On the
+    diagonal (q12 = q11 = q22 = q) k = (1 − e^{−2q/(1+4q)}) / (2√(1 + 4q)).
+    """
+
+    def pair(q12, q11, q22, same=False, need_dot=True):
+        s = q11 + q22
+        d = 1 + 2 * s + 4 * (q11 * q22 - q12 * q12)
+        gp, gm = (1 + s + 2 * q12) / (2 * d), (1 + s - 2 * q12) / (2 * d)
+        # e^{−1/2}(e^{g₊} − e^{g₋}) with both exponents ≤ 1/2: no overflow for any q
+        ep, em = jnp.exp(gp - 0.5), jnp.exp(gm - 0.5)
+        root = jnp.sqrt(d)
+        k = 0.5 * (ep - em) / root
+        if not need_dot:
+            return k, None
+        dp = (d + 4 * q12 * (1 + s + 2 * q12)) / d**2
+        dm = (-d + 4 * q12 * (1 + s - 2 * q12)) / d**2
+        dot = 0.5 * (4 * q12 * (ep - em) / (d * root) + (dp * ep - dm * em) / root)
+        return k, dot
+
+    return pair
+
+
+def exp_normalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False) -> Pair:
+    r"""The "Gaussian normalized kernel" (Shankar et al. 2020, p. 6; neural-tangents'
+    ``ExpNormalized``): with ρ = q12/√(q11 q22) (clipped to [−1, 1] if ``do_clip``),
+
+        k = √(q11 q22) · exp(γ (ρ + shift)),      k̇ = ∂k/∂q12 = γ · exp(γ (ρ + shift)).
+
+    A kernel map, not the dual of an activation (no φ)."""
+
+    def pair(q12, q11, q22, same=False, need_dot=True):
+        scale = jnp.sqrt(q11 * q22)
+        rho = q12 / scale
+        if do_clip:
+            rho = jnp.clip(rho, -1, 1)
+        e = jnp.exp(gamma * (rho + shift))
+        return scale * e, (gamma * e if need_dot else None)
+
+    return pair
+
+
 def _double_factorial(n: int) -> int:
     return math.prod(range(n, 0, -2)) if n > 0 else 1
 

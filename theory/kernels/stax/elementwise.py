@@ -45,6 +45,9 @@ __all__ = [
     "Softplus",
     "Sigmoid",
     "Swish",
+    "Gabor",
+    "Sigmoid_like",
+    "ExpNormalized",
     "ActivationInfo",
     "activation_info",
 ]
@@ -226,6 +229,32 @@ def Gaussian(a: float = 1.0, b: float = -1.0):
     )
     return _elementwise(
         f"Gaussian({a}, {b})", lambda x: a * jnp.exp(b * x * x), dual.gaussian(a, b), hint
+    )
+
+
+def Gabor():
+    """φ(x) = e^{−x²} sin x (neural-tangents' ``Gabor``; closed form in `dual.gabor`)."""
+    return _elementwise("Gabor", lambda x: jnp.exp(-x * x) * jnp.sin(x), dual.gabor())
+
+
+def Sigmoid_like():  # noqa: N802 - neural-tangents' name
+    """φ(x) = ½ erf(x / 2.4020563531719796) + ½, the erf closest to the logistic sigmoid in
+    squared error on [−5, 5] (neural-tangents' ``Sigmoid_like``): ``Erf(0.5, 1/2.402…, 0.5)``."""
+    return Erf(a=0.5, b=1 / 2.4020563531719796, c=0.5)
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False):
+    """The "Gaussian normalized kernel" of Shankar et al. (2020), neural-tangents'
+    ``ExpNormalized``: K ← √(K11 K22) exp(γ (K12/√(K11 K22) + shift)), Θ ← γ Θ exp(γ (ρ +
+    shift)) (`dual.exp_normalized`). A kernel only: its ``apply_fn`` raises
+    NotImplementedError, as neural-tangents' does."""
+    for name, v in (("gamma", gamma), ("shift", shift)):
+        if not math.isfinite(float(v)):
+            raise ValueError(f"ExpNormalized: {name} must be finite, got {v!r}")
+    return _elementwise(
+        f"ExpNormalized({gamma}, {shift}, do_clip={bool(do_clip)})",
+        None,
+        dual.exp_normalized(float(gamma), float(shift), bool(do_clip)),
     )
 
 
