@@ -263,9 +263,14 @@ def test_conv_networks_need_nhwc_inputs_and_flatten():
         stax.Conv(3, (3, 3), padding="FULL")
     with pytest.raises(ValueError, match="strides must have 2 positive entries"):
         stax.Conv(3, (3, 3), strides=(1,))
-    # an FC network keeps its 2-D rule and message
-    with pytest.raises(ValueError, match="must be a 2-D array"):
-        stax.serial(stax.Dense(3), stax.Relu())[2](np.ones((2, 4, 4, 1)))
+    # Dense on NHWC inputs acts on every site's channels: a 1×1 convolution (neural-tangents)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 2))
+    dense = stax.serial(stax.Dense(3, 1.3, 0.2), stax.Relu(), stax.Dense(2), stax.Flatten())
+    conv = stax.serial(
+        stax.Conv(3, (1, 1), W_std=1.3, b_std=0.2), stax.Relu(), stax.Conv(2, (1, 1)),
+        stax.Flatten(),
+    )  # fmt: skip
+    np.testing.assert_allclose(dense[2](x, None, "ntk"), conv[2](x, None, "ntk"), rtol=1e-6)
 
 
 def test_memory_check_counts_sites(monkeypatch):

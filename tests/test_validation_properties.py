@@ -37,8 +37,9 @@ KERNEL_FUNCTIONS = {
     ),
 }
 FUNCTIONS = st.sampled_from(sorted(KERNEL_FUNCTIONS))
-# finite-network functions take inputs of any shape (n_points, ...) (CNNs take NHWC)
-ANY_SHAPE = {"empirical_ntk", "monte_carlo_kernel"}
+# every function takes inputs of any shape (n_points, ...): finite networks as they are, and a
+# Dense network's kernel acts on the channels of NHWC inputs (neural-tangents' rule)
+ANY_SHAPE = {"kernel_fn", "batch", "empirical_ntk", "monte_carlo_kernel"}
 
 finite_floats = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64)
 

@@ -34,6 +34,7 @@ from theory.kernels.kernel import (
 
 __all__ = [
     "Layer",
+    "layer",
     "ApplyFn",
     "KernelFn",
     "Diagonal",
@@ -681,6 +682,28 @@ def new_layer(init_fn: Callable, apply_fn: Callable, kernel_fn: KernelFn, rule: 
     init.__name__ = init.__qualname__ = kernel_fn.__name__.split("(")[0]
     init.__wrapped__ = init_fn
     return Layer(init, ApplyFn(apply_fn, rule, kernel_fn.__name__), kernel_fn)
+
+
+def layer(layer_fn: Callable) -> Callable[..., Layer]:
+    """neural-tangents' decorator for a user's own layer. ``layer_fn(*args, **kwargs)`` returns
+    ``(init_fn, apply_fn, kernel_fn)`` whose ``kernel_fn(k: Kernel, **kwargs) -> Kernel`` maps
+    a `Kernel`; the decorated function returns a `Layer` whose ``kernel_fn`` is a `KernelFn`:
+    it also takes arrays (``kernel_fn(x1, x2, get)``, with the input checks, jit, tiling and
+    the non-finite guard of every layer), composes with `serial` and `parallel`, and its three
+    functions are named after ``layer_fn``. Inputs of any rank are accepted; the layer's
+    kernel function must handle the `Kernel`s it is given (``k.spatial`` says whether they
+    carry sites)."""
+    name = layer_fn.__name__
+
+    @functools.wraps(layer_fn)
+    def build(*args, **kwargs) -> Layer:
+        init_fn, apply_fn, kernel_fn = layer_fn(*args, **kwargs)
+        if not callable(kernel_fn):
+            raise TypeError(f"{name}: the layer function must return a callable kernel_fn")
+        kfn = KernelFn(lambda k: kernel_fn(k), name, spatial_ndim="any")
+        return new_layer(init_fn, apply_fn, kfn)
+
+    return build
 
 
 def as_layer(obj, where: str) -> Layer:

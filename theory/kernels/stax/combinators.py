@@ -39,7 +39,7 @@ def Identity() -> Layer:
     return new_layer(
         _stateless_init,
         lambda params, x, **kw: x,
-        KernelFn(lambda k: k, "Identity"),
+        KernelFn(lambda k: k, "Identity", spatial_ndim="any"),  # inputs of any rank
         IdentityRule(),
     )
 

@@ -146,7 +146,9 @@ def Dense(
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width, is_gaussian=True)
 
     rule = DenseRule(W_std, b_std, parameterization, tuple(s))
-    kfn = KernelFn(transform, f"Dense({out_dim})", channel_axis=channel_axis)
+    # inputs of any rank: on NHWC inputs a Dense layer acts on the channels of every site (a
+    # convolution with a 1×…×1 filter), as in neural-tangents
+    kfn = KernelFn(transform, f"Dense({out_dim})", spatial_ndim="any", channel_axis=channel_axis)
     return new_layer(init_fn, apply_fn, kfn, rule)
 
 
