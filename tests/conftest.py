@@ -46,7 +46,8 @@ FILE_SECONDS = {
     "test_information.py": 31, "test_numerics.py": 31, "test_aggregate_oracle.py": 29,
     "test_dual.py": 23, "test_validation_properties.py": 16, "test_complexity.py": 16,
     "test_spatial_tiling.py": 13, "test_predict.py": 11,
-    "test_empirical_fn_nt.py": 15, "test_predict_nt.py": 25,
+    "test_empirical_fn_nt.py": 15, "test_predict_nt.py": 8, "test_requirements_nt.py": 15,
+    "test_activations_nt.py": 8, "test_branching_nt.py": 6,
     "theorems/test_radhakrishnan2023.py": 10, "test_experiment_ntk.py": 9, "test_common.py": 9,
 }  # fmt: skip
 
