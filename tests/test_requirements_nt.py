@@ -151,3 +151,26 @@ def test_layers_init_fn_carries_the_layer_name():
     assert stax.Identity()[0].__name__ == "Identity"
     assert stax.Dense(3)[0].__name__ == "Dense"
     assert stax.serial(stax.Dense(3), stax.Relu())[0].__name__ == "serial"
+
+
+def test_kernels_are_differentiable_in_their_inputs(x64):
+    """Reverse mode through pooling and convolution (their window sums) equals forward mode
+    and central differences (h = 1e-6, float64: error O(h²) plus roundoff ~1e-10 relative)."""
+    import jax
+
+    rng = np.random.default_rng(3)
+    x1 = rng.standard_normal((1, 5, 4, 2))
+    x2 = rng.standard_normal((1, 5, 4, 2))
+    *_, kf = stax.serial(
+        stax.Conv(2, (3, 3), padding="SAME"), stax.Relu(), stax.AvgPool((2, 2)), stax.Flatten()
+    )
+    f = jax.jit(lambda a: kf(a, x2, "ntk")[0, 0])
+    g = np.asarray(jax.grad(f)(x1))
+    g_fwd = np.asarray(jax.jacfwd(f)(x1))
+    np.testing.assert_allclose(g, g_fwd, rtol=1e-10, atol=1e-12)
+    e = np.zeros_like(x1)
+    for idx in [(0, 0, 0, 0), (0, 2, 1, 1), (0, 4, 3, 0)]:
+        e[idx] = 1e-6
+        fd = (float(f(x1 + e)) - float(f(x1 - e))) / 2e-6
+        e[idx] = 0
+        assert abs(fd - g[idx]) <= 1e-6 * max(1.0, abs(g[idx])), (idx, fd, g[idx])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
@@ -89,7 +90,8 @@ def window_sum(a: jax.Array, batch_nd: int, window, strides, padding: str) -> ja
     dims = (1,) * batch_nd + tuple(window)
     steps = (1,) * batch_nd + tuple(strides)
     cfg = [(0, 0)] * batch_nd + [tuple(p) for p in pads]
-    return lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, dims, steps, cfg)
+    # a concrete 0 lets lax recognise the sum (reduce_window_sum), which is differentiable
+    return lax.reduce_window(a, np.zeros((), a.dtype), lax.add, dims, steps, cfg)
 
 
 def flatten_mean(a: jax.Array, batch_nd: int) -> jax.Array:
@@ -205,13 +207,13 @@ def pool_full(
         dims[ax] = dims[bx] = w
         steps[ax] = steps[bx] = st
         pad_cfg[ax] = pad_cfg[bx] = (lo, hi)
-        a = lax.reduce_window(a, jnp.zeros((), a.dtype), lax.add, dims, steps, pad_cfg)
+        a = lax.reduce_window(a, np.zeros((), a.dtype), lax.add, dims, steps, pad_cfg)
         if normalize == "window":
             a = a / (w * w)
         elif normalize == "edges":
             ones = jnp.ones((n,), a.dtype)
             count = lax.reduce_window(
-                ones, jnp.zeros((), a.dtype), lax.add, (w,), (st,), [(lo, hi)]
+                ones, np.zeros((), a.dtype), lax.add, (w,), (st,), [(lo, hi)]
             )
             shape_a = [1] * a.ndim
             shape_b = [1] * a.ndim

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory.kernels import spatial
 from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
@@ -571,7 +572,8 @@ def _reduce_windows(x, window_shape, strides, padding: str, init: float, op):
         pads = [(0, 0)] * len(window_shape)
     cfg = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
     dims, steps = (1, *window_shape, 1), (1, *strides, 1)
-    return jax.lax.reduce_window(x, jnp.array(init, x.dtype), op, dims, steps, cfg)
+    # a concrete init lets lax recognise the sum or max (differentiable window reductions)
+    return jax.lax.reduce_window(x, np.array(init, x.dtype), op, dims, steps, cfg)
 
 
 def _pool_init(window_shape, strides, padding: str):
