@@ -212,9 +212,7 @@ def pool_full(
             a = a / (w * w)
         elif normalize == "edges":
             ones = jnp.ones((n,), a.dtype)
-            count = lax.reduce_window(
-                ones, np.zeros((), a.dtype), lax.add, (w,), (st,), [(lo, hi)]
-            )
+            count = lax.reduce_window(ones, np.zeros((), a.dtype), lax.add, (w,), (st,), [(lo, hi)])
             shape_a = [1] * a.ndim
             shape_b = [1] * a.ndim
             shape_a[ax], shape_b[bx] = count.shape[0], count.shape[0]
