@@ -195,3 +195,54 @@ def test_duals_are_jittable_and_vectorised(x64):
     q12 = jnp.linspace(-0.5, 0.5, 12).reshape(3, 4)
     k, dot = jax.jit(lambda a: pair(a, jnp.ones((3, 1)), jnp.ones((1, 4)), False, True))(q12)
     assert k.shape == dot.shape == (3, 4)
+
+
+def test_safe_sqrt_and_arccos_have_finite_derivatives_at_the_boundary(x64):
+    """Away from 0 (resp. ±1) the derivatives are the textbook ones; at the boundary, where the
+    textbook derivative is ∞ and the argument's own derivative 0, they are 0 (not ∞·0 = NaN),
+    to every order, in both float dtypes and both AD modes."""
+    x = jnp.array([0.0, 1e-300, 0.25, 4.0])
+    g = jax.vmap(jax.grad(dual.safe_sqrt))(x)
+    np.testing.assert_allclose(g[2:], [1.0, 0.25], rtol=1e-15)
+    assert g[0] == 0.0 and np.isfinite(g[1])
+    assert jax.grad(jax.grad(dual.safe_sqrt))(0.0) == 0.0
+    for dtype in (jnp.float32, jnp.float64):
+        c = jnp.array([-1.0, -0.5, 0.3, 1.0], dtype)
+        g = jax.vmap(jax.grad(dual.arccos))(c)
+        tol = 1e-6 if dtype == jnp.float32 else 1e-15
+        np.testing.assert_allclose(g[1:3], -1 / np.sqrt(1 - np.array([0.25, 0.09])), rtol=tol)
+        assert g[0] == 0.0 and g[3] == 0.0
+        assert np.all(np.isfinite(jax.vmap(jax.grad(jax.grad(dual.arccos)))(c)))
+
+
+@pytest.mark.parametrize("phi", ["Relu", "Erf", "Abs"])
+def test_network_kernels_differentiate_where_a_point_meets_itself(phi, x64):
+    """A kernel over the same inputs puts c = 1 exactly on its diagonal, and a zero input makes
+    q11 = 0: before the safe derivatives, both returned NaN gradients (neural-tangents' autodiff
+    tests exercise both). The diagonal entry k(x, x) is a smooth function of x (for ReLU its
+    NNGP is ‖x‖²-homogeneous and the NTK's arccos term is constant there), so its gradient
+    must equal a central difference (h = 1e-6 in float64: error O(h²) + roundoff ~1e-10)."""
+    from theory.kernels import stax
+
+    *_, kf = stax.serial(
+        stax.Dense(8, 1.5, 0.1), getattr(stax, phi)(), stax.Dense(1, 1.2, 0.1), getattr(stax, phi)()
+    )
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    for get in ("nngp", "ntk"):
+        f = jax.jit(lambda a, get=get: jnp.trace(kf(a, None, get)))
+        g_rev, g_fwd = np.asarray(jax.grad(f)(x)), np.asarray(jax.jacfwd(f)(x))
+        np.testing.assert_allclose(g_rev, g_fwd, rtol=1e-10, atol=1e-12)
+        e = np.zeros_like(x)
+        for idx in [(0, 0), (1, 2), (2, 3)]:
+            e[idx] = 1e-6
+            fd = (float(f(x + e)) - float(f(x - e))) / 2e-6
+            e[idx] = 0
+            assert abs(fd - g_rev[idx]) <= 1e-6 * max(1.0, abs(g_rev[idx])), (get, idx)
+        # at a zero input (q11 = 0 without the bias of the first layer's input kernel):
+        # the kernel is not differentiable there (|x|-like); its derivative is finite, equal in
+        # both modes.
+        z = np.zeros((2, 4))
+        h = jax.jit(lambda a, get=get: kf(a, x, get).sum())
+        g0, g0_fwd = np.asarray(jax.grad(h)(z)), np.asarray(jax.jacfwd(h)(z))
+        assert np.all(np.isfinite(g0))
+        np.testing.assert_allclose(g0, g0_fwd, rtol=1e-10, atol=1e-12)
