@@ -96,6 +96,37 @@ def run(nt, a):
 """
 
 
+SCRIPT_KEYWORDS = """
+def run(nt, a):
+    stax = nt.stax
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Dense(16, W_std=1.5), stax.Relu(), stax.Dropout(rate=0.7), stax.Aggregate(),
+        stax.GlobalAvgPool(), stax.Dense(3),
+    )
+    g1, g2 = a["g1"], a["g2"]
+    p1, p2 = a["p1"], a["p2"]
+    key = jax.random.PRNGKey(3)
+    _, params = init_fn(key, g1.shape)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(4))
+    out = {}
+    fn = nt.empirical_kernel_fn(apply_fn)
+    for name, rng in {"one_key": k1, "two_keys": (k1, k2), "equal_keys": (k1, k1)}.items():
+        k = fn(g1, g2, ("nngp", "ntk"), params, rng=rng, pattern=(p1, p2))
+        out["cross_nngp_" + name], out["cross_ntk_" + name] = k.nngp, k.ntk
+    k = fn(g1, None, "ntk", params, rng=(k1, None), pattern=(p1, p1))
+    out["self_ntk_pair"] = k
+    mc = nt.monte_carlo_kernel_fn(init_fn, apply_fn, key, 2)
+    out["mc_nngp"], out["mc_ntk"] = mc(g1, g2, pattern=(p1, p2))
+    # an ensemble whose train and test sets carry their own graphs
+    predict_fn = nt.predict.gradient_descent_mse_ensemble(
+        kernel_fn, g1, a["y"], diag_reg=1e-3, pattern=(p1, p1)
+    )
+    ens = predict_fn(t=1.0, x_test=g2, get="ntk", compute_cov=True, pattern=(p2, p2))
+    out["ens_mean"], out["ens_cov"] = ens.mean, ens.covariance
+    return out
+"""
+
+
 def _arrays():
     rng = np.random.default_rng(11)
     return {
@@ -104,6 +135,17 @@ def _arrays():
         "w1": rng.standard_normal((4, 6)) / 2,
         "w2": rng.standard_normal((6, 2)) / 2,
         "cot": rng.standard_normal((3, 3)),
+    }
+
+
+def _graphs():
+    rng = np.random.default_rng(12)
+    return {
+        "g1": rng.standard_normal((6, 5, 4)),  # graphs: 5 nodes of 4 features
+        "g2": rng.standard_normal((3, 5, 4)),
+        "p1": rng.uniform(size=(6, 5, 5)),  # each graph's own weighted adjacency
+        "p2": rng.uniform(size=(3, 5, 5)),
+        "y": rng.standard_normal((6, 2)),
     }
 
 
@@ -120,6 +162,36 @@ def test_more_of_the_api_agrees_with_neural_tangents(x64, nt_script):
     """diagonal_axes, vmap_axes=0, implementation 2, pytree outputs, taylor_expand,
     monte_carlo_kernel_fn's generator, batch of an empirical kernel function."""
     nt_script(SCRIPT_MORE, _arrays(), RTOL)
+
+
+@pytest.mark.slow  # about 20 s of compilations
+def test_per_batch_keywords_agree_with_neural_tangents(x64, nt_script):
+    """Keywords that belong to each batch: a dropout key (one key, a pair, an equal pair:
+    neural-tangents' rule makes the two batches' masks equal exactly when the inputs are),
+    each graph's own adjacency ``pattern`` (per point, so only the full-batch route is
+    right), through empirical and Monte Carlo kernels and an ensemble whose test set has its
+    own graphs."""
+    nt_script(SCRIPT_KEYWORDS, _graphs(), RTOL)
+
+
+def test_dropout_keys_follow_neural_tangents_rule(x64):
+    """One key with x2 given: x1's batch gets the key, x2's ``fold_in(key, 1)`` (the same key
+    when x2 equals x1, so K̂(x, x) is symmetric); checked against the outputs by hand."""
+    a = _arrays()
+    init_fn, apply_fn, _ = ours.stax.serial(
+        ours.stax.Dense(32), ours.stax.Dropout(rate=0.5), ours.stax.Dense(2)
+    )
+    _, params = init_fn(jax.random.PRNGKey(0), a["x1"].shape)
+    key = jax.random.PRNGKey(9)
+    nngp = ours.empirical_nngp_fn(apply_fn)
+    f1 = apply_fn(params, a["x1"], rng=key)
+    f2 = apply_fn(params, a["x2"], rng=jax.random.fold_in(key, 1))
+    np.testing.assert_allclose(nngp(a["x1"], a["x2"], params, rng=key), f1 @ f2.T / 2,
+                               rtol=1e-12)  # fmt: skip
+    same = np.asarray(nngp(a["x1"], a["x1"], params, rng=key))
+    np.testing.assert_allclose(same, f1 @ f1.T / 2, rtol=1e-12)
+    with pytest.raises(TypeError, match="rng"):
+        nngp(a["x1"], a["x2"], params, rng="seed")
 
 
 def test_batch_dependent_functions_take_the_exact_route(x64):

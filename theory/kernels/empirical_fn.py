@@ -20,7 +20,8 @@ Jacobians) need each point's output to depend on that point alone; with ``vmap_a
 that is *checked* on the given inputs — the batch's outputs against the outputs of each point
 alone (one extra forward pass, remembered per function and shapes) — and if any differs
 beyond roundoff, or ``vmap_axes`` names other axes than 0, or the keywords differ between x1
-and x2 (a split ``rng``), the kernel is computed from full-batch Jacobians
+and x2 (a split ``rng``) or include arrays (a graph's ``pattern``, a dropout key: per point
+or shared by the batch, the call does not say), the kernel is computed from full-batch Jacobians
 ``∂f(params, X)/∂θ``, which is the definition itself.
 
 ``implementation`` (`NtkImplementation` or 0–3) picks the fast route; all give the same
@@ -69,22 +70,57 @@ class NtkImplementation(enum.IntEnum):
     STRUCTURED_DERIVATIVES = 3
 
 
-def split_kwargs(kwargs: dict, x2_given: bool) -> tuple[dict, dict]:
-    """neural-tangents' keyword convention: ``rng`` is split in two keys when x2 is given
-    (one for each batch; the same key for x2 = None); a pair ``(v1, v2)`` is v1 for x1 and v2
-    for x2; anything else goes to both."""
+def _key_data(key):
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
+def _equal(a, b) -> jax.Array:
+    """Whether two arrays are equal (False for different shapes), traceable."""
+    if np.shape(a) != np.shape(b):
+        return jnp.asarray(False)
+    return jnp.all(jnp.asarray(a) == jnp.asarray(b))
+
+
+def _read_keys(key, x1, x2):
+    """neural-tangents' dropout keys for a pair of batches, so that the two batches draw the
+    same mask exactly when they are the same inputs: a single key is ``key1 = key`` and
+    ``key2 = key`` if x1 equals x2, else ``fold_in(key, 1)``; a pair ``(key1, key2)`` is taken
+    as given, except that key2 becomes key1 if x1 equals x2 and ``fold_in(key2, 1)`` if the
+    keys are equal but the inputs are not."""
+    if isinstance(key, tuple) and len(key) == 2:
+        key1, key2 = key
+        if key2 is None:
+            return key1, key2
+        same_keys = _equal(_key_data(key1), _key_data(key2))
+        key2 = jnp.where(same_keys, jax.random.fold_in(key2, 1), key2)
+        return key1, jnp.where(_equal(x1, x2), key1, key2)
+    if not isinstance(key, jax.Array | np.ndarray):
+        raise TypeError(
+            f"rng must be a PRNG key or a pair of keys (one per batch), got {type(key).__name__}"
+        )
+    return key, jnp.where(_equal(x1, x2), key, jax.random.fold_in(key, 1))
+
+
+def split_kwargs(kwargs: dict, x1=None, x2=None) -> tuple[dict, dict]:
+    """neural-tangents' keyword convention: with x2 given, ``rng`` becomes one key per batch
+    (`_read_keys`); otherwise, and for every other keyword, a pair ``(v1, v2)`` is v1 for x1
+    and v2 for x2, and anything else goes to both."""
     k1, k2 = {}, {}
     for key, v in kwargs.items():
-        if key == "rng" and v is not None:
-            if x2_given:
-                k1[key], k2[key] = jax.random.split(v)
-            else:
-                k1[key] = k2[key] = v
+        if key == "rng" and v is not None and x2 is not None:
+            k1[key], k2[key] = _read_keys(v, x1, x2)
         elif isinstance(v, tuple) and len(v) == 2:
             k1[key], k2[key] = v
         else:
             k1[key] = k2[key] = v
     return k1, k2
+
+
+def _has_arrays(kwargs: dict) -> bool:
+    return any(
+        isinstance(v, jax.Array | np.ndarray) for v in jax.tree_util.tree_leaves(kwargs)
+    )
 
 
 def _same_kwargs(k1: dict, k2: dict) -> bool:
@@ -271,8 +307,11 @@ def empirical_ntk_fn(
     @any_rank_promotion
     def ntk_fn(x1, x2, params, **apply_fn_kwargs):
         x2 = same_inputs(x2)
-        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
-        fast = vmap_axes in (None, 0) and _same_kwargs(kw1, kw2)
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
+        # array keywords (a graph's pattern, a dropout key) may be per point or shared by the
+        # batch: without vmap_axes saying which, only the full-batch route is certain
+        fast = vmap_axes == 0 or (vmap_axes is None and not _has_arrays(kw1))
+        fast = fast and _same_kwargs(kw1, kw2)
         arrays = all(isinstance(x, (jax.Array, np.ndarray)) for x in (x1, x2) if x is not None)
         if fast and arrays and vmap_axes is None:
             fast = _points_independent(f, params, x1, kw1) and (
@@ -307,7 +346,7 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
     @any_rank_promotion
     def nngp_fn(x1, x2, params, **apply_fn_kwargs):
         x2 = same_inputs(x2)
-        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)
         return jax.tree_util.tree_map(
@@ -356,7 +395,7 @@ def empirical_ntk_vp_fn(f: Callable, x1, x2, params, **apply_fn_kwargs) -> Calla
     """neural-tangents' ``empirical_ntk_vp_fn``: ``v ↦ Θ̂(x1, x2) v`` for cotangents ``v``
     shaped as ``f(x2)``, without forming Θ̂: one reverse pass J(x2)ᵀv and one forward pass
     J(x1)·(J(x2)ᵀv), the cost of two evaluations of ``f``."""
-    kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+    kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
     x2_, kw2_ = (x1, kw1) if x2 is None else (x2, kw2)
     _, vjp = jax.vjp(lambda p: f(p, x2_, **kw2_), params)
 
