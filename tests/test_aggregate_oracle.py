@@ -423,8 +423,15 @@ def test_errors_name_the_argument(x64):
         kf(x[:3], x[3:], "nngp", pattern=(p[:3], None))
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['patern'\]"):
         kf(x, None, "nngp", patern=(p, p))
-    with pytest.raises(TypeError, match=r"\['pattern'\].*no layer"):
-        stax.serial(stax.Dense(1), stax.Relu())[2](x[:, :, 0], None, "nngp", pattern=(p, p))
+    # a network without a graph drops a pattern and a dropout key (neural-tangents passes
+    # them to every kernel function of a model) but refuses any other keyword
+    fc = stax.serial(stax.Dense(1), stax.Relu())[2]
+    np.testing.assert_array_equal(
+        fc(x[:, :, 0], None, "nngp", pattern=(p, p), rng=jax.random.PRNGKey(0)),
+        fc(x[:, :, 0], None, "nngp"),
+    )
+    with pytest.raises(TypeError, match=r"\['mask'\].*no layer"):
+        fc(x[:, :, 0], None, "nngp", mask=(p, p))
     with pytest.raises(ValueError, match=r"aggregate_axis 0 must name distinct site axes"):
         stax.Aggregate(0)[2](x, None, "nngp", pattern=(p, p))
     with pytest.raises(ValueError, match=r"aggregate_axis 4 is out of range"):

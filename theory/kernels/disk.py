@@ -236,7 +236,7 @@ def kernel_to_disk(
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names or any(g not in ("nngp", "ntk") for g in names) or len(set(names)) < len(names):
         raise ValueError(f"get must be 'nngp', 'ntk' or both, got {get!r}")
-    kernel_fn.check_kwargs(kwargs)
+    kwargs = kernel_fn.check_kwargs(kwargs)
     x1, x2 = check_inputs(x1, x2, spatial_ndim=kernel_fn.spatial_ndim)
     symmetric = x2 is None
     per_point = kernel_fn.per_point(kwargs, x1, x2)

@@ -118,6 +118,11 @@ def _kernels_tuple(names: tuple[str, ...]) -> type:
     return namedtuple("Kernels", names)
 
 
+# Keywords neural-tangents users pass to every kernel function of a model (a graph's
+# adjacency, a dropout key); dropped by networks none of whose layers take them.
+IGNORABLE_CALL_KWARGS = frozenset({"pattern", "rng"})
+
+
 class KernelFn(Batchable):
     """The infinite-width kernel of a network: ``kernel_fn(x1, x2=None, get=None)``.
 
@@ -128,8 +133,9 @@ class KernelFn(Batchable):
     graph ``pattern``) declares their names in ``call_kwargs`` and receives them as
     ``transform(k, **kwargs)``; `serial` and `parallel` forward each keyword to the layers
     that declare it, and ``kernel_fn(x1, x2, get, pattern=...)`` passes them into the compiled
-    computation as traced arguments (one compilation per shape, not per value). A keyword that
-    no layer of the network declares raises `TypeError` naming it. Per-point keywords (pairs
+    computation as traced arguments (one compilation per shape, not per value). ``pattern`` and
+    ``rng`` are dropped by networks that do not take them (as neural-tangents does); any
+    other keyword that no layer of the network declares raises `TypeError` naming it. Per-point keywords (pairs
     ``(a1, a2)`` with x1's and x2's points on the leading axes, `per_point`, as a graph
     pattern is) are sliced into tiles with the points, so such networks are tiled and batched
     like any other; a network called with other array-valued keywords is not tiled, and holds
@@ -320,9 +326,13 @@ class KernelFn(Batchable):
             arrays = [out] if isinstance(get, str) else list(out)
         check_outputs(where, ok, dict(zip(names, arrays)), (x1, x2), out, self.hints)
 
-    def check_kwargs(self, kwargs: dict) -> None:
-        """Raise `TypeError` naming any keyword that no layer of this network takes."""
-        unknown = sorted(set(kwargs) - set(self.call_kwargs))
+    def check_kwargs(self, kwargs: dict) -> dict:
+        """The keywords this network's layers take. ``pattern`` and ``rng`` are dropped where
+        no layer takes them (neural-tangents passes a graph's pattern or a dropout key to
+        every kernel function of a model: an infinite-width kernel is deterministic and a
+        network without `Aggregate` has no graph); any other keyword that no layer takes
+        raises `TypeError` naming it (a misspelt keyword is an error, not a no-op)."""
+        unknown = sorted(set(kwargs) - set(self.call_kwargs) - IGNORABLE_CALL_KWARGS)
         if unknown:
             takes = (
                 f"; it takes {sorted(self.call_kwargs)}"
@@ -330,6 +340,7 @@ class KernelFn(Batchable):
                 else " (no layer of it takes call-time keywords)"
             )
             raise TypeError(f"{self.__repr__()} got unexpected keyword arguments {unknown}{takes}")
+        return {k: v for k, v in kwargs.items() if k in self.call_kwargs}
 
     @staticmethod
     def select_tree(k, get):
@@ -467,7 +478,7 @@ class KernelFn(Batchable):
         if not diagonal_batch:
             out = self(x1, x2, get, **kwargs)
             return self._full_batch(x1, x2, self.parse_get(get)[0], out, kwargs)
-        self.check_kwargs(kwargs)
+        kwargs = self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
         if any(
             isinstance(z, Kernel)
@@ -556,7 +567,7 @@ class KernelFn(Batchable):
                 # several inputs, or Kernels (the output of another kernel function, already in
                 # memory): the transformation is applied whole, as kernel_fn does
                 return self(x1, x2, get, **kwargs)
-            self.check_kwargs(kwargs)
+            kwargs = self.check_kwargs(kwargs)
             get, compute_ntk = self.parse_get(get)
             x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
             if self.per_point(kwargs, x1, x2) is None:
