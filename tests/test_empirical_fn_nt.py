@@ -127,6 +127,38 @@ def run(nt, a):
 """
 
 
+SCRIPT_POINT_AXIS = """
+def run(nt, a):
+    stax = nt.stax
+    init_fn, apply_fn, _ = stax.Conv(3, (3, 2), (1, 2))
+    x1, x2 = a["im1"], a["im2"]
+    _, params = init_fn(jax.random.PRNGKey(1), x1.shape)
+    out = {}
+    for name, kw in {
+        "trace_points": dict(trace_axes=(0, -1)),
+        "diag_points": dict(trace_axes=(-1,), diagonal_axes=(0,)),
+        "diag_points_rows": dict(trace_axes=(), diagonal_axes=(0, 1)),
+        "all": dict(trace_axes=(0, 1, 2, 3)),
+    }.items():
+        out["ntk_" + name] = nt.empirical_ntk_fn(apply_fn, **kw)(x1, x2, params)
+        out["nngp_" + name] = nt.empirical_nngp_fn(apply_fn, **kw)(x1, None, params)
+    # an axis named twice: the same axes (neural-tangents then divides by its size twice;
+    # we count it once: see the README's migration notes)
+    twice = nt.empirical_ntk_fn(apply_fn, trace_axes=(0, 0, -3))(x1, x2, params)
+    out["shape_twice"] = np.array(twice.shape)
+    # training on outputs whose every axis is traced: a 1 x 1 kernel
+    ta = (0, 1, 2, 3)
+    k = nt.empirical_kernel_fn(apply_fn, trace_axes=ta)
+    ntk = k(x1, None, "ntk", params)
+    y = a["y"]
+    f0 = apply_fn(params, x1)
+    out["mse_all"] = nt.predict.gradient_descent_mse(ntk, y, trace_axes=ta)(2.0, f0)
+    ens = nt.predict.gradient_descent_mse_ensemble(k, x1, y, trace_axes=ta, params=params)
+    out["ens_all"] = ens(2.0, None, "ntk")
+    return out
+"""
+
+
 def _arrays():
     rng = np.random.default_rng(11)
     return {
@@ -192,6 +224,38 @@ def test_dropout_keys_follow_neural_tangents_rule(x64):
     np.testing.assert_allclose(same, f1 @ f1.T / 2, rtol=1e-12)
     with pytest.raises(TypeError, match="rng"):
         nngp(a["x1"], a["x2"], params, rng="seed")
+
+
+@pytest.mark.slow  # about 15 s of compilations
+def test_axes_naming_the_point_axis_agree_with_neural_tangents(x64, nt_script):
+    """trace_axes/diagonal_axes that name the point axis 0 (pairs (x1[i], x2[i]) averaged or
+    kept), an axis named twice, every axis traced, and predictions on such outputs."""
+    rng = np.random.default_rng(13)
+    arrays = {
+        "im1": rng.standard_normal((2, 5, 4, 3)),
+        "im2": rng.standard_normal((2, 5, 4, 3)),
+        "y": rng.standard_normal((2, 3, 2, 3)),
+    }
+    nt_script(SCRIPT_POINT_AXIS, arrays, RTOL)
+
+
+def test_tracing_the_point_axis_averages_the_pairs(x64):
+    """trace_axes containing 0 is the mean over i of Θ̂(x1[i], x2[i]); diagonal_axes
+    containing 0 keeps them; unequal batches cannot be paired and are refused by name."""
+    a = _arrays()
+    init_fn, apply_fn, _ = ours.stax.serial(
+        ours.stax.Dense(6), ours.stax.Erf(), ours.stax.Dense(3)
+    )
+    _, params = init_fn(jax.random.PRNGKey(0), a["x1"].shape)
+    x1, x2 = a["x1"][:3], a["x2"]
+    full = np.asarray(ours.empirical_ntk_fn(apply_fn, trace_axes=())(x1, x2, params))
+    pairs = np.stack([full[i, i] for i in range(3)])  # (3, 3, 3): Θ̂(x1[i], x2[i])
+    got = ours.empirical_ntk_fn(apply_fn, trace_axes=(0,))(x1, x2, params)
+    np.testing.assert_allclose(got, pairs.mean(0), rtol=1e-12)
+    got = ours.empirical_ntk_fn(apply_fn, trace_axes=(), diagonal_axes=(0,))(x1, x2, params)
+    np.testing.assert_allclose(got, pairs, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"trace_axes names the point axis.*5 and 3"):
+        ours.empirical_ntk_fn(apply_fn, trace_axes=(0, -1))(a["x1"], a["x2"], params)
 
 
 def test_batch_dependent_functions_take_the_exact_route(x64):

@@ -214,6 +214,56 @@ def _axes_for(out, trace_axes, diagonal_axes) -> structured.OutputAxes:
     return structured.OutputAxes.from_nt(np.shape(out)[1:], trace_axes, diagonal_axes)
 
 
+def _strip_point_axis(ndim: int, trace_axes, diagonal_axes):
+    """neural-tangents lets ``trace_axes``/``diagonal_axes`` name the point axis 0 too: the
+    kernel is then taken only over pairs (x1[i], x2[i]) — averaged over i (trace) or kept as
+    one axis of length n in front (diagonal). Returns the axes without it and what to do with
+    it (None, "trace" or "diag")."""
+
+    def strip(axes):
+        axes = (axes,) if isinstance(axes, int | np.integer) else tuple(axes)
+        keep = tuple(
+            a
+            for a in axes
+            if isinstance(a, bool)
+            or not isinstance(a, int | np.integer)
+            or not -ndim <= a < ndim
+            or int(a) % ndim != 0
+        )
+        return keep, len(keep) < len(axes)
+
+    tr, in_tr = strip(trace_axes)
+    dg, in_dg = strip(diagonal_axes)
+    if in_tr and in_dg:
+        raise ValueError("trace_axes and diagonal_axes share axes [0]")
+    return tr, dg, "trace" if in_tr else "diag" if in_dg else None
+
+
+def _reduce_points(k, kind, n1: int, n2: int):
+    """The pairs (x1[i], x2[i]) of a kernel (n1, n2, …): their mean or their diagonal."""
+    if kind is None:
+        return k
+    if n1 != n2:
+        raise ValueError(
+            f"{'trace_axes' if kind == 'trace' else 'diagonal_axes'} names the point axis 0, "
+            f"which pairs x1[i] with x2[i]: x1 and x2 need as many points, got {n1} and {n2}"
+        )
+    d = jnp.moveaxis(jnp.diagonal(k, axis1=0, axis2=1), -1, 0)
+    return d.mean(0) if kind == "trace" else d
+
+
+def _point_reduced(contract):
+    """``contract(o1, o2, trace_axes, diagonal_axes)`` for outputs (n, …), extended to axes that
+    name the point axis."""
+
+    def fn(o1, o2, trace_axes, diagonal_axes, *args, **kwargs):
+        tr, dg, kind = _strip_point_axis(len(np.shape(o1)), trace_axes, diagonal_axes)
+        k = contract(o1, o2, tr, dg, *args, **kwargs)
+        return _reduce_points(k, kind, np.shape(o1)[0], np.shape(o2)[0])
+
+    return fn
+
+
 def _contract_outputs(o1, o2, axes: structured.OutputAxes, extra: int = 0) -> jax.Array:
     """Σ over ``extra`` trailing axes (parameters) of o1 ⊗ o2 in neural-tangents' layout."""
     s1, s2, res, nxt = axes.indices(2)
@@ -243,15 +293,18 @@ def _full_batch_impl(params, x1, x2, kw1, kw2, *, f, trace_axes, diagonal_axes):
     out1 = jax.eval_shape(lambda: f(params, x1, **kw1))
 
     def one(o, a, b):
-        axes = _axes_for(o, trace_axes, diagonal_axes)
+        tr, dg, kind = _strip_point_axis(len(o.shape), trace_axes, diagonal_axes)
+        axes = _axes_for(o, tr, dg)
         total = 0.0
+        n2 = o.shape[0]
         for la, lb, leaf in zip(
             jax.tree_util.tree_leaves(a),
             jax.tree_util.tree_leaves(b),
             jax.tree_util.tree_leaves(params),
         ):
             total = total + _contract_outputs(la, lb, axes, extra=np.ndim(leaf))
-        return total
+            n2 = lb.shape[0]
+        return _reduce_points(total, kind, o.shape[0], n2)
 
     o_leaves, o_tree = jax.tree_util.tree_flatten(out1)
     j1_per_out = o_tree.flatten_up_to(j1)
@@ -321,18 +374,20 @@ def empirical_ntk_fn(
             return _full_batch_ntk(f, params, x1, x2, kw1, kw2, trace_axes, diagonal_axes)
         out = jax.eval_shape(lambda: f(params, x1, **kw1))
         leaves, tree = jax.tree_util.tree_flatten(out)
-        kernels = [
-            empirical_ntk(
+        kernels = []
+        for i, leaf in enumerate(leaves):
+            tr, dg, kind = _strip_point_axis(len(leaf.shape), trace_axes, diagonal_axes)
+            k = empirical_ntk(
                 f if len(leaves) == 1 and not kw1 else _leaf_fn(f, i, len(leaves), kw1),
                 params,
                 x1,
                 x2,
                 impl,
-                trace_axes=trace_axes,
-                diagonal_axes=diagonal_axes,
+                trace_axes=tr,
+                diagonal_axes=dg,
             )  # fmt: skip
-            for i in range(len(leaves))
-        ]
+            n2 = leaf.shape[0] if x2 is None else np.shape(x2)[0]
+            kernels.append(_reduce_points(k, kind, leaf.shape[0], n2))
         return tree.unflatten(kernels)
 
     return ntk_fn
@@ -349,10 +404,9 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)
+        contract = _point_reduced(lambda u, v, tr, dg: _contract_outputs(u, v, _axes_for(u, tr, dg)))
         return jax.tree_util.tree_map(
-            lambda a, b: _contract_outputs(a, b, _axes_for(a, trace_axes, diagonal_axes)),
-            out1,
-            out2,
+            lambda a, b: contract(a, b, trace_axes, diagonal_axes), out1, out2
         )
 
     return nngp_fn

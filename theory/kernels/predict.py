@@ -321,14 +321,7 @@ def _layout(y, trace_axes) -> _Layout:
         raise ValueError(
             f"trace_axes={trace_axes!r} is out of range for y_train of shape {y.shape}"
         )
-    trace = tuple(sorted({a % nd for a in axes}))
-    if len(trace) != len(axes):
-        raise ValueError(f"trace_axes={trace_axes!r} names an axis twice")
-    if len(trace) == nd:
-        raise ValueError(
-            f"trace_axes={trace_axes!r} covers every axis of y_train (shape {y.shape}): the "
-            "kernel would have no point axis; for 1-D y_train pass trace_axes=()"
-        )
+    trace = tuple(sorted({a % nd for a in axes}))  # named twice counts once (neural-tangents)
     points = tuple(y.shape[a] for a in range(nd) if a not in trace)
     return _Layout(nd, trace, tuple(y.shape[a] for a in trace), points)
 
@@ -358,9 +351,15 @@ def _train_kernel(name: str, raw, lay: _Layout, dtype=None) -> jax.Array:
     k = _as_float_array(name, raw, dtype)
     want = _zipped_shape(lay.points, lay.points)
     if k.shape != want:
+        hint = (
+            "; trace_axes covers every axis of y_train, so the kernel is a scalar (for 1-D "
+            "y_train and an (N, N) kernel pass trace_axes=())"
+            if not lay.points
+            else ""
+        )
         raise ValueError(
             f"{name} must have shape {want} (y_train's non-traced axes {lay.points}, zipped; "
-            f"trace_axes {lay.trace} absent), got shape {k.shape}"
+            f"trace_axes {lay.trace} absent), got shape {k.shape}{hint}"
         )
     if k.ndim == 2:
         return _check_kernel(name, raw, dtype)

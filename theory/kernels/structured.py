@@ -93,9 +93,7 @@ class OutputAxes:
                         "point axes (n1, n2)"
                     )
                 out.append(a)
-            if len(set(out)) < len(out):
-                raise ValueError(f"{name} repeats an axis: {axes!r}")
-            return set(out)
+            return set(out)  # an axis named twice counts once, as in neural-tangents
 
         tr, dg = canon(trace_axes, "trace_axes"), canon(diagonal_axes, "diagonal_axes")
         if tr & dg:
