@@ -243,9 +243,7 @@ def test_tracing_the_point_axis_averages_the_pairs(x64):
     """trace_axes containing 0 is the mean over i of Θ̂(x1[i], x2[i]); diagonal_axes
     containing 0 keeps them; unequal batches cannot be paired and are refused by name."""
     a = _arrays()
-    init_fn, apply_fn, _ = ours.stax.serial(
-        ours.stax.Dense(6), ours.stax.Erf(), ours.stax.Dense(3)
-    )
+    init_fn, apply_fn, _ = ours.stax.serial(ours.stax.Dense(6), ours.stax.Erf(), ours.stax.Dense(3))
     _, params = init_fn(jax.random.PRNGKey(0), a["x1"].shape)
     x1, x2 = a["x1"][:3], a["x2"]
     full = np.asarray(ours.empirical_ntk_fn(apply_fn, trace_axes=())(x1, x2, params))

@@ -118,9 +118,7 @@ def split_kwargs(kwargs: dict, x1=None, x2=None) -> tuple[dict, dict]:
 
 
 def _has_arrays(kwargs: dict) -> bool:
-    return any(
-        isinstance(v, jax.Array | np.ndarray) for v in jax.tree_util.tree_leaves(kwargs)
-    )
+    return any(isinstance(v, jax.Array | np.ndarray) for v in jax.tree_util.tree_leaves(kwargs))
 
 
 def _same_kwargs(k1: dict, k2: dict) -> bool:
@@ -404,7 +402,9 @@ def empirical_nngp_fn(f: Callable, trace_axes=(-1,), diagonal_axes=()) -> Callab
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)
-        contract = _point_reduced(lambda u, v, tr, dg: _contract_outputs(u, v, _axes_for(u, tr, dg)))
+        contract = _point_reduced(
+            lambda u, v, tr, dg: _contract_outputs(u, v, _axes_for(u, tr, dg))
+        )
         return jax.tree_util.tree_map(
             lambda a, b: contract(a, b, trace_axes, diagonal_axes), out1, out2
         )

@@ -135,7 +135,8 @@ class KernelFn(Batchable):
     that declare it, and ``kernel_fn(x1, x2, get, pattern=...)`` passes them into the compiled
     computation as traced arguments (one compilation per shape, not per value). ``pattern`` and
     ``rng`` are dropped by networks that do not take them (as neural-tangents does); any
-    other keyword that no layer of the network declares raises `TypeError` naming it. Per-point keywords (pairs
+    other keyword that no layer of the network declares raises `TypeError` naming it.
+    Per-point keywords (pairs
     ``(a1, a2)`` with x1's and x2's points on the leading axes, `per_point`, as a graph
     pattern is) are sliced into tiles with the points, so such networks are tiled and batched
     like any other; a network called with other array-valued keywords is not tiled, and holds

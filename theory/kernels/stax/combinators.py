@@ -187,9 +187,9 @@ def _fusion_boundary(f: Callable, k):
     the predicate, but XLA cannot fuse across it. The predicate reads the data so that it
     cannot be constant-folded away.
     """
-    leaves = jax.tree_util.tree_leaves(k)
+    leaves = [a for a in jax.tree_util.tree_leaves(k) if a.size]
     if not leaves or not isinstance(leaves[0], jax.core.Tracer):
-        return f(k)  # eager use: nothing to fuse
+        return f(k)  # eager use (or no entries, e.g. a shape probe): nothing to fuse
     probe = leaves[0].reshape(-1)[0]
     return jax.lax.cond(probe == probe, f, f, k)
 

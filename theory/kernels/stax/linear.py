@@ -36,6 +36,8 @@ __all__ = [
     "MaxPool",
     "GlobalAvgPool",
     "GlobalSumPool",
+    "Index",
+    "Slice",
 ]
 
 # --------------------------------------------------------------------------- Dense
@@ -762,3 +764,131 @@ def GlobalSumPool(batch_axis: int = 0, channel_axis: int = -1):
     """The sum over all sites. Kernel: the sum over all pairs of sites (full covariance).
     Inputs without sites ((N, C)) pass unchanged, as in neural-tangents."""
     return _global_pool(False, batch_axis, channel_axis)
+
+
+# --------------------------------------------------------------------------- Index
+
+
+class _Slice:
+    """``Slice[1:10, :, ::-1]`` is ``(slice(1, 10), slice(None), slice(None, None, -1))``: the
+    index `Index` takes (Python has no slice literals outside brackets)."""
+
+    def __getitem__(self, idx):
+        return idx
+
+    def __repr__(self) -> str:
+        return "Slice"
+
+
+Slice = _Slice()
+
+
+def _full_index(idx, ndim: int, name: str) -> tuple:
+    """``idx`` as one int or slice per axis of ``ndim``-D activations (Ellipsis expanded,
+    missing trailing axes ``:``)."""
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    for i in idx:
+        if i is None:
+            raise NotImplementedError(f"{name}: new axes (None in the index) are not supported")
+        if (
+            i is not Ellipsis
+            and not isinstance(i, slice)
+            and (isinstance(i, bool) or not isinstance(i, (int, np.integer)))
+        ):
+            raise TypeError(
+                f"{name}: idx entries must be ints, slices or ..., got {type(i).__name__} "
+                "(build it with stax.Slice[...])"
+            )
+    n_ell = sum(i is Ellipsis for i in idx)
+    if n_ell > 1:
+        raise IndexError(f"{name}: an index can only have a single ellipsis")
+    if n_ell:
+        at = idx.index(Ellipsis)
+        idx = idx[:at] + (slice(None),) * (ndim - len(idx) + 1) + idx[at + 1 :]
+    if len(idx) > ndim:
+        raise IndexError(f"{name}: {len(idx)} indices for {ndim}-D inputs")
+    return idx + (slice(None),) * (ndim - len(idx))
+
+
+def _is_all(i) -> bool:
+    return isinstance(i, slice) and i == slice(None)
+
+
+def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
+    """``x[idx]``, as numpy indexes (ints, slices, ``...``; build ``idx`` with
+    ``stax.Slice[...]``, as in neural-tangents).
+
+    Kernel: the same selection applied to both sides of every pair — points i ∈ idx₀ of x1
+    and of x2, sites s, s' ∈ idxₛ on each spatial axis (both copies of the axis with the full
+    spatial covariance); an int removes its axis. The channel axis has infinitely many
+    channels in the kernel and may only take ``:``; an int on the batch axis would remove
+    the points and raises (both as neural-tangents does). Selecting points on the batch axis
+    pairs the selected points of x1 with those of x2, so the network is computed untiled.
+    """
+    channel_axis = check_axes("Index", batch_axis, channel_axis)
+    first = (idx if isinstance(idx, tuple) else (idx,))[:1]
+    batch_untouched = not first or first[0] is Ellipsis or _is_all(first[0])
+    _full_index(idx, 64, "Index")  # validates entries before any shape is known
+
+    def init_fn(rng, input_shape):
+        shape = jax.eval_shape(lambda x: x[idx], jax.ShapeDtypeStruct(tuple(input_shape), "f4"))
+        return shape.shape, ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return inputs[idx]
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"Index takes one input; got {len(k)} branches")
+        ndim = 2 + len(k.spatial)
+        full = _full_index(idx, ndim, "Index")
+        c = channel_position(k.channel_axis, ndim, "channel_axis")
+        if not _is_all(full[c]):
+            raise NotImplementedError(
+                f"Index: idx indexes the channel axis {c} with {full[c]!r}; in the kernel the "
+                "channels are infinitely many and can only be taken whole (:)"
+            )
+        b = full[0]
+        if not isinstance(b, slice):
+            raise NotImplementedError(
+                f"Index: idx takes the single point {b} on the batch axis, which would remove "
+                "the axis kernels pair points along; use a slice (e.g. {b}:{b + 1})"
+            )
+        sites = [full[a] for a in range(1, ndim) if a != c]
+        new_spatial = tuple(
+            len(range(n)[i]) for n, i in zip(k.spatial, sites) if isinstance(i, slice)
+        )
+        removed_before_c = sum(1 for a in range(1, c) if not isinstance(full[a], slice))
+
+        def select(a, batch_nd):
+            if a is None:
+                return None
+            lead = (b,) * batch_nd
+            if k.full_spatial:
+                rest = tuple(j for i in sites for j in (i, i))
+            else:
+                rest = tuple(sites)
+            return a[lead + rest]
+
+        new_c = None if k.channel_axis is None else c - removed_before_c
+        if new_c is not None and new_c == 1 + len(new_spatial):
+            new_c = None  # the channels are last again
+        return k.replace(
+            nngp=select(k.nngp, 2),
+            ntk=select(k.ntk, 2),
+            cov1=select(k.cov1, 1),
+            cov2=select(k.cov2, 1),
+            spatial=new_spatial,
+            diagonal_spatial=k.diagonal_spatial or not new_spatial,
+            channel_axis=new_c,
+            diag_offset=k.diag_offset if batch_untouched else None,
+        )
+
+    kfn = KernelFn(
+        transform,
+        f"Index({idx!r})",
+        spatial_ndim="any",
+        channel_axis=None if channel_axis == -1 else channel_axis,
+        mixes_points=not batch_untouched,
+    )
+    return new_layer(init_fn, apply_fn, kfn)
