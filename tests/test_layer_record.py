@@ -18,7 +18,7 @@ def _builders():
         "AvgPool": ((2, 2),), "SumPool": ((2, 2),), "MaxPool": ((2, 2),), "FanOut": (2,),
         "GlobalSelfAttention": (4, 4, 2, 1), "Dropout": (0.5,), "Monomial": (2,),
         "RectifiedMonomial": (2,), "Polynomial": ([0.0, 1.0],), "Hermite": (2,),
-        "LeakyRelu": (0.1,), "ABRelu": (-0.5, 1.0),
+        "LeakyRelu": (0.1,), "ABRelu": (-0.5, 1.0), "Index": (stax.Slice[:, 1:],),
     }  # fmt: skip
     out = {}
     for name in stax.__all__:

@@ -300,12 +300,19 @@ def channel_position(channel_axis: int | None, ndim: int, name: str) -> int:
     return channel_axis % ndim
 
 
-def check_channel_axis(layer: str, k: Kernel, channel_axis: int) -> None:
+def check_channel_axis(layer: str, k: Kernel, channel_axis: int, batch_axis: int = 0) -> None:
     """Raise ValueError unless ``k``'s activations hold their channels on ``channel_axis``
-    (what a layer built with that ``channel_axis`` expects; neural-tangents' rule)."""
+    (what a layer built with that ``channel_axis`` expects; neural-tangents' rule). ``k`` is
+    laid out with its points on axis 0; a layer whose points are on ``batch_axis`` names its
+    channel axis in its own layout, renumbered here."""
     ndim = 2 + len(k.spatial)
     have = channel_position(k.channel_axis, ndim, "channel_axis")
-    want = channel_position(channel_axis, ndim, f"{layer}: channel_axis")
+    if batch_axis != 0:
+        from theory.kernels.stax._core import canonical_axis
+
+        want = canonical_axis(channel_axis, batch_axis, ndim, f"{layer}: channel_axis")
+    else:
+        want = channel_position(channel_axis, ndim, f"{layer}: channel_axis")
     if want != have:
         raise ValueError(
             f"{layer}: channel_axis={channel_axis} is axis {want} of its {ndim}-D inputs, but "

@@ -165,8 +165,13 @@ class KernelFn(Batchable):
         call_kwargs: Sequence[str] = (),
         channel_axis: int | None = None,
         mixes_points: bool = False,
+        batch_axis: int | None = None,
     ):
         self.transform = transform
+        # the axis of the inputs that holds the points: the first one a layer names
+        # (``batch_axis``, neural-tangents' argument); None or 0: the leading axis. Kernels are
+        # computed with the points moved to axis 0 (`_points_first`).
+        self.batch_axis = batch_axis
         # the output's points are not the inputs' points one for one (`FanInConcat` along the
         # batch axis): tiles over points would be wrong, so the network is computed untiled
         self.mixes_points = mixes_points
@@ -433,9 +438,25 @@ class KernelFn(Batchable):
             self._variants[diagonal_spatial] = KernelFn(
                 self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
                 Diagonal(YES, YES) if diagonal_spatial else Diagonal(NO, NO),
-                self.call_kwargs, self.channel_axis, self.mixes_points,
+                self.call_kwargs, self.channel_axis, self.mixes_points, self.batch_axis,
             )  # fmt: skip
         return self._variants[diagonal_spatial]
+
+    def _points_first(self, ndim: int) -> KernelFn:
+        """This kernel function for inputs whose points were moved from ``batch_axis`` to axis
+        0 (the channel axis renumbered accordingly)."""
+        key = ("points_first", ndim)
+        if key not in self._variants:
+            axis_position(self.batch_axis, ndim, "batch_axis")  # in range
+            c = None
+            if self.channel_axis is not None:
+                c = canonical_axis(self.channel_axis, self.batch_axis, ndim, "channel_axis")
+                c = None if c == ndim - 1 else c
+            self._variants[key] = KernelFn(
+                self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
+                self.diagonal, self.call_kwargs, c, self.mixes_points, 0,
+            )  # fmt: skip
+        return self._variants[key]
 
     def _full_batch(self, x1, x2, get, out, kwargs):
         """``out`` with cov1 and cov2 replaced by the kernels of x1 with x1 and x2 with x2
@@ -466,6 +487,13 @@ class KernelFn(Batchable):
         diagonal, refused where the network needs more) or False (the full covariance);
         ``diagonal_batch=False``: cov1/cov2 are the full x1–x1 and x2–x2 kernels. Other
         keywords are call-time data for the layers that declare them (see the class)."""
+        if self.batch_axis not in (None, 0) and hasattr(x1, "ndim") and not isinstance(x1, Kernel):
+            kf = self._points_first(x1.ndim)
+            b = axis_position(self.batch_axis, x1.ndim, "batch_axis")
+            x1 = jnp.moveaxis(jnp.asarray(x1), b, 0)
+            x2 = None if x2 is None else jnp.moveaxis(jnp.asarray(x2), b, 0)
+            return kf(x1, x2, get, diagonal_batch=diagonal_batch,
+                      diagonal_spatial=diagonal_spatial, **kwargs)  # fmt: skip
         if diagonal_spatial is not None:
             if not isinstance(diagonal_spatial, (bool, np.bool_)):
                 raise TypeError(
@@ -531,6 +559,11 @@ class KernelFn(Batchable):
         """This kernel function in ``batch_size``² tiles spread over ``devices``: what
         `theory.kernels.batch` returns (its docstring has the contract)."""
         diagonal = bool(self.diagonal)
+        if self.batch_axis not in (None, 0):
+            raise NotImplementedError(
+                f"batch: {self!r} takes its points on batch_axis={self.batch_axis}; batching "
+                "tiles points on axis 0 (move the axis, and use batch_axis=0 layers)"
+            )
         if self.mixes_points:
             # points concatenated across branches (FanInConcat on the batch axis): a tile of
             # points is not a tile of the output, so the kernel is computed whole (where
@@ -735,22 +768,64 @@ def as_layer(obj, where: str) -> Layer:
     )
 
 
-def check_axes(layer: str, batch_axis, channel_axis) -> int:
+def check_axes(layer: str, batch_axis, channel_axis, any_batch: bool = False) -> int:
     """Validate a layer's ``batch_axis`` and ``channel_axis`` arguments; return
-    ``channel_axis``. Kernels need the batch on axis 0 (neural-tangents' kernels do too; it
-    only warns), so other batch axes raise NotImplementedError; the channel axis may be any
-    other axis (checked against the inputs' rank when the layer is used)."""
+    ``channel_axis``. Layers whose outputs and kernels do not depend on where the points are
+    (``any_batch``) take any batch axis: kernels are computed with the points moved to axis 0
+    (`KernelFn.batch_axis`); the others need the batch on axis 0 and raise
+    NotImplementedError otherwise. Axes are checked against the inputs' rank when the layer is
+    used."""
     for name, value in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
-    if batch_axis != 0:
+    if batch_axis != 0 and not any_batch:
         raise NotImplementedError(
             f"{layer}: only batch_axis=0 is supported (kernels pair points along axis 0), got "
             f"batch_axis={batch_axis}"
         )
-    if channel_axis == 0:
+    if batch_axis == 0 and channel_axis == 0:
         raise ValueError(f"{layer}: channel_axis=0 is the batch axis; channels need another axis")
     return channel_axis
+
+
+def axis_position(axis: int | None, ndim: int, name: str) -> int:
+    """``axis`` (None: 0) as a position in 0 … ndim − 1; ValueError naming ``name``."""
+    if axis is None:
+        return 0
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for {ndim}-D inputs")
+    return axis % ndim
+
+
+def canonical_axis(axis: int, batch_axis: int | None, ndim: int, name: str) -> int:
+    """Where ``axis`` of ``ndim``-D activations whose points are on ``batch_axis`` is once the
+    points are moved to axis 0 (the layout kernels are computed in)."""
+    a = axis_position(axis, ndim, name)
+    b = axis_position(batch_axis, ndim, "batch_axis")
+    if a == b:
+        raise ValueError(f"{name}={axis} is the batch axis ({batch_axis}) of {ndim}-D inputs")
+    return a + 1 if a < b else a
+
+
+def points_first(init_fn: Callable, apply_fn: Callable, batch_axis: int):
+    """``init_fn``/``apply_fn`` of a rank-preserving layer written for inputs with their points
+    on axis 0, made to take them on ``batch_axis``. Unchanged for ``batch_axis=0``."""
+    if batch_axis == 0:
+        return init_fn, apply_fn
+
+    def init(rng, input_shape):
+        shape = tuple(input_shape)
+        b = axis_position(batch_axis, len(shape), "batch_axis")
+        out, params = init_fn(rng, (shape[b],) + shape[:b] + shape[b + 1 :])
+        out = tuple(out)
+        return out[1 : b + 1] + out[:1] + out[b + 1 :], params
+
+    def apply(params, inputs, **kwargs):
+        b = axis_position(batch_axis, inputs.ndim, "batch_axis")
+        y = apply_fn(params, jnp.moveaxis(inputs, b, 0), **kwargs)
+        return jnp.moveaxis(y, 0, b)
+
+    return init, apply
 
 
 def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory.kernels.kernel import channel_position
 from theory.kernels.stax._core import (
@@ -154,6 +155,7 @@ def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
         call_kwargs=tuple(n for kf in kernels for n in kf.call_kwargs),
         channel_axis=next((kf.channel_axis for kf in kernels if kf.channel_axis is not None), None),
         mixes_points=any(kf.mixes_points for kf in kernels),
+        batch_axis=next((kf.batch_axis for kf in kernels if kf.batch_axis is not None), None),
     )
 
 
@@ -187,7 +189,7 @@ def _fusion_boundary(f: Callable, k):
     the predicate, but XLA cannot fuse across it. The predicate reads the data so that it
     cannot be constant-folded away.
     """
-    leaves = [a for a in jax.tree_util.tree_leaves(k) if a.size]
+    leaves = [a for a in jax.tree_util.tree_leaves(k) if np.size(a)]
     if not leaves or not isinstance(leaves[0], jax.core.Tracer):
         return f(k)  # eager use (or no entries, e.g. a shape probe): nothing to fuse
     probe = leaves[0].reshape(-1)[0]

@@ -20,6 +20,8 @@ from theory.kernels.stax._core import (
     Diagonal,
     KernelFn,
     _check_std,
+    axis_position,
+    canonical_axis,
     channels_last,
     check_axes,
     new_layer,
@@ -88,15 +90,19 @@ def Dense(
 
     Parameters are ``(W, b)``, ``W`` of shape (n_in·s_in, out_dim·s_out), ``b`` None or of
     the output's rank with out_dim·s_out on the channel axis ((1, out_dim·s_out) for 2-D
-    inputs), as in neural-tangents. ``batch_axis`` must be 0.
+    inputs), as in neural-tangents. ``batch_axis`` may be any other axis than the channel
+    axis (the kernel does not depend on where the points are).
     """
     if not isinstance(out_dim, (int,)) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
-    channel_axis = check_axes(f"Dense({out_dim})", batch_axis, channel_axis)
+    channel_axis = check_axes(f"Dense({out_dim})", batch_axis, channel_axis, any_batch=True)
     W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
 
     def position(ndim):
-        return channel_position(channel_axis, ndim, f"Dense({out_dim}): channel_axis")
+        if batch_axis == 0:
+            return channel_position(channel_axis, ndim, f"Dense({out_dim}): channel_axis")
+        canonical_axis(channel_axis, batch_axis, ndim, f"Dense({out_dim}): channel_axis")
+        return axis_position(channel_axis, ndim, f"Dense({out_dim}): channel_axis")
 
     def init_fn(rng, input_shape):
         input_shape = tuple(input_shape)
@@ -128,7 +134,7 @@ def Dense(
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"Dense takes one input; got {len(k)} branches")
-        check_channel_axis(f"Dense({out_dim})", k, channel_axis)
+        check_channel_axis(f"Dense({out_dim})", k, channel_axis, batch_axis)
 
         def affine(m):
             m = W_std**2 * m
@@ -151,7 +157,13 @@ def Dense(
     rule = DenseRule(W_std, b_std, parameterization, tuple(s))
     # inputs of any rank: on NHWC inputs a Dense layer acts on the channels of every site (a
     # convolution with a 1×…×1 filter), as in neural-tangents
-    kfn = KernelFn(transform, f"Dense({out_dim})", spatial_ndim="any", channel_axis=channel_axis)
+    kfn = KernelFn(
+        transform,
+        f"Dense({out_dim})",
+        spatial_ndim="any",
+        channel_axis=channel_axis,
+        batch_axis=batch_axis,
+    )
     return new_layer(init_fn, apply_fn, kfn, rule)
 
 
@@ -531,17 +543,28 @@ for _layer in (Conv, ConvTranspose, ConvLocal):
 
 
 def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
-    """Flatten all but the batch axis. Kernel (spatial diagonal): the mean over sites
-    (`theory.kernels.spatial.flatten_mean`), a non-Gaussian FC kernel of width C·|S|, as in
-    neural-tangents (an activation right after it is refused)."""
-    if batch_axis != 0 or batch_axis_out != 0:
-        raise NotImplementedError("Flatten: only batch_axis=0 and batch_axis_out=0 are supported")
+    """Flatten all but the batch axis, into (n, −1) (``batch_axis_out=0``) or (−1, n) (1).
+    Kernel (spatial diagonal): the mean over sites (`theory.kernels.spatial.flatten_mean`), a
+    non-Gaussian FC kernel of width C·|S|, as in neural-tangents (an activation right after it
+    is refused). Where the points are does not change the kernel."""
+    for arg, value in (("batch_axis", batch_axis), ("batch_axis_out", batch_axis_out)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Flatten: {arg} must be an integer, got {value!r}")
+    if batch_axis_out not in (0, 1, -1, -2):
+        raise ValueError(
+            f"Flatten: batch_axis_out must be 0 or 1 (or -2, -1), got {batch_axis_out}"
+        )
+    out_first = batch_axis_out in (0, -2)
 
     def init_fn(rng, input_shape):
-        return (input_shape[0], math.prod(input_shape[1:])), ()
+        b = axis_position(batch_axis, len(input_shape), "Flatten: batch_axis")
+        rest = math.prod(input_shape) // input_shape[b]
+        return ((input_shape[b], rest) if out_first else (rest, input_shape[b])), ()
 
     def apply_fn(params, inputs, **kwargs):
-        return inputs.reshape(inputs.shape[0], -1)
+        b = axis_position(batch_axis, inputs.ndim, "Flatten: batch_axis")
+        flat = jnp.moveaxis(inputs, b, 0).reshape(inputs.shape[b], -1)
+        return flat if out_first else flat.T
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
@@ -561,7 +584,13 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
             channel_axis=None,
         )
 
-    kfn = KernelFn(transform, "Flatten", spatial_ndim="any", diagonal=Diagonal(YES, YES))
+    kfn = KernelFn(
+        transform,
+        "Flatten",
+        spatial_ndim="any",
+        diagonal=Diagonal(YES, YES),
+        batch_axis=batch_axis,
+    )
     return new_layer(init_fn, apply_fn, kfn)
 
 
@@ -711,23 +740,30 @@ def MaxPool(
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
     name = "GlobalAvgPool" if mean else "GlobalSumPool"
-    channel_axis = check_axes(name, batch_axis, channel_axis)
+    channel_axis = check_axes(name, batch_axis, channel_axis, any_batch=True)
+
+    def axes(ndim):
+        """(batch, channel) positions; the other axes are the sites pooled over."""
+        b = axis_position(batch_axis, ndim, f"{name}: batch_axis")
+        canonical_axis(channel_axis, batch_axis, ndim, f"{name}: channel_axis")  # distinct
+        return b, axis_position(channel_axis, ndim, f"{name}: channel_axis")
 
     def init_fn(rng, input_shape):
-        c = channel_position(channel_axis, len(input_shape), f"{name}: channel_axis")
-        return (input_shape[0], input_shape[c]), ()
+        b, c = axes(len(input_shape))
+        kept = sorted((b, c))  # the output keeps the batch and channel axes in their order
+        return tuple(input_shape[a] for a in kept), ()
 
     def apply_fn(params, inputs, **kwargs):
-        c = channel_position(channel_axis, inputs.ndim, f"{name}: channel_axis")
-        axes = tuple(a for a in range(1, inputs.ndim) if a != c)
-        return jnp.mean(inputs, axis=axes) if mean else jnp.sum(inputs, axis=axes)
+        b, c = axes(inputs.ndim)
+        pooled = tuple(a for a in range(inputs.ndim) if a not in (b, c))
+        return jnp.mean(inputs, axis=pooled) if mean else jnp.sum(inputs, axis=pooled)
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         if not k.spatial:
             return k  # no sites to pool over: the identity, as in neural-tangents
-        check_channel_axis(name, k, channel_axis)
+        check_channel_axis(name, k, channel_axis, batch_axis)
         # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
         op = spatial.global_pool_full if k.full_spatial else spatial.global_pool_diagonal
 
@@ -750,6 +786,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         spatial_ndim="any",  # NHWC, or (N, C) which passes unchanged
         diagonal=Diagonal(MAYBE, YES),
         channel_axis=channel_axis,
+        batch_axis=batch_axis,
     )
     return new_layer(init_fn, apply_fn, kfn)
 
@@ -825,9 +862,9 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
     the points and raises (both as neural-tangents does). Selecting points on the batch axis
     pairs the selected points of x1 with those of x2, so the network is computed untiled.
     """
-    channel_axis = check_axes("Index", batch_axis, channel_axis)
+    channel_axis = check_axes("Index", batch_axis, channel_axis, any_batch=True)
     first = (idx if isinstance(idx, tuple) else (idx,))[:1]
-    batch_untouched = not first or first[0] is Ellipsis or _is_all(first[0])
+    batch_untouched = batch_axis == 0 and (not first or first[0] is Ellipsis or _is_all(first[0]))
     _full_index(idx, 64, "Index")  # validates entries before any shape is known
 
     def init_fn(rng, input_shape):
@@ -842,6 +879,8 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
             raise ValueError(f"Index takes one input; got {len(k)} branches")
         ndim = 2 + len(k.spatial)
         full = _full_index(idx, ndim, "Index")
+        bpos = axis_position(batch_axis, ndim, "Index: batch_axis")
+        full = (full[bpos],) + full[:bpos] + full[bpos + 1 :]  # the kernel's layout: points first
         c = channel_position(k.channel_axis, ndim, "channel_axis")
         if not _is_all(full[c]):
             raise NotImplementedError(
@@ -890,5 +929,6 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         spatial_ndim="any",
         channel_axis=None if channel_axis == -1 else channel_axis,
         mixes_points=not batch_untouched,
+        batch_axis=batch_axis,
     )
     return new_layer(init_fn, apply_fn, kfn)
