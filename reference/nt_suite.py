@@ -8,8 +8,10 @@ whose every public name is a name of ``theory.kernels``:
     neural_tangents              -> theory.kernels            (batch, empirical_*_fn, Kernel, ...)
     neural_tangents.stax         -> theory.kernels.stax
     neural_tangents.predict      -> theory.kernels.predict
-    neural_tangents._src.<mod>   -> the same public names; private ones (leading underscore)
-                                    are stand-ins that raise `PrivateInternal` when used
+    neural_tangents._src.<mod>   -> the same public names; private ones (a leading
+                                    underscore, or any `_src` helper that has no public
+                                    counterpart here, e.g. `utils.canonicalize_idx`) are
+                                    stand-ins that raise `PrivateInternal` when used
 
 Nothing in the tests is edited. A test that fails only because it used a private internal of
 neural-tangents (its ``_src`` helpers: ``batching._serial``, ``utils.zip_flat``, ...) is
@@ -112,6 +114,9 @@ def __getattr__(name):
             obj = getattr(obj, part)
         return obj
     if name.startswith("_"):
+        return _Private({name!r} + "." + name)
+    if "._src" in __name__ and not hasattr(_target, name):
+        # a helper of neural-tangents' private `_src` package with no public counterpart here
         return _Private({name!r} + "." + name)
     return getattr(_target, name)
 '''

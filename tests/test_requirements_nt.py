@@ -125,6 +125,28 @@ def test_shapes_are_the_finite_networks_output_shapes(x64):
         assert kf(a["s1"], a["s2"], "shape2") == apply_fn(params, a["s2"]).shape
 
 
+def test_replacing_shapes_sets_width_and_sites():
+    """neural-tangents' ``Kernel.replace(shape1=..., shape2=...)`` (its tests relabel a
+    flattened kernel as the FC one): here the shapes are derived, so they set ``width`` and
+    ``spatial``; shapes that disagree with the kernel's points or with each other raise."""
+    x = np.random.default_rng(0).standard_normal((3, 4, 2, 2))
+    k = stax.serial(stax.Dense(8), stax.Relu(), stax.Flatten())[2](x, x[:2])
+    assert k.shape1 == (3, 8 * 8) and k.shape2 == (2, 64)
+    r = k.replace(is_gaussian=True, shape1=(3, 512), shape2=(2, 512))
+    assert (r.width, r.spatial, r.shape1, r.shape2, r.is_gaussian) == (
+        512,
+        (),
+        (3, 512),
+        (2, 512),
+        True,
+    )
+    np.testing.assert_array_equal(r.nngp, k.nngp)
+    with pytest.raises(ValueError, match="3 points"):
+        k.replace(shape1=(4, 512))
+    with pytest.raises(ValueError, match="share their non-point axes"):
+        k.replace(shape1=(3, 512), shape2=(2, 256))
+
+
 def test_conv_without_sites_is_dense_and_global_pooling_of_no_sites_is_identity(x64):
     a = _arrays()
     x = a["s1"].reshape(2, -1)

@@ -78,6 +78,26 @@ class Kernel:
     diagonal_batch: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
+        """A copy with fields replaced. ``shape1``/``shape2`` (neural-tangents' fields; here
+        derived) set ``width`` and ``spatial`` from the activations' shape they describe
+        (points first, channels on ``channel_axis``); the points must be this kernel's."""
+        for name in ("shape1", "shape2"):
+            if name not in kw:
+                continue
+            shape = tuple(int(d) for d in kw.pop(name))
+            n = self.nngp.shape[0 if name == "shape1" else 1]
+            if len(shape) < 2 or shape[0] != n:
+                raise ValueError(
+                    f"replace: {name}={shape} must be (points, …, channels) with {n} points"
+                )
+            c = channel_position(kw.get("channel_axis", self.channel_axis), len(shape), name)
+            rest = {"width": shape[c], "spatial": shape[1:c] + shape[c + 1 :]}
+            for field, value in rest.items():
+                if kw.setdefault(field, value) != value:
+                    raise ValueError(
+                        f"replace: {name}={shape} gives {field} {value}, but {kw[field]} was "
+                        "asked for (x1's and x2's activations share their non-point axes)"
+                    )
         return dataclasses.replace(self, **kw)
 
     def _shape(self, n: int) -> tuple[int, ...]:
