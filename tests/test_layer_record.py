@@ -19,6 +19,7 @@ def _builders():
         "GlobalSelfAttention": (4, 4, 2, 1), "Dropout": (0.5,), "Monomial": (2,),
         "RectifiedMonomial": (2,), "Polynomial": ([0.0, 1.0],), "Hermite": (2,),
         "LeakyRelu": (0.1,), "ABRelu": (-0.5, 1.0), "Index": (stax.Slice[:, 1:],),
+        "ImageResize": ((-1, 2, 2, -1), "linear"),
     }  # fmt: skip
     out = {}
     for name in stax.__all__:

@@ -40,6 +40,7 @@ __all__ = [
     "GlobalSumPool",
     "Index",
     "Slice",
+    "ImageResize",
 ]
 
 # --------------------------------------------------------------------------- Dense
@@ -929,6 +930,139 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         spatial_ndim="any",
         channel_axis=None if channel_axis == -1 else channel_axis,
         mixes_points=not batch_untouched,
+        batch_axis=batch_axis,
+    )
+    return new_layer(init_fn, apply_fn, kfn)
+
+
+# --------------------------------------------------------------------------- ImageResize
+
+_KERNEL_RESIZE = {"linear": "linear", "bilinear": "linear", "trilinear": "linear",
+                  "triangle": "linear", "nearest": "nearest"}  # fmt: skip
+
+
+def _resize_matrix(n_in: int, n_out: int, method: str, antialias: bool) -> np.ndarray:
+    """R (n_out, n_in) with resize(x)[o] = Σ_i R[o, i] x[i] along one axis: the resize of the
+    identity (jax.image.resize's linear and nearest methods act axis by axis)."""
+    with jax.ensure_compile_time_eval():  # constants, also when called inside a trace
+        return _resize_matrix_eager(n_in, n_out, method, antialias)
+
+
+def _resize_matrix_eager(n_in: int, n_out: int, method: str, antialias: bool) -> np.ndarray:
+    eye = jnp.eye(n_in, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    r = jax.image.resize(eye, (n_out, n_in), method=method, antialias=antialias,
+                         precision=jax.lax.Precision.HIGHEST)  # fmt: skip
+    return np.asarray(r)
+
+
+def ImageResize(
+    shape,
+    method,
+    antialias: bool = True,
+    precision=jax.lax.Precision.HIGHEST,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+):
+    """``jax.image.resize`` of the inputs to ``shape`` (−1 keeps an axis), as neural-tangents'
+    ``ImageResize``.
+
+    Kernel: each resized site axis a is the linear map R_a (out × in, the resize of the
+    identity), applied to both sites of every pair of the full spatial covariance,
+    K' = (⊗ R_a) K (⊗ R_a)ᵀ; the layer therefore needs the full covariance (as in
+    neural-tangents). Only ``"linear"`` (and its aliases) and ``"nearest"`` have kernels; other
+    methods work in ``apply_fn`` and raise NotImplementedError in ``kernel_fn``. Resizing the
+    batch or the channel axis has no kernel here (the channels are infinitely many; a resized
+    batch would mix points) and raises NotImplementedError naming ``shape``.
+    """
+    channel_axis = check_axes("ImageResize", batch_axis, channel_axis, any_batch=True)
+    shape = tuple(int(d) for d in shape)
+    if any(d < 1 and d != -1 for d in shape):
+        raise ValueError(f"ImageResize: shape entries must be positive or -1, got {shape}")
+    name = f"ImageResize({shape}, {method!r})"
+    method_name = str(getattr(method, "name", method)).lower()
+
+    def out_shape(input_shape):
+        if len(input_shape) != len(shape):
+            raise ValueError(
+                f"{name}: shape has {len(shape)} entries for {len(input_shape)}-D inputs"
+            )
+        return tuple(i if d == -1 else d for i, d in zip(input_shape, shape))
+
+    def init_fn(rng, input_shape):
+        return out_shape(tuple(input_shape)), ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return jax.image.resize(inputs, out_shape(inputs.shape), method=method,
+                                antialias=antialias, precision=precision)  # fmt: skip
+
+    nd = len(shape)
+    fixed = {axis_position(batch_axis, nd, "ImageResize: batch_axis"),
+             axis_position(channel_axis, nd, "ImageResize: channel_axis")}  # fmt: skip
+    resizes_sites = any(d != -1 for a, d in enumerate(shape) if a not in fixed)
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"ImageResize takes one input; got {len(k)} branches")
+        ndim = 2 + len(k.spatial)
+        if len(shape) != ndim:
+            raise ValueError(f"{name}: shape has {len(shape)} entries for {ndim}-D inputs")
+        b = axis_position(batch_axis, ndim, "ImageResize: batch_axis")
+        canon = (shape[b],) + shape[:b] + shape[b + 1 :]  # points first, as the kernel
+        c = channel_position(k.channel_axis, ndim, "channel_axis")
+        if canon[0] != -1 or canon[c] != -1:
+            raise NotImplementedError(
+                f"{name}: shape resizes the {'batch' if canon[0] != -1 else 'channel'} axis; "
+                "only site axes have a kernel (set that entry to -1)"
+            )
+        targets = [canon[a] for a in range(1, ndim) if a != c]
+        if all(t == -1 for t in targets):
+            return k
+        if method_name not in _KERNEL_RESIZE:
+            raise NotImplementedError(
+                f"{name}: method {method_name!r} has no kernel (only 'linear' and 'nearest'); "
+                "apply_fn supports it"
+            )
+        if not k.full_spatial:
+            raise ValueError(f"{name} needs the full spatial covariance (diagonal_spatial=False)")
+        mats = [
+            None
+            if t == -1 or t == n
+            else _resize_matrix(n, t, _KERNEL_RESIZE[method_name], antialias)
+            for n, t in zip(k.spatial, targets)
+        ]
+
+        def resize(a, batch_nd):
+            if a is None:
+                return None
+            for i, r in enumerate(mats):
+                if r is None:
+                    continue
+                r = jnp.asarray(r, a.dtype)
+                for axis in (batch_nd + 2 * i, batch_nd + 2 * i + 1):  # both sites of a pair
+                    a = jnp.moveaxis(
+                        jnp.tensordot(
+                            r, a, axes=([1], [axis]), precision=jax.lax.Precision.HIGHEST
+                        ),
+                        0,
+                        axis,
+                    )
+            return a
+
+        new_spatial = tuple(n if t == -1 else t for n, t in zip(k.spatial, targets))
+        return k.replace(
+            nngp=resize(k.nngp, 2),
+            ntk=resize(k.ntk, 2),
+            cov1=resize(k.cov1, 1),
+            cov2=resize(k.cov2, 1),
+            spatial=new_spatial,
+        )
+
+    kfn = KernelFn(
+        transform,
+        name,
+        spatial_ndim="any",
+        diagonal=Diagonal(NO, NO) if resizes_sites else Diagonal(),
+        channel_axis=None if channel_axis == -1 else channel_axis,
         batch_axis=batch_axis,
     )
     return new_layer(init_fn, apply_fn, kfn)
