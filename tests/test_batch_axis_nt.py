@@ -104,3 +104,23 @@ def test_batch_axis_errors_name_the_argument():
         batch(stax.Dense(2, batch_axis=1)[2], 2)
     with pytest.raises(NotImplementedError, match="LayerNorm: only batch_axis=0"):
         stax.LayerNorm(batch_axis=1)
+
+
+def test_layout_keywords_at_call_time(x64):
+    """neural-tangents' kernel_fn(..., batch_axis=, channel_axis=): where no layer names an
+    axis they set the inputs' layout (the kernel of the moved inputs, exactly); where a layer
+    does they must agree with it."""
+    x = np.moveaxis(_arrays()["xi"], 1, 0)  # (N, H, W, C)
+    *_, net = stax.serial(stax.Dense(4), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
+    got = net(x, None, "nngp", batch_axis=0, channel_axis=-1)  # agreeing: the same kernel
+    np.testing.assert_allclose(got, net(x, None, "nngp"), rtol=1e-14)
+    *_, flat = stax.serial(stax.Flatten())  # names no channel axis
+    xc, xb = np.moveaxis(x, -1, 1), np.moveaxis(x, 0, 2)  # (N, C, H, W), (H, W, N, C)
+    want = flat(x, None, "nngp")
+    np.testing.assert_allclose(flat(xc, None, "nngp", channel_axis=1), want, rtol=1e-14)
+    np.testing.assert_allclose(flat(xb, None, "nngp", batch_axis=2), want, rtol=1e-14)
+    with pytest.raises(ValueError, match="channel_axis=1 given, but the network's layers take"):
+        net(x, None, "nngp", channel_axis=1)
+    *_, on_1 = stax.serial(stax.Dense(4, batch_axis=1), stax.GlobalAvgPool(batch_axis=1))
+    with pytest.raises(ValueError, match="batch_axis=0 given, but the network's layers take"):
+        on_1(x, None, "nngp", batch_axis=0)

@@ -458,6 +458,38 @@ class KernelFn(Batchable):
             )  # fmt: skip
         return self._variants[key]
 
+    def _with_layout(self, x1, batch_axis, channel_axis) -> KernelFn:
+        """This kernel function with the inputs' layout given at call time (`__call__`)."""
+        ndim = getattr(x1, "ndim", None)
+        if ndim is None:
+            raise TypeError("batch_axis/channel_axis keywords need x1 to be one array")
+        for name, given, declared in (
+            ("batch_axis", batch_axis, self.batch_axis),
+            ("channel_axis", channel_axis, self.channel_axis),
+        ):
+            if given is None:
+                continue
+            if isinstance(given, bool) or not isinstance(given, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {given!r}")
+            if declared is not None and axis_position(given, ndim, name) != axis_position(
+                declared, ndim, name
+            ):
+                raise ValueError(
+                    f"{self!r}: {name}={given} given, but the network's layers take "
+                    f"{name}={declared} (axis {axis_position(declared, ndim, name)} of the "
+                    f"{ndim}-D inputs)"
+                )
+        b = self.batch_axis if batch_axis is None else int(batch_axis)
+        c = self.channel_axis if channel_axis is None else int(channel_axis)
+        c = None if c is not None and axis_position(c, ndim, "channel_axis") == ndim - 1 else c
+        key = ("layout", b, c)
+        if key not in self._variants:
+            self._variants[key] = KernelFn(
+                self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
+                self.diagonal, self.call_kwargs, c, self.mixes_points, b,
+            )  # fmt: skip
+        return self._variants[key]
+
     def _full_batch(self, x1, x2, get, out, kwargs):
         """``out`` with cov1 and cov2 replaced by the kernels of x1 with x1 and x2 with x2
         (neural-tangents' ``diagonal_batch=False``: cov1 (n1, n1, …), cov2 (n2, n2, …) or None
@@ -486,7 +518,15 @@ class KernelFn(Batchable):
         ``diagonal_spatial`` None (automatic, from the layers), True (only the spatial
         diagonal, refused where the network needs more) or False (the full covariance);
         ``diagonal_batch=False``: cov1/cov2 are the full x1–x1 and x2–x2 kernels. Other
-        keywords are call-time data for the layers that declare them (see the class)."""
+        keywords are call-time data for the layers that declare them (see the class);
+        ``batch_axis``/``channel_axis`` (neural-tangents' keywords) say where the inputs hold
+        their points and channels: they must agree with what the network's layers name, and
+        set the layout where no layer names one."""
+        if "batch_axis" in kwargs or "channel_axis" in kwargs:
+            kf = self._with_layout(x1, kwargs.pop("batch_axis", None),
+                                   kwargs.pop("channel_axis", None))  # fmt: skip
+            return kf(x1, x2, get, diagonal_batch=diagonal_batch,
+                      diagonal_spatial=diagonal_spatial, **kwargs)  # fmt: skip
         if self.batch_axis not in (None, 0) and hasattr(x1, "ndim") and not isinstance(x1, Kernel):
             kf = self._points_first(x1.ndim)
             b = axis_position(self.batch_axis, x1.ndim, "batch_axis")

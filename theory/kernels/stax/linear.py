@@ -163,7 +163,7 @@ def Dense(
         f"Dense({out_dim})",
         spatial_ndim="any",
         channel_axis=channel_axis,
-        batch_axis=batch_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
     return new_layer(init_fn, apply_fn, kfn, rule)
 
@@ -590,7 +590,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
         "Flatten",
         spatial_ndim="any",
         diagonal=Diagonal(YES, YES),
-        batch_axis=batch_axis,
+        batch_axis=batch_axis if (batch_axis, batch_axis_out) != (0, 0) else None,
     )
     return new_layer(init_fn, apply_fn, kfn)
 
@@ -787,7 +787,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         spatial_ndim="any",  # NHWC, or (N, C) which passes unchanged
         diagonal=Diagonal(MAYBE, YES),
         channel_axis=channel_axis,
-        batch_axis=batch_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
     return new_layer(init_fn, apply_fn, kfn)
 
@@ -930,7 +930,7 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         spatial_ndim="any",
         channel_axis=None if channel_axis == -1 else channel_axis,
         mixes_points=not batch_untouched,
-        batch_axis=batch_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
     return new_layer(init_fn, apply_fn, kfn)
 
@@ -1063,6 +1063,6 @@ def ImageResize(
         spatial_ndim="any",
         diagonal=Diagonal(NO, NO) if resizes_sites else Diagonal(),
         channel_axis=None if channel_axis == -1 else channel_axis,
-        batch_axis=batch_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
     return new_layer(init_fn, apply_fn, kfn)
