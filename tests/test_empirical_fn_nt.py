@@ -330,3 +330,29 @@ def test_kernel_functions_run_inside_the_callers_jit():
     bad = x.at[0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match="x1 contains NaN"):
         jax.jit(lambda p: ours.empirical_ntk(apply_fn, p, bad))(params)
+
+
+def test_networks_of_several_inputs_with_x2_and_a_key(x64):
+    """Several inputs (a list per batch) with x2 given and a dropout key: the point-axis and
+    key rules read the inputs as trees (a regression: they took np.shape of the list).
+    Checked against brute-force Jacobians of the whole batches."""
+    a = _arrays()
+    init_fn, apply_fn, _ = ours.stax.serial(
+        ours.stax.parallel(ours.stax.Dense(6), ours.stax.Dense(6)),
+        ours.stax.FanInSum(),
+        ours.stax.Erf(),
+        ours.stax.Dense(2),
+    )
+    x1 = [a["x1"], a["x1"][:, :3]]  # inputs of different shapes
+    x2 = [a["x2"], a["x2"][:, :3]]
+    _, params = init_fn(jax.random.PRNGKey(0), [v.shape for v in x1])
+    fn = ours.empirical_ntk_fn(apply_fn, trace_axes=())
+
+    def flat_jac(x):
+        j = jax.jacrev(lambda p: apply_fn(p, x))(params)
+        return np.concatenate([np.asarray(v).reshape(len(x[0]), 2, -1)
+                               for v in jax.tree_util.tree_leaves(j)], -1)  # fmt: skip
+
+    want = np.einsum("iap,jbp->ijab", flat_jac(x1), flat_jac(x2))
+    for got in (fn(x1, x2, params), fn(x1, x2, params, rng=jax.random.PRNGKey(1))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

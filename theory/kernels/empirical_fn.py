@@ -76,10 +76,13 @@ def _key_data(key):
 
 
 def _equal(a, b) -> jax.Array:
-    """Whether two arrays are equal (False for different shapes), traceable."""
-    if np.shape(a) != np.shape(b):
+    """Whether two arrays (or trees of arrays: several inputs) are equal (False for different
+    structures or shapes), traceable."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb or any(np.shape(u) != np.shape(v) for u, v in zip(la, lb)):
         return jnp.asarray(False)
-    return jnp.all(jnp.asarray(a) == jnp.asarray(b))
+    return jnp.all(jnp.asarray([jnp.all(jnp.asarray(u) == jnp.asarray(v)) for u, v in zip(la, lb)]))
 
 
 def _read_keys(key, x1, x2):
@@ -384,8 +387,7 @@ def empirical_ntk_fn(
                 trace_axes=tr,
                 diagonal_axes=dg,
             )  # fmt: skip
-            n2 = leaf.shape[0] if x2 is None else np.shape(x2)[0]
-            kernels.append(_reduce_points(k, kind, leaf.shape[0], n2))
+            kernels.append(_reduce_points(k, kind, *np.shape(k)[:2]) if kind else k)
         return tree.unflatten(kernels)
 
     return ntk_fn
