@@ -215,7 +215,14 @@ def test_safe_sqrt_and_arccos_have_finite_derivatives_at_the_boundary(x64):
         assert np.all(np.isfinite(jax.vmap(jax.grad(jax.grad(dual.arccos)))(c)))
 
 
-@pytest.mark.parametrize("phi", ["Relu", "Erf", "Abs"])
+@pytest.mark.parametrize(
+    "phi",
+    [
+        "Relu",
+        pytest.param("Erf", marks=pytest.mark.slow),
+        pytest.param("Abs", marks=pytest.mark.slow),
+    ],
+)  # about 10 s of compilations each: ReLU in the default suite, the others in the slow one
 def test_network_kernels_differentiate_where_a_point_meets_itself(phi, x64):
     """A kernel over the same inputs puts c = 1 exactly on its diagonal, and a zero input makes
     q11 = 0: before the safe derivatives, both returned NaN gradients (neural-tangents' autodiff
