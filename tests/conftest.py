@@ -44,9 +44,11 @@ FILE_SECONDS = {
     "test_normalization_oracle.py": 41, "test_readme.py": 40, "test_empirical_any.py": 40,
     "test_attention_kernel_oracle.py": 38, "test_singular_kernels.py": 36, "test_disk.py": 35,
     "test_information.py": 31, "test_numerics.py": 31, "test_aggregate_oracle.py": 29,
-    "test_dual.py": 23, "test_validation_properties.py": 16, "test_complexity.py": 16,
+    "test_dual.py": 35, "test_image_resize.py": 30, "test_validation_properties.py": 16,
+    "test_complexity.py": 16,
     "test_spatial_tiling.py": 13, "test_predict.py": 11,
-    "test_empirical_fn_nt.py": 15, "test_predict_nt.py": 8, "test_requirements_nt.py": 15,
+    "test_empirical_fn_nt.py": 22, "test_index_nt.py": 10, "test_batch_axis_nt.py": 10,
+    "test_predict_nt.py": 8, "test_requirements_nt.py": 15,
     "test_activations_nt.py": 8, "test_branching_nt.py": 6,
     "theorems/test_radhakrishnan2023.py": 10, "test_experiment_ntk.py": 9, "test_common.py": 9,
 }  # fmt: skip
