@@ -102,6 +102,10 @@ def test_batch_axis_errors_name_the_argument():
         from theory.kernels import batch
 
         batch(stax.Dense(2, batch_axis=1)[2], 2)
+    with pytest.raises(NotImplementedError, match="kernel_to_disk: .*batch_axis=1"):
+        from theory.kernels import kernel_to_disk
+
+        kernel_to_disk(stax.Dense(2, batch_axis=1)[2], x, None, "/nonexistent/never.zarr")
     with pytest.raises(NotImplementedError, match="LayerNorm: only batch_axis=0"):
         stax.LayerNorm(batch_axis=1)
 

@@ -233,6 +233,12 @@ def kernel_to_disk(
             "kernel_to_disk needs a kernel_fn from theory.kernels.stax, got "
             f"{type(kernel_fn).__name__}"
         )
+    if getattr(kernel_fn, "batch_axis", None) not in (None, 0):
+        raise NotImplementedError(
+            f"kernel_to_disk: {kernel_fn!r} takes its points on batch_axis="
+            f"{kernel_fn.batch_axis}; tiles are cut along axis 0 (move the points there and "
+            "use batch_axis=0 layers)"
+        )
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names or any(g not in ("nngp", "ntk") for g in names) or len(set(names)) < len(names):
         raise ValueError(f"get must be 'nngp', 'ntk' or both, got {get!r}")
