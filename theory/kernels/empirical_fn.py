@@ -240,10 +240,11 @@ def _strip_point_axis(ndim: int, trace_axes, diagonal_axes):
     return tr, dg, "trace" if in_tr else "diag" if in_dg else None
 
 
-def _reduce_points(k, kind, n1: int, n2: int):
+def _reduce_points(k, kind):
     """The pairs (x1[i], x2[i]) of a kernel (n1, n2, …): their mean or their diagonal."""
     if kind is None:
         return k
+    n1, n2 = np.shape(k)[:2]
     if n1 != n2:
         raise ValueError(
             f"{'trace_axes' if kind == 'trace' else 'diagonal_axes'} names the point axis 0, "
@@ -260,7 +261,7 @@ def _point_reduced(contract):
     def fn(o1, o2, trace_axes, diagonal_axes, *args, **kwargs):
         tr, dg, kind = _strip_point_axis(len(np.shape(o1)), trace_axes, diagonal_axes)
         k = contract(o1, o2, tr, dg, *args, **kwargs)
-        return _reduce_points(k, kind, np.shape(o1)[0], np.shape(o2)[0])
+        return _reduce_points(k, kind)
 
     return fn
 
@@ -297,15 +298,13 @@ def _full_batch_impl(params, x1, x2, kw1, kw2, *, f, trace_axes, diagonal_axes):
         tr, dg, kind = _strip_point_axis(len(o.shape), trace_axes, diagonal_axes)
         axes = _axes_for(o, tr, dg)
         total = 0.0
-        n2 = o.shape[0]
         for la, lb, leaf in zip(
             jax.tree_util.tree_leaves(a),
             jax.tree_util.tree_leaves(b),
             jax.tree_util.tree_leaves(params),
         ):
             total = total + _contract_outputs(la, lb, axes, extra=np.ndim(leaf))
-            n2 = lb.shape[0]
-        return _reduce_points(total, kind, o.shape[0], n2)
+        return _reduce_points(total, kind)
 
     o_leaves, o_tree = jax.tree_util.tree_flatten(out1)
     j1_per_out = o_tree.flatten_up_to(j1)
@@ -387,7 +386,7 @@ def empirical_ntk_fn(
                 trace_axes=tr,
                 diagonal_axes=dg,
             )  # fmt: skip
-            kernels.append(_reduce_points(k, kind, *np.shape(k)[:2]) if kind else k)
+            kernels.append(_reduce_points(k, kind))
         return tree.unflatten(kernels)
 
     return ntk_fn

@@ -434,29 +434,32 @@ class KernelFn(Batchable):
             )
         if diagonal_spatial == bool(self.diagonal):
             return self
-        if diagonal_spatial not in self._variants:
-            self._variants[diagonal_spatial] = KernelFn(
+        diagonal = Diagonal(YES, YES) if diagonal_spatial else Diagonal(NO, NO)
+        return self._variant(diagonal_spatial, diagonal=diagonal)
+
+    def _variant(self, key, **changes) -> KernelFn:
+        """This kernel function with some of ``diagonal``, ``channel_axis``, ``batch_axis``
+        changed, built once per ``key`` and cached."""
+        if key not in self._variants:
+            fields = dict(
+                diagonal=self.diagonal, channel_axis=self.channel_axis, batch_axis=self.batch_axis
+            )
+            fields.update(changes)
+            self._variants[key] = KernelFn(
                 self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
-                Diagonal(YES, YES) if diagonal_spatial else Diagonal(NO, NO),
-                self.call_kwargs, self.channel_axis, self.mixes_points, self.batch_axis,
+                fields["diagonal"], self.call_kwargs, fields["channel_axis"], self.mixes_points,
+                fields["batch_axis"],
             )  # fmt: skip
-        return self._variants[diagonal_spatial]
+        return self._variants[key]
 
     def _points_first(self, ndim: int) -> KernelFn:
         """This kernel function for inputs whose points were moved from ``batch_axis`` to axis
         0 (the channel axis renumbered accordingly)."""
-        key = ("points_first", ndim)
-        if key not in self._variants:
-            axis_position(self.batch_axis, ndim, "batch_axis")  # in range
-            c = None
-            if self.channel_axis is not None:
-                c = canonical_axis(self.channel_axis, self.batch_axis, ndim, "channel_axis")
-                c = None if c == ndim - 1 else c
-            self._variants[key] = KernelFn(
-                self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
-                self.diagonal, self.call_kwargs, c, self.mixes_points, 0,
-            )  # fmt: skip
-        return self._variants[key]
+        c = None
+        if self.channel_axis is not None:
+            c = canonical_axis(self.channel_axis, self.batch_axis, ndim, "channel_axis")
+            c = None if c == ndim - 1 else c
+        return self._variant(("points_first", ndim), channel_axis=c, batch_axis=0)
 
     def _with_layout(self, x1, batch_axis, channel_axis) -> KernelFn:
         """This kernel function with the inputs' layout given at call time (`__call__`)."""
@@ -482,13 +485,7 @@ class KernelFn(Batchable):
         b = self.batch_axis if batch_axis is None else int(batch_axis)
         c = self.channel_axis if channel_axis is None else int(channel_axis)
         c = None if c is not None and axis_position(c, ndim, "channel_axis") == ndim - 1 else c
-        key = ("layout", b, c)
-        if key not in self._variants:
-            self._variants[key] = KernelFn(
-                self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
-                self.diagonal, self.call_kwargs, c, self.mixes_points, b,
-            )  # fmt: skip
-        return self._variants[key]
+        return self._variant(("layout", b, c), channel_axis=c, batch_axis=b)
 
     def _full_batch(self, x1, x2, get, out, kwargs):
         """``out`` with cov1 and cov2 replaced by the kernels of x1 with x1 and x2 with x2
