@@ -23,6 +23,14 @@ field         shape       meaning
                           points, (n1, n1, …) and (n2, n2, …), as ``kernel_fn(...,
                           diagonal_batch=False)`` returns; True (the per-point variances)
                           everywhere inside a network
+``mask1``     (n1, *S, c) where the inputs are masked (``kernel_fn(..., mask_constant=v)``:
+``mask2``     (n2, *S, c) input entries equal to v are zeroed and count as absent, as in
+                          neural-tangents): True at a masked point and site, with the
+                          points first and the channels last (c = 1 when every channel of a
+                          site shares its mask, else the width); None when nothing is
+                          masked, and ``mask2`` None when x2 is x1. Each layer maps the masks
+                          (`theory.kernels.stax.Masking`) and zeroes every kernel entry that
+                          pairs a masked site (`remask`)
 ``channel_axis`` static   where the network's activations at this point hold their
                           channels: None for the last axis (NHWC, and (N, C) for FC),
                           else the axis (1 for NCHW); the sites S are the other non-batch
@@ -76,6 +84,8 @@ class Kernel:
     diagonal_spatial: bool = dataclasses.field(default=True, metadata=dict(static=True))
     channel_axis: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     diagonal_batch: bool = dataclasses.field(default=True, metadata=dict(static=True))
+    mask1: jax.Array | None = None
+    mask2: jax.Array | None = None
 
     def replace(self, **kw: Any) -> Kernel:
         """A copy with fields replaced. ``shape1``/``shape2`` (neural-tangents' fields; here
@@ -148,6 +158,52 @@ class Kernel:
         v = spatial.site_diagonal(c, 1)
         same = spatial.site_diagonal_mask(self.spatial)[None]
         return spatial.interleave(v, 1, True), spatial.interleave(v, 1, False), same
+
+    def site_masks(self) -> tuple[jax.Array, jax.Array] | None:
+        """``(s1, s2)``, True at a masked point and site, shapes (n1, *S) and (n2, *S): a site
+        counts as masked when all of its channels are (`mask1`, `mask2`); None when nothing
+        is masked."""
+        if self.mask1 is None:
+            return None
+        s1 = jnp.all(self.mask1, axis=-1)
+        s2 = s1 if self.mask2 is None else jnp.all(self.mask2, axis=-1)
+        return s1, s2
+
+    def pair_keep(self) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+        """``(keep12, keep11, keep22)``: True where neither member of a pair is masked,
+        broadcastable against ``nngp``, ``cov1`` and ``cov2`` (with the full spatial covariance
+        at zipped site positions); None when nothing is masked."""
+        masks = self.site_masks()
+        if masks is None:
+            return None
+        k1, k2 = ~masks[0], ~masks[1]
+        if not self.full_spatial:
+            return k1[:, None] & k2[None, :], k1, k2
+        from theory.kernels import spatial
+
+        a1, b1 = spatial.interleave(k1, 1, True), spatial.interleave(k1, 1, False)
+        a2, b2 = spatial.interleave(k2, 1, True), spatial.interleave(k2, 1, False)
+        return a1[:, None] & b2[None, :], a1 & b1, a2 & b2
+
+    def remask(self) -> Kernel:
+        """This kernel with every entry that pairs a masked point and site set to 0 (the
+        activations there are zero: each layer zeroes its masked inputs)."""
+        keep = self.pair_keep()
+        if keep is None:
+            return self
+        if not self.diagonal_batch:
+            raise NotImplementedError("masks with diagonal_batch=False blocks inside a network")
+        k12, k11, k22 = keep
+
+        def zero(a, m):
+            return None if a is None else jnp.where(m, a, jnp.zeros((), a.dtype))
+
+        return self.replace(
+            nngp=zero(self.nngp, k12),
+            ntk=zero(self.ntk, k12),
+            cov1=zero(self.cov1, k11),
+            cov2=zero(self.cov2, k22),
+        )
 
     def self_pairs(self) -> tuple[jax.Array, jax.Array] | None:
         """Indices (rows, cols) of the entries that pair a point with itself, or None.
@@ -269,12 +325,26 @@ def input_kernel(
     compute_ntk: bool,
     diagonal_spatial: bool = True,
     channel_axis: int | None = None,
+    mask_constant=None,
 ) -> Kernel:
     """The kernel of the raw inputs: ``x1 x2ᵀ / d`` (neural-tangents' convention); for NHWC
     inputs (ndim > 2) Σ_c x1[i, s, c] x2[j, s', c] / C on the spatial diagonal (s = s') or,
     with ``diagonal_spatial=False``, for every pair of sites. ``channel_axis``: the inputs'
     channel axis (None or −1: the last; 1 for NCHW), as the network's first layer that names
-    one declares it (`theory.kernels.stax.KernelFn.channel_axis`)."""
+    one declares it (`theory.kernels.stax.KernelFn.channel_axis`). ``mask_constant``: input
+    entries equal to it (NaN matches NaN) are zeroed and recorded in ``mask1``/``mask2``."""
+    if mask_constant is not None:
+        m1 = masked_entries(x1, mask_constant)
+        m2 = None if x2 is None else masked_entries(x2, mask_constant)
+        x1 = jnp.where(m1, jnp.zeros((), x1.dtype), x1)
+        x2 = None if x2 is None else jnp.where(m2, jnp.zeros((), x2.dtype), x2)
+        k = input_kernel(x1, x2, compute_ntk, diagonal_spatial, channel_axis)
+        c = channel_position(channel_axis, x1.ndim, "channel_axis")
+
+        def canonical(m):
+            return None if m is None else jnp.moveaxis(m, c, -1)
+
+        return k.replace(mask1=canonical(m1), mask2=canonical(m2))
     if x1.ndim > 2:
         from theory.kernels import spatial
 
@@ -304,6 +374,13 @@ def input_kernel(
     cov2 = None if x2 is None else jnp.sum(x2 * x2, axis=1) / d
     ntk = _zero_ntk(nngp) if compute_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=d, is_gaussian=False)
+
+
+def masked_entries(x, mask_constant) -> jax.Array:
+    """True where ``x`` equals ``mask_constant`` (NaN where it is NaN), neural-tangents'
+    rule for masked inputs; ``mask_constant`` may be traced."""
+    c = jnp.asarray(mask_constant)
+    return jnp.where(jnp.isnan(c), jnp.isnan(x), x == c.astype(x.dtype))
 
 
 def channel_position(channel_axis: int | None, ndim: int, name: str) -> int:

@@ -30,7 +30,9 @@ The package is split by what a layer does to the kernel:
 - `theory.kernels.stax.combinators`: serial, parallel, fan-out/fan-in, Identity;
 - `theory.kernels.stax.normalization`: LayerNorm, Dropout;
 - `theory.kernels.stax.attention`: GlobalSelfAttention;
-- `theory.kernels.stax.graph`: Aggregate (graph networks).
+- `theory.kernels.stax.graph`: Aggregate (graph networks);
+- `theory.kernels.stax._masking`: masked inputs (``mask_constant``, `MaskedArray`,
+  `unmask_fn`, each layer's `Masking` rule).
 
 Each module lists its public layers in its own ``__all__``; this package re-exports them all.
 """
@@ -47,6 +49,7 @@ from theory.kernels.stax import (
     normalization,
 )
 from theory.kernels.stax._core import *
+from theory.kernels.stax._masking import MaskedArray, Masking, unmask_fn
 from theory.kernels.stax.attention import *
 from theory.kernels.stax.combinators import *
 from theory.kernels.stax.elementwise import *
@@ -57,6 +60,9 @@ from theory.kernels.stax.normalization import *
 __all__ = [
     "Kernel",
     *_core.__all__,
+    "MaskedArray",
+    "Masking",
+    "unmask_fn",
     *combinators.__all__,
     *elementwise.__all__,
     *linear.__all__,

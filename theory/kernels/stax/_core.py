@@ -29,8 +29,10 @@ from theory.kernels.kernel import (
     check_outputs,
     input_kernel,
     kernel_names,
+    masked_entries,
     same_inputs,
 )
+from theory.kernels.stax._masking import IDENTITY, Masking, masked_apply, masked_transform
 
 __all__ = [
     "Layer",
@@ -231,10 +233,12 @@ class KernelFn(Batchable):
             self._pair_sizes[key] = math.prod(out.nngp.shape)
         return self._pair_sizes[key]
 
-    def input_kernel(self, x1, x2, compute_ntk: bool) -> Kernel:
+    def input_kernel(self, x1, x2, compute_ntk: bool, mask_constant=None) -> Kernel:
         """The input kernel this network starts from (its diagonal mode, its inputs' channel
-        axis)."""
-        return input_kernel(x1, x2, compute_ntk, bool(self.diagonal), self.channel_axis)
+        axis; entries equal to ``mask_constant`` absent)."""
+        return input_kernel(
+            x1, x2, compute_ntk, bool(self.diagonal), self.channel_axis, mask_constant
+        )
 
     @staticmethod
     def per_point(kwargs: dict, x1, x2) -> dict | None:
@@ -268,12 +272,12 @@ class KernelFn(Batchable):
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
         return default_tile(x1.shape[0], n2, self.pair_bytes(x1))
 
-    def _compute(self, x1, x2, kwargs, get, compute_ntk):
+    def _compute(self, x1, x2, kwargs, get, compute_ntk, mask_constant=None):
         """``(selected output, whether all of the kernel's arrays are finite)``."""
         tile = self._tile(x1, x2, kwargs)
         diagonal = bool(self.diagonal)
         if tile is None:
-            k = self.transform(self.input_kernel(x1, x2, compute_ntk), **kwargs)
+            k = self.transform(self.input_kernel(x1, x2, compute_ntk, mask_constant), **kwargs)
         else:
             k, ok = tiled_kernel(
                 self.transform, x1, x2, compute_ntk, tile,
@@ -281,6 +285,7 @@ class KernelFn(Batchable):
                 diagonal_spatial=diagonal,
                 per_point=self.per_point(kwargs, x1, x2),
                 channel_axis=self.channel_axis,
+                mask_constant=mask_constant,
             )  # fmt: skip
         if isinstance(k, (list, tuple)):
             raise ValueError(
@@ -356,7 +361,7 @@ class KernelFn(Batchable):
             lambda kk: KernelFn.select(kk, get), k, is_leaf=lambda z: isinstance(z, Kernel)
         )
 
-    def _compute_tree(self, x1, x2, kwargs, get, compute_ntk):
+    def _compute_tree(self, x1, x2, kwargs, get, compute_ntk, mask_constant=None):
         """Untiled kernel of a network with several inputs (``x1`` a list/tuple tree of arrays,
         one input kernel each) or several outputs: ``(outputs, all finite)``."""
         diagonal = bool(self.diagonal)
@@ -364,7 +369,7 @@ class KernelFn(Batchable):
         leaves2 = [None] * len(leaves1) if x2 is None else jax.tree_util.tree_leaves(x2)
         ks = tree.unflatten(
             [
-                input_kernel(a, b, compute_ntk, diagonal, self.channel_axis)
+                input_kernel(a, b, compute_ntk, diagonal, self.channel_axis, mask_constant)
                 for a, b in zip(leaves1, leaves2)
             ]
         )
@@ -373,7 +378,7 @@ class KernelFn(Batchable):
         ok = all_finite([a for k in kernels for a in (k.nngp, k.ntk, k.cov1, k.cov2)])
         return self.select_tree(out, get), ok
 
-    def _call_tree(self, x1, x2, get, compute_ntk, kwargs):
+    def _call_tree(self, x1, x2, get, compute_ntk, kwargs, mask_constant=None):
         """``kernel_fn`` for several inputs (``x1``, ``x2``: list/tuple trees of arrays with the
         same structure, the points of every input on its leading axis) or several outputs
         (a network ending in branches: one output per branch, in a list, as neural-tangents
@@ -390,7 +395,7 @@ class KernelFn(Batchable):
         else:
             leaves2 = [None] * len(leaves1)
         checked = [
-            check_inputs(a, b, f"x1[{i}]", f"x2[{i}]", spatial_ndim="any")
+            _check_masked(a, b, f"x1[{i}]", f"x2[{i}]", "any", mask_constant)
             for i, (a, b) in enumerate(zip(leaves1, leaves2))
         ]
         x1 = tree.unflatten([a for a, _ in checked])
@@ -399,7 +404,9 @@ class KernelFn(Batchable):
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
         for a, b in checked:
             check_memory(where, a, b, kernel_names(get, compute_ntk))
-        out, ok = self._jitted_tree(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
+        out, ok = self._jitted_tree(
+            x1, x2, kwargs, get=get, compute_ntk=compute_ntk, mask_constant=mask_constant
+        )
         arrays = {}
         for i, k in enumerate(
             jax.tree_util.tree_leaves(out, is_leaf=lambda z: isinstance(z, Kernel))
@@ -408,7 +415,7 @@ class KernelFn(Batchable):
                 arrays.update({f"output {i} {n}": getattr(k, n) for n in self.returned(k, None)})
             else:
                 arrays[f"output {i}"] = k
-        inputs = [a for pair in checked for a in pair]
+        inputs = [_zeroed(a, mask_constant) for pair in checked for a in pair]
         check_outputs(where, ok, arrays, inputs, out, self.hints)
         return out
 
@@ -487,7 +494,7 @@ class KernelFn(Batchable):
         c = None if c is not None and axis_position(c, ndim, "channel_axis") == ndim - 1 else c
         return self._variant(("layout", b, c), channel_axis=c, batch_axis=b)
 
-    def _full_batch(self, x1, x2, get, out, kwargs):
+    def _full_batch(self, x1, x2, get, out, kwargs, mask_constant=None):
         """``out`` with cov1 and cov2 replaced by the kernels of x1 with x1 and x2 with x2
         (neural-tangents' ``diagonal_batch=False``: cov1 (n1, n1, …), cov2 (n2, n2, …) or None
         when x2 is None); the per-point variances are their diagonals."""
@@ -497,8 +504,8 @@ class KernelFn(Batchable):
             )
         if get is not None and not {"cov1", "cov2"} & set((get,) if isinstance(get, str) else get):
             return out
-        cov1 = self(x1, None, "nngp")
-        cov2 = None if x2 is None else self(x2, None, "nngp")
+        cov1 = self(x1, None, "nngp", mask_constant=mask_constant)
+        cov2 = None if x2 is None else self(x2, None, "nngp", mask_constant=mask_constant)
         if get is None:
             return out.replace(cov1=cov1, cov2=cov2, diagonal_batch=False)
         if isinstance(get, str):
@@ -542,8 +549,10 @@ class KernelFn(Batchable):
         if not isinstance(diagonal_batch, (bool, np.bool_)):
             raise TypeError(f"diagonal_batch must be True or False, got {diagonal_batch!r}")
         if not diagonal_batch:
-            out = self(x1, x2, get, **kwargs)
-            return self._full_batch(x1, x2, self.parse_get(get)[0], out, kwargs)
+            mask_constant = kwargs.pop("mask_constant", None)
+            out = self(x1, x2, get, mask_constant=mask_constant, **kwargs)
+            return self._full_batch(x1, x2, self.parse_get(get)[0], out, kwargs, mask_constant)
+        mask_constant = kwargs.pop("mask_constant", None)
         kwargs = self.check_kwargs(kwargs)
         get, compute_ntk = self.parse_get(get)
         if any(
@@ -564,12 +573,12 @@ class KernelFn(Batchable):
                 )
             return self.select_tree(self.transform(x1, **kwargs), get)
         if isinstance(x1, (list, tuple)):
-            return self._call_tree(x1, x2, get, compute_ntk, kwargs)
+            return self._call_tree(x1, x2, get, compute_ntk, kwargs, mask_constant)
         if isinstance(x2, (list, tuple)):
             raise ValueError("x2 is a list of inputs but x1 is one array: give both as lists")
-        x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
+        x1, x2 = _check_masked(x1, x2, "x1", "x2", self.spatial_ndim, mask_constant)
         if self._has_tree_output(x1):
-            return self._call_tree(x1, x2, get, compute_ntk, kwargs)
+            return self._call_tree(x1, x2, get, compute_ntk, kwargs, mask_constant)
         name = self.__name__
         where = f"kernel_fn of {name if len(name) <= 80 else name[:70] + ' …)'}"
         n2 = x1.shape[0] if x2 is None else x2.shape[0]
@@ -586,8 +595,10 @@ class KernelFn(Batchable):
         check_memory(
             where, x1, x2, kernel_names(get, compute_ntk), pair_size=pairs, extra_bytes=working
         )
-        out, ok = self._jitted(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
-        self.check(where, out, ok, get, x1, x2)
+        out, ok = self._jitted(
+            x1, x2, kwargs, get=get, compute_ntk=compute_ntk, mask_constant=mask_constant
+        )
+        self.check(where, out, ok, get, _zeroed(x1, mask_constant), _zeroed(x2, mask_constant))
         return out
 
     def batched(
@@ -608,11 +619,12 @@ class KernelFn(Batchable):
             return self
 
         @functools.partial(jax.jit, static_argnames=("get", "compute_ntk"))
-        def compute(x1, x2, kwargs, get, compute_ntk):
+        def compute(x1, x2, kwargs, get, compute_ntk, mask_constant):
             k, ok = tiled_kernel(
                 self.transform, x1, x2, compute_ntk, batch_size, devices, with_flags=True,
                 diagonal_spatial=diagonal, per_point=self.per_point(kwargs, x1, x2),
                 channel_axis=self.channel_axis, shard_output=shard_output,
+                mask_constant=mask_constant,
             )  # fmt: skip
             return self.select(k, get), ok & all_finite([k.cov1, k.cov2])
 
@@ -638,9 +650,10 @@ class KernelFn(Batchable):
                 # several inputs, or Kernels (the output of another kernel function, already in
                 # memory): the transformation is applied whole, as kernel_fn does
                 return self(x1, x2, get, **kwargs)
+            mask_constant = kwargs.pop("mask_constant", None)
             kwargs = self.check_kwargs(kwargs)
             get, compute_ntk = self.parse_get(get)
-            x1, x2 = check_inputs(x1, x2, spatial_ndim=self.spatial_ndim)
+            x1, x2 = _check_masked(x1, x2, "x1", "x2", self.spatial_ndim, mask_constant)
             if self.per_point(kwargs, x1, x2) is None:
                 raise ValueError(
                     f"{name}: call-time keywords {sorted(kwargs)} must be per-point pairs "
@@ -657,12 +670,33 @@ class KernelFn(Batchable):
             if shard_output:
                 x1, x2 = to_global(x1), to_global(x2)
                 kwargs = jax.tree_util.tree_map(to_global, kwargs)
-            out, mask = compute(x1, x2, kwargs, get=get, compute_ntk=compute_ntk)
-            self.check(name, out, mask, get, x1, x2)
+            out, ok = compute(x1, x2, kwargs, get, compute_ntk, mask_constant)
+            self.check(name, out, ok, get, _zeroed(x1, mask_constant), _zeroed(x2, mask_constant))
             return out
 
         batched.__name__ = name
         return batched
+
+
+def _zeroed(x, mask_constant):
+    """``x`` with its masked entries (equal to ``mask_constant``) zeroed; ``x`` when nothing
+    is masked."""
+    if x is None or mask_constant is None:
+        return x
+    return jnp.where(masked_entries(x, mask_constant), jnp.zeros((), x.dtype), x)
+
+
+def _check_masked(x1, x2, name1, name2, spatial_ndim, mask_constant):
+    """`check_inputs` where the entries equal to ``mask_constant`` (NaN or inf allowed there:
+    they are absent) are checked as zeros; returns the inputs as given, in the common dtype."""
+    if mask_constant is None:
+        return check_inputs(x1, x2, name1, name2, spatial_ndim=spatial_ndim)
+    a1 = jnp.asarray(x1)
+    a2 = None if x2 is None else jnp.asarray(x2)
+    z1, z2 = check_inputs(
+        _zeroed(a1, mask_constant), _zeroed(a2, mask_constant), name1, name2, spatial_ndim
+    )
+    return a1.astype(z1.dtype), None if a2 is None else a2.astype(z2.dtype)
 
 
 # ------------------------------------------------------------------- the layer record
@@ -753,10 +787,22 @@ class Layer(NamedTuple):
         return self.apply_fn.rule
 
 
-def new_layer(init_fn: Callable, apply_fn: Callable, kernel_fn: KernelFn, rule: Rule | None = None):
+def new_layer(
+    init_fn: Callable,
+    apply_fn: Callable,
+    kernel_fn: KernelFn,
+    rule: Rule | None = None,
+    masking: Masking | None = IDENTITY,
+):
     """A `Layer` from its three functions; ``apply_fn`` gets the linear ``rule`` (None: none).
     ``init_fn`` is named after the layer (``"Dense"``, ``"Identity"``, …), as neural-tangents
-    names its layers' functions (scripts test ``layer[0].__name__``)."""
+    names its layers' functions (scripts test ``layer[0].__name__``). ``masking``: how the
+    layer treats masked inputs (`theory.kernels.stax.Masking`; default: the mask passes
+    unchanged); its ``apply_fn`` and ``kernel_fn`` are wrapped to take them. Combinators pass
+    None: their layers handle the masks."""
+    if masking is not None:
+        apply_fn = masked_apply(apply_fn, masking, kernel_fn.__name__)
+        kernel_fn.transform = masked_transform(kernel_fn.transform, masking, kernel_fn.__name__)
 
     def init(rng, input_shape):
         return init_fn(rng, input_shape)

@@ -14,6 +14,7 @@ from theory.kernels.stax._core import (
     IdentityRule,
     KernelFn,
     Layer,
+    Masking,
     SerialRule,
     _stateless_init,
     as_layer,
@@ -91,7 +92,9 @@ def serial(*layers) -> Layer:
         return k
 
     kfn = _combined("serial", transform, kernels, lambda a, b: a >> b)
-    return new_layer(init_fn, apply_fn, kfn, SerialRule(tuple(f.rule for f in applies)))
+    return new_layer(
+        init_fn, apply_fn, kfn, SerialRule(tuple(f.rule for f in applies)), masking=None
+    )
 
 
 def repeat(layer, n: int) -> Layer:
@@ -138,7 +141,7 @@ def repeat(layer, n: int) -> Layer:
         return jax.lax.scan(one, k, None, n - 1)[0]
 
     kfn = _combined(f"repeat[{n}]", transform, [kf], lambda a, b: a >> b)
-    return new_layer(init_fn, apply_fn, kfn)
+    return new_layer(init_fn, apply_fn, kfn, masking=None)
 
 
 def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
@@ -221,7 +224,7 @@ def parallel(*layers) -> Layer:
         return [_apply(kf, k, kwargs) for kf, k in zip(kernels, ks)]
 
     kfn = _combined("parallel", transform, kernels, lambda a, b: a & b)
-    return new_layer(init_fn, apply_fn, kfn)
+    return new_layer(init_fn, apply_fn, kfn, masking=None)
 
 
 def FanOut(num: int) -> Layer:
@@ -233,7 +236,10 @@ def FanOut(num: int) -> Layer:
         return [input_shape] * num, ()
 
     return new_layer(
-        init_fn, lambda params, x, **kw: [x] * num, KernelFn(lambda k: [k] * num, f"FanOut({num})")
+        init_fn,
+        lambda params, x, **kw: [x] * num,
+        KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+        masking=None,  # copies the masks with the inputs
     )
 
 
@@ -247,6 +253,15 @@ def _fan_in_check(ks, name):
 
 def _fan_in_init(rng, input_shapes):
     return input_shapes[0], ()
+
+
+def _and_masks(masks, *_):
+    """An output entry is absent when it is absent in every branch (neural-tangents' rule for
+    sums and products: a present branch carries the value)."""
+    return functools.reduce(jnp.logical_and, masks)
+
+
+_ABSENT_IN_EVERY_BRANCH = Masking(kernel=_and_masks, apply=_and_masks)
 
 
 def FanInSum() -> Layer:
@@ -277,6 +292,7 @@ def FanInSum() -> Layer:
         _fan_in_init,
         lambda params, xs, **kw: functools.reduce(jnp.add, xs),
         KernelFn(transform, "FanInSum"),
+        masking=_ABSENT_IN_EVERY_BRANCH,
     )
 
 
@@ -304,6 +320,7 @@ def FanInProd() -> Layer:
         _fan_in_init,
         lambda params, xs, **kw: functools.reduce(jnp.multiply, xs),
         KernelFn(transform, "FanInProd"),
+        masking=_ABSENT_IN_EVERY_BRANCH,
     )
 
 
@@ -435,10 +452,28 @@ def FanInConcat(axis: int = -1) -> Layer:
         out[ax] = -1 if any(n is None or n < 0 for n in sizes) else sum(sizes)
         return tuple(out), ()
 
+    def kernel_mask(masks, ks, out):
+        ndim = 2 + len(ks[0].spatial)
+        ax = axis % ndim
+        c = channel_position(ks[0].channel_axis, ndim, "channel_axis")
+        if ax == c:  # every channel its own mask entry
+            return jnp.concatenate(
+                [jnp.broadcast_to(m, (*m.shape[:-1], k.width)) for m, k in zip(masks, ks)], -1
+            )
+        at = 0 if ax == 0 else 1 + [a for a in range(1, ndim) if a != c].index(ax)
+        extent = max(m.shape[-1] for m in masks)
+        return jnp.concatenate([jnp.broadcast_to(m, (*m.shape[:-1], extent)) for m in masks], at)
+
+    def apply_mask(masks, xs):
+        return jnp.concatenate(
+            [jnp.broadcast_to(m, jnp.shape(x)) for m, x in zip(masks, xs)], axis=axis
+        )
+
     return new_layer(
         init_fn,
         lambda params, xs, **kw: jnp.concatenate(xs, axis=axis),
         kfn,
+        masking=Masking(kernel=kernel_mask, apply=apply_mask),
     )
 
 

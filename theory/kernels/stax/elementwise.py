@@ -21,6 +21,7 @@ from theory.kernels.stax._core import (
     _stateless_init,
     new_layer,
 )
+from theory.kernels.stax._masking import Masking, channel_constant
 
 __all__ = [
     "Relu",
@@ -130,7 +131,25 @@ def _elementwise(
     info = ActivationInfo(name, fn, pair, exact, derivative)
     kernel_fn = KernelFn(transform, name, activation=info, hints=(hint,) if hint else ())
     rule = None if fn is None else ElementwiseRule(fn)
-    return new_layer(_stateless_init, apply_fn, kernel_fn, rule)
+
+    def kernel_mask(m, k_in, k_out):
+        # a mask that differs between a site's channels survives only where φ(0) = 0
+        if m.shape[-1] != 1 and not _keeps_zero(fn):
+            channel_constant(m, f"{name} (φ(0) ≠ 0)")
+        return m
+
+    return new_layer(_stateless_init, apply_fn, kernel_fn, rule, Masking(kernel=kernel_mask))
+
+
+def _keeps_zero(fn) -> bool:
+    """Whether φ(0) = 0 (False when φ is unknown or cannot be evaluated on a constant)."""
+    if fn is None:
+        return False
+    try:
+        with jax.ensure_compile_time_eval():
+            return bool(fn(jnp.zeros((), jnp.float32)) == 0)
+    except Exception:  # noqa: BLE001 - a user's φ that does not take a scalar
+        return False
 
 
 # --------------------------------------------------------------------- activations

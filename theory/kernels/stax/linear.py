@@ -26,6 +26,13 @@ from theory.kernels.stax._core import (
     check_axes,
     new_layer,
 )
+from theory.kernels.stax._masking import (
+    Masking,
+    by_points,
+    channel_constant,
+    collapse_channels,
+    window_centres,
+)
 
 __all__ = [
     "Dense",
@@ -41,6 +48,7 @@ __all__ = [
     "Index",
     "Slice",
     "ImageResize",
+    "DotGeneral",
 ]
 
 # --------------------------------------------------------------------------- Dense
@@ -165,7 +173,11 @@ def Dense(
         channel_axis=channel_axis,
         batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
-    return new_layer(init_fn, apply_fn, kfn, rule)
+    masking = Masking(
+        kernel=collapse_channels,
+        apply=lambda mask, x: jnp.all(mask, axis=channel_axis, keepdims=True),
+    )
+    return new_layer(init_fn, apply_fn, kfn, rule, masking)
 
 
 # ---------------------------------------------------------------- convolutions
@@ -404,9 +416,34 @@ def _conv_layer(
             channel_axis=out_channel,
         )
 
+    # Masks (see `theory.kernels.stax._masking`), channels collapsed first: Conv and ConvLocal
+    # mark an output absent where the input at its window's centre is; ConvTranspose where
+    # any input it reads is (neural-tangents' rules).
+    lhs_perm = [lhs.index("N"), *(lhs.index(c) for c in lhs_sp), lhs.index("C")]
+    out_perm = [out.index("N"), *(out.index(c) for c in out_sp), out.index("C")]
+
+    def canonical_mask(m):
+        """(n, *sites in lhs order, 1) → (n, *sites in out order, 1)."""
+        m = collapse_channels(m)
+        if transpose:  # the transposed convolution of the mask with a filter of ones
+            ones = jnp.ones(
+                [1 if c in "IO" else filter_shape[rhs_sp.index(c)] for c in rhs], jnp.float32
+            )
+            as_lhs = jnp.transpose(m.astype(jnp.float32), np.argsort(lhs_perm))
+            reached = _conv(as_lhs, ones) > 0
+            return jnp.transpose(reached, out_perm)
+        pads = spatial.conv_pads(m.shape[1:-1], f_in, st_in, padding)
+        m = window_centres(m, f_in, st_in, pads)
+        return jnp.transpose(m, [0, *(1 + p for p in to_out), m.ndim - 1])
+
+    def apply_mask(mask, x):
+        m = jnp.transpose(jnp.broadcast_to(mask, x.shape), lhs_perm)
+        return jnp.transpose(canonical_mask(m), np.argsort(out_perm))
+
     diagonal = Diagonal(YES, NO if shared else MAYBE)
     kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal, channel_axis=lhs.index("C"))
-    return new_layer(init_fn, apply_fn, kfn)
+    masking = Masking(kernel=lambda m, k_in, k_out: canonical_mask(m), apply=apply_mask)
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
 
 _CONV_ARGS = r"""
@@ -592,7 +629,12 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
         diagonal=Diagonal(YES, YES),
         batch_axis=batch_axis if (batch_axis, batch_axis_out) != (0, 0) else None,
     )
-    return new_layer(init_fn, apply_fn, kfn)
+    masking = Masking(
+        # one mask entry per feature (the sites' masks, channels kept)
+        kernel=lambda m, k_in, k_out: m.reshape(m.shape[0], -1),
+        apply=lambda mask, x: apply_fn((), jnp.broadcast_to(mask, x.shape)),
+    )
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
 
 def _reduce_windows(x, window_shape, strides, padding: str, init: float, op):
@@ -680,7 +722,22 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
     kfn = KernelFn(
         transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO), channel_axis=channel_axis
     )
-    return new_layer(init_fn, apply_fn, kfn)
+
+    def canonical_mask(m):
+        """An output absent where the input at its window's centre is (neural-tangents')."""
+        m = channel_constant(m, name)
+        pads = spatial.conv_pads(m.shape[1:-1], window_shape, strides, padding)
+        return window_centres(m, window_shape, strides, pads)
+
+    def apply_mask(mask, x):
+        c = channel_position(channel_axis, x.ndim, "channel_axis")
+        shape = list(x.shape)
+        shape[c] = mask.shape[c]
+        m = jnp.moveaxis(jnp.broadcast_to(mask, shape), c, -1)
+        return jnp.moveaxis(canonical_mask(m), -1, c)
+
+    masking = Masking(kernel=lambda m, k_in, k_out: canonical_mask(m), apply=apply_mask)
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
 
 def AvgPool(
@@ -736,7 +793,9 @@ def MaxPool(
         )
 
     kfn = KernelFn(transform, f"MaxPool({window_shape}, {padding})", spatial_ndim=nd)
-    return new_layer(init_fn, apply_fn, kfn)
+    return new_layer(
+        init_fn, apply_fn, kfn, masking=Masking(unsupported="MaxPool has no masked form here")
+    )
 
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
@@ -754,10 +813,17 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         kept = sorted((b, c))  # the output keeps the batch and channel axes in their order
         return tuple(input_shape[a] for a in kept), ()
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         b, c = axes(inputs.ndim)
         pooled = tuple(a for a in range(inputs.ndim) if a not in (b, c))
-        return jnp.mean(inputs, axis=pooled) if mean else jnp.sum(inputs, axis=pooled)
+        total = jnp.sum(inputs, axis=pooled)
+        if not mean:
+            return total
+        if mask is None:
+            return total / math.prod(inputs.shape[a] for a in pooled)
+        # the mean over the sites present (absent inputs are zero); 0 when none is
+        present = jnp.sum(~jnp.broadcast_to(mask, inputs.shape), axis=pooled)
+        return total / jnp.maximum(present, 1).astype(total.dtype)
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
@@ -768,14 +834,31 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         # on the diagonal only after a ConvLocal (Diagonal MAYBE): off-diagonal pairs are 0
         op = spatial.global_pool_full if k.full_spatial else spatial.global_pool_diagonal
 
-        def pool(a, batch_nd):
-            return op(a, batch_nd, mean)
+        masks = k.site_masks()
+        if masks is None or not mean:
+
+            def pool(a, batch_nd, side=0):
+                return op(a, batch_nd, mean)
+
+        else:
+            # Masked: the mean over the present sites of each point, as apply_fn takes it:
+            # Σ over present pairs / (u1·u2), u the point's number of present sites (absent
+            # entries are already 0; a point with none present gives 0).
+            u1, u2 = (jnp.maximum(jnp.sum(~s, axis=tuple(range(1, s.ndim))), 1) for s in masks)
+
+            def pool(a, batch_nd, side=0):
+                total = op(a, batch_nd, False)
+                if side == 0:
+                    count = u1[:, None] * u2[None, :]
+                else:
+                    count = (u1 if side == 1 else u2) ** 2
+                return total / count.astype(total.dtype)
 
         return k.replace(
             nngp=pool(k.nngp, 2),
             ntk=None if k.ntk is None else pool(k.ntk, 2),
-            cov1=pool(k.cov1, 1),
-            cov2=None if k.cov2 is None else pool(k.cov2, 1),
+            cov1=pool(k.cov1, 1, 1),
+            cov2=None if k.cov2 is None else pool(k.cov2, 1, 2),
             spatial=(),
             diagonal_spatial=True,  # no sites left: nothing off the diagonal
             channel_axis=None,
@@ -789,7 +872,23 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
         channel_axis=channel_axis,
         batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
-    return new_layer(init_fn, apply_fn, kfn)
+
+    def kernel_mask(m, k_in, k_out):
+        if not k_in.spatial:
+            return m
+        return by_points(channel_constant(m, name))  # absent when every site is
+
+    def apply_mask(mask, x):
+        b, c = axes(x.ndim)
+        shape = list(x.shape)
+        shape[c] = mask.shape[c]
+        m = jnp.broadcast_to(mask, shape)
+        if m.shape[c] != 1:
+            channel_constant(jnp.moveaxis(m, c, -1), name)
+        return jnp.all(m, axis=tuple(a for a in range(x.ndim) if a not in (b, c)))
+
+    masking = Masking(kernel=kernel_mask, apply=apply_mask, takes_mask=True)
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1):
@@ -932,7 +1031,22 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
         mixes_points=not batch_untouched,
         batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
-    return new_layer(init_fn, apply_fn, kfn)
+
+    def kernel_mask(m, k_in, k_out):
+        """The same selection, on the mask laid out as the activations (points first)."""
+        ndim = m.ndim
+        full = _full_index(idx, ndim, "Index")
+        bpos = axis_position(batch_axis, ndim, "Index: batch_axis")
+        full = (full[bpos],) + full[:bpos] + full[bpos + 1 :]
+        c = channel_position(k_in.channel_axis, ndim, "channel_axis")
+        out = jnp.moveaxis(m, -1, c)[full]
+        removed = sum(1 for a in range(1, c) if not isinstance(full[a], slice))
+        return jnp.moveaxis(out, c - removed, -1)
+
+    masking = Masking(
+        kernel=kernel_mask, apply=lambda mask, x: jnp.broadcast_to(mask, x.shape)[idx]
+    )
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
 
 # --------------------------------------------------------------------------- ImageResize
@@ -1065,4 +1179,244 @@ def ImageResize(
         channel_axis=None if channel_axis == -1 else channel_axis,
         batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
-    return new_layer(init_fn, apply_fn, kfn)
+
+    def resize_mask(mask, target):
+        """Absent where only absent inputs contribute (neural-tangents' rule: the resize of
+        the present entries, nonzero = present), so the mask never grows by interpolation."""
+        present = jax.image.resize((~mask).astype(jnp.float32), target, method=method,
+                                   antialias=antialias)  # fmt: skip
+        return ~(present != 0)
+
+    def kernel_mask(m, k_in, k_out):
+        return resize_mask(m, (m.shape[0], *k_out.spatial, m.shape[-1]))
+
+    def apply_mask(mask, x):
+        return resize_mask(jnp.broadcast_to(mask, x.shape), out_shape(x.shape))
+
+    masking = Masking(kernel=kernel_mask, apply=apply_mask)
+    return new_layer(init_fn, apply_fn, kfn, masking=masking)
+
+
+# --------------------------------------------------------------------------- DotGeneral
+
+
+def _axis_after_dot(axis: int, contracting, batch, lhs_ndim: int | None) -> int:
+    """Where input axis ``axis`` lands in ``lax.dot_general``'s output (batch dims first, then
+    the lhs's free dims, then the rhs's); ``lhs_ndim`` is the constant's rank when the inputs
+    are the rhs, None when they are the lhs."""
+    if axis in batch:
+        return list(batch).index(axis)
+    pos = axis - sum(1 for i in contracting if i < axis) + sum(1 for i in batch if i > axis)
+    return pos + (0 if lhs_ndim is None else lhs_ndim - len(batch) - len(contracting))
+
+
+def _unzip_sites(a: jax.Array, batch_nd: int, sites) -> jax.Array:
+    """(…, S1, S1', S2, S2', …) → (…, |S|, |S|)."""
+    nd = len(sites)
+    head = tuple(range(batch_nd))
+    perm = (
+        head
+        + tuple(batch_nd + 2 * d for d in range(nd))
+        + tuple(batch_nd + 2 * d + 1 for d in range(nd))
+    )
+    size = math.prod(sites)
+    return a.transpose(perm).reshape(a.shape[:batch_nd] + (size, size))
+
+
+def _zip_sites(a: jax.Array, batch_nd: int, sites) -> jax.Array:
+    """(…, |S|, |S|) → (…, S1, S1', S2, S2', …)."""
+    nd = len(sites)
+    a = a.reshape(a.shape[:batch_nd] + tuple(sites) + tuple(sites))
+    head = tuple(range(batch_nd))
+    return a.transpose(head + tuple(batch_nd + j for d in range(nd) for j in (d, nd + d)))
+
+
+def DotGeneral(
+    *,
+    lhs=None,
+    rhs=None,
+    dimension_numbers=(((), ()), ((), ())),
+    precision=None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+):
+    r"""A constant linear map: ``lax.dot_general(inputs, rhs, dimension_numbers, precision)``
+    (``rhs`` given) or ``lax.dot_general(lhs, inputs, …)`` (``lhs`` given); neither: the
+    identity. neural-tangents' ``DotGeneral``: scaling (a scalar), mixing, permuting,
+    striding, summing sites — any linear map of the non-channel axes, with no parameters.
+
+    Kernel: write the map on one point's sites as y[s'] = Σ_s A[s', s] x[s] (A is the map of
+    the identity: ``dot_general`` applied to one-hot inputs; with the batch axis among the
+    batch dimensions each point i has its own A_i). Then, for a pair of points,
+
+        K'(s', t') = Σ_{s,t} A_i[s', s] K(s, t) A_j[t', t]      (full spatial covariance),
+        K'(s')     = Σ_s A_i[s', s] A_j[s', s] K(s, s)           (spatial diagonal),
+
+    the same for Θ (no parameters) and the per-point blocks; the diagonal form is exact when
+    no site axis is contracted (each output reads one input site), else the network takes
+    the full covariance. The channel axis may not appear in ``dimension_numbers`` (the kernel
+    has infinitely many channels; ValueError); contracting the batch axis would mix points,
+    which kernels pair one by one: ValueError (neural-tangents computes it only with
+    ``diagonal_batch=False``). Masks: an output is absent when every input it reads with a
+    nonzero coefficient is (neural-tangents' rule).
+    """
+    if lhs is not None and rhs is not None:
+        raise ValueError(
+            "DotGeneral: at most one of lhs and rhs may be given; the other factor is the "
+            "layer's inputs"
+        )
+    channel_axis = check_axes("DotGeneral", batch_axis, channel_axis, any_batch=True)
+    identity = lhs is None and rhs is None
+    is_lhs = rhs is None  # the constant is the lhs, the inputs the rhs
+    other = np.asarray(1.0 if identity else (lhs if is_lhs else rhs))
+    try:
+        (lc, rc), (lb, rb) = dimension_numbers
+        lc, rc, lb, rb = (tuple(int(a) for a in t) for t in (lc, rc, lb, rb))
+    except (TypeError, ValueError):
+        raise ValueError(
+            "DotGeneral: dimension_numbers must be ((lhs_contracting, rhs_contracting), "
+            f"(lhs_batch, rhs_batch)), got {dimension_numbers!r}"
+        ) from None
+    if identity:
+        lc = rc = lb = rb = ()
+    in_c, in_b = (rc, rb) if is_lhs else (lc, lb)
+    lhs_ndim = other.ndim if is_lhs else None
+    name = "DotGeneral(" + ("" if identity else ("lhs" if is_lhs else "rhs")) + ")"
+
+    def dot_fn(x, factor=None):
+        o = jnp.asarray(other if factor is None else factor, x.dtype)
+        if identity:
+            return x * o
+        args = (o, x) if is_lhs else (x, o)
+        return jax.lax.dot_general(*args, ((lc, rc), (lb, rb)), precision)
+
+    def axes(ndim):
+        b = axis_position(batch_axis, ndim, "DotGeneral: batch_axis")
+        c = axis_position(channel_axis, ndim, "DotGeneral: channel_axis")
+        if c in in_c + in_b:
+            raise ValueError(
+                f"DotGeneral: dimension_numbers name the channel axis {c}; in the kernel the "
+                "channels are infinitely many and pass through unchanged"
+            )
+        if b in in_c:
+            raise ValueError(
+                f"DotGeneral: dimension_numbers contract the batch axis {b}, which mixes "
+                "points; kernels pair points one by one (neural-tangents needs "
+                "diagonal_batch=False for it, which is not supported here)"
+            )
+        b_out = _axis_after_dot(b, in_c, in_b, lhs_ndim)
+        c_out = _axis_after_dot(c, in_c, in_b, lhs_ndim)
+        return b, c, b_out, c_out
+
+    def init_fn(rng, input_shape):
+        out = jax.eval_shape(dot_fn, jax.ShapeDtypeStruct(tuple(input_shape), "f4"))
+        return out.shape, ()
+
+    def apply_fn(params, inputs, **kwargs):
+        return dot_fn(inputs)
+
+    def site_map(k: Kernel, n: int):
+        """A (n or 1, |S'|, |S|) and the output sites S' and channel position."""
+        ndim = 2 + len(k.spatial)
+        b, c, b_out, c_out = axes(ndim)
+        per_point = b in in_b
+        size = math.prod(k.spatial)
+        eye = jnp.eye(size, dtype=k.nngp.dtype).reshape((1, *k.spatial, size))
+        n_probe = n if per_point else 1
+        basis = jnp.broadcast_to(eye, (n_probe, *k.spatial, size))
+        y = dot_fn(jnp.moveaxis(basis, (0, ndim - 1), (b, c)))
+        y = jnp.moveaxis(y, (b_out, c_out), (0, y.ndim - 1))
+        out_sites = tuple(y.shape[1:-1])
+        c_can = c_out + (1 if c_out < b_out else 0)  # channel position with points first
+        return y.reshape(n_probe, math.prod(out_sites), size), out_sites, c_can, y.ndim
+
+    def transform(k: Kernel) -> Kernel:
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name} takes one input; got {len(k)} branches")
+        if identity:
+            return k
+        c_in = canonical_axis(channel_axis, batch_axis, 2 + len(k.spatial), "channel_axis")
+        check_channel_axis(name, k, channel_axis, batch_axis)
+        del c_in
+        n1, n2 = k.nngp.shape[:2]
+        a1, out_sites, c_can, ndim_out = site_map(k, n1)
+        a2 = a1 if n2 == n1 or a1.shape[0] == 1 else site_map(k, n2)[0]
+        a1 = jnp.broadcast_to(a1, (n1, *a1.shape[1:]))
+        a2 = jnp.broadcast_to(a2, (n2, *a2.shape[1:]))
+        full = k.full_spatial or (not k.spatial and len(out_sites) > 0 and not k.diagonal_spatial)
+        hi = jax.lax.Precision.HIGHEST
+
+        def pair(m):
+            if m is None:
+                return None
+            if k.full_spatial:
+                m = _unzip_sites(m, 2, k.spatial)
+                out = jnp.einsum("iat,ijts,jbs->ijab", a1, m, a2, precision=hi)
+                return _zip_sites(out, 2, out_sites)
+            m = m.reshape(m.shape[:2] + (-1,))
+            if full:  # no sites on the way in, sites out: their full covariance
+                out = jnp.einsum("ias,ijs,jbs->ijab", a1, m, a2, precision=hi)
+                return _zip_sites(out, 2, out_sites)
+            out = jnp.einsum("ias,ijs,jas->ija", a1, m, a2, precision=hi)
+            return out.reshape(out.shape[:2] + out_sites)
+
+        def block(m, a):
+            if m is None:
+                return None
+            if k.full_spatial:
+                m = _unzip_sites(m, 1, k.spatial)
+                out = jnp.einsum("iat,its,ibs->iab", a, m, a, precision=hi)
+                return _zip_sites(out, 1, out_sites)
+            m = m.reshape(m.shape[:1] + (-1,))
+            if full:
+                out = jnp.einsum("ias,is,ibs->iab", a, m, a, precision=hi)
+                return _zip_sites(out, 1, out_sites)
+            out = jnp.einsum("ias,is,ias->ia", a, m, a, precision=hi)
+            return out.reshape(out.shape[:1] + out_sites)
+
+        return k.replace(
+            nngp=pair(k.nngp),
+            ntk=pair(k.ntk),
+            cov1=block(k.cov1, a1),
+            cov2=block(k.cov2, a2),
+            spatial=out_sites,
+            diagonal_spatial=not full,
+            channel_axis=None if c_can == ndim_out - 1 else c_can,
+        )
+
+    def mask_in_layout(mask, b, c, b_out, c_out):
+        """~dot(~mask) with the constant's nonzero pattern: absent when no input read with a
+        nonzero coefficient is present (mask in the inputs' layout, channel extent kept)."""
+        present = dot_fn((~mask).astype(jnp.float32), (other != 0).astype(np.float32))
+        return ~(present > 0)
+
+    def kernel_mask(m, k_in, k_out):
+        if identity:
+            return m
+        ndim = m.ndim
+        b, c, b_out, c_out = axes(ndim)
+        shaped = jnp.moveaxis(m, (0, ndim - 1), (b, c))
+        out = mask_in_layout(shaped, b, c, b_out, c_out)
+        return jnp.moveaxis(out, (b_out, c_out), (0, out.ndim - 1))
+
+    def apply_mask(mask, x):
+        if identity:
+            return mask
+        b, c, b_out, c_out = axes(x.ndim)
+        shape = list(x.shape)
+        shape[c] = mask.shape[c]
+        return mask_in_layout(jnp.broadcast_to(mask, shape), b, c, b_out, c_out)
+
+    input_site_contracted = bool(
+        [a for a in in_c if a not in (batch_axis, channel_axis)]  # checked against rank later
+    )
+    kfn = KernelFn(
+        transform,
+        name,
+        spatial_ndim="any",
+        diagonal=Diagonal(NO if input_site_contracted else YES, NO),
+        channel_axis=None if channel_axis == -1 else channel_axis,
+        mixes_points=batch_axis in in_b,  # a map per point: computed untiled
+        batch_axis=batch_axis,  # the inputs' layout, even 0: later layers may name others
+    )
+    return new_layer(init_fn, apply_fn, kfn, masking=Masking(kernel=kernel_mask, apply=apply_mask))

@@ -23,6 +23,7 @@ from theory.kernels.stax._core import (
     check_axes,
     new_layer,
 )
+from theory.kernels.stax._masking import Masking, channel_constant
 
 __all__ = ["LayerNorm", "Dropout"]
 
@@ -100,10 +101,16 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     channel_axis = check_axes("LayerNorm", batch_axis, channel_axis)
     name = f"LayerNorm(axis={axis!r})"
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         ax = _canonical(axes, inputs.ndim, axis, f"inputs of shape {inputs.shape}")
-        mean = jnp.mean(inputs, axis=ax, keepdims=True)
-        var = jnp.var(inputs, axis=ax, keepdims=True)
+        if mask is None:
+            mean = jnp.mean(inputs, axis=ax, keepdims=True)
+            var = jnp.var(inputs, axis=ax, keepdims=True)
+        else:  # neural-tangents' masked moments: sums over all entries / present entries
+            present = jnp.sum(~jnp.broadcast_to(mask, inputs.shape), axis=ax, keepdims=True)
+            count = jnp.maximum(present, 1).astype(inputs.dtype)
+            mean = jnp.sum(inputs, axis=ax, keepdims=True) / count
+            var = jnp.sum((inputs - mean) ** 2, axis=ax, keepdims=True) / count
         return (inputs - mean) / jnp.sqrt(var + eps)
 
     def transform(k: Kernel) -> Kernel:
@@ -136,13 +143,21 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         sites = [a for a in range(1, ndim) if a != c]  # input axes of k.spatial, in order
         site_axes = tuple(1 + sites.index(a) for a in ax if a != c)  # axes of (n, *S)
 
-        def variance(c):
-            """ε + the per-site variance, averaged over the normalized sites: (n, *S)."""
-            v = eps + (spatial.site_diagonal(c, 1) if k.full_spatial else c)
-            return jnp.mean(v, axis=site_axes, keepdims=True) if site_axes else v
+        masks = k.site_masks()
 
-        v1 = variance(k.cov1)
-        v2 = v1 if k.cov2 is None else variance(k.cov2)
+        def variance(c, absent):
+            """ε + the per-site variance, averaged over the normalized sites present: (n, *S)."""
+            v = eps + (spatial.site_diagonal(c, 1) if k.full_spatial else c)
+            if not site_axes:
+                return v
+            if absent is None:
+                return jnp.mean(v, axis=site_axes, keepdims=True)
+            present = jnp.sum(~absent, axis=site_axes, keepdims=True)
+            total = jnp.sum(jnp.where(absent, 0, v), axis=site_axes, keepdims=True)
+            return total / jnp.maximum(present, 1).astype(v.dtype)
+
+        v1 = variance(k.cov1, None if masks is None else masks[0])
+        v2 = v1 if k.cov2 is None else variance(k.cov2, None if masks is None else masks[1])
         if k.full_spatial:
 
             def left(v):
@@ -165,7 +180,15 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         )
 
     kernel_fn = KernelFn(transform, name, channel_axis=channel_axis)
-    return new_layer(_stateless_init, apply_fn, kernel_fn)
+
+    def kernel_mask(m, k_in, k_out):
+        if m.shape[-1] != 1:
+            channel_constant(m, name)
+        return m
+
+    return new_layer(
+        _stateless_init, apply_fn, kernel_fn, masking=Masking(kernel=kernel_mask, takes_mask=True)
+    )
 
 
 # -------------------------------------------------------------------------- Dropout
