@@ -258,3 +258,41 @@ def test_unsupported_masks_raise_naming_the_layer():
         stax.DotGeneral(rhs=np.ones(3), dimension_numbers=(((3,), (0,)), ((), ())))[2](
             x, None, "nngp"
         )
+
+
+ATTENTION_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    x1, x2, C = a["x1"], a["x2"], 10.0
+    nets = {
+        "softmax_sum": stax.GlobalSelfAttention(
+            8, 4, 4, 2, linear_scaling=True, attention_mechanism="SOFTMAX",
+            pos_emb_type="SUM", W_pos_emb_std=0.8),
+        "relu_none": stax.GlobalSelfAttention(
+            8, 4, 4, 2, linear_scaling=True, attention_mechanism="RELU", b_std=0.1),
+        "identity_concat": stax.GlobalSelfAttention(
+            8, 4, 4, 2, linear_scaling=False, attention_mechanism="IDENTITY",
+            pos_emb_type="CONCAT", val_pos_emb=True),
+    }
+    out = {}
+    for name, attn in nets.items():
+        init_fn, apply_fn, kernel_fn = stax.serial(
+            stax.Dense(8), attn, stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
+        _, params = init_fn(jax.random.PRNGKey(0), x1.shape)
+        out[name + "_out_mask"] = np.asarray(
+            apply_fn(params, x1, mask_constant=C).mask, dtype=np.float64)
+        for tag, b in (("cross", x2), ("self", None)):
+            k = kernel_fn(x1, b, ("nngp", "ntk"), mask_constant=C)
+            out[f"{name}_{tag}_nngp"], out[f"{name}_{tag}_ntk"] = k.nngp, k.ntk
+    return out
+"""
+
+
+@pytest.mark.slow  # about 30 s of compilations in each library
+def test_masked_attention_agrees_with_neural_tangents(x64, nt_script):
+    """Attention over masked sites: absent keys leave the softmax (or give 0 to the
+    elementwise mechanisms) and carry no positional embedding; softmax, ReLU and identity
+    mechanisms, with summed, concatenated and no embeddings; NNGP and NTK."""
+    a = _inputs()
+    a = {"x1": a["x1"][:, :3, :4], "x2": a["x2"][:, :3, :4]}
+    nt_script(ATTENTION_SCRIPT, a, lambda name: 1e-8 if "_self" in name else 1e-10)

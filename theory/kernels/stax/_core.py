@@ -934,6 +934,8 @@ def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int):
         c = position(inputs.ndim)
         if c == inputs.ndim - 1:
             return apply_fn(params, inputs, **kwargs)
+        if kwargs.get("mask") is not None:  # a masked layer's mask, laid out as the inputs
+            kwargs["mask"] = jnp.moveaxis(kwargs["mask"], c, -1)
         y = apply_fn(params, jnp.moveaxis(inputs, c, -1), **kwargs)
         return jnp.moveaxis(y, -1, c)
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.kernels import spatial
 from theory.kernels.kernel import Kernel, check_channel_axis
 from theory.kernels.stax._core import (
     NO,
@@ -25,12 +26,26 @@ from theory.kernels.stax._core import (
     check_axes,
     new_layer,
 )
-from theory.kernels.stax._masking import Masking
+from theory.kernels.stax._masking import Masking, channel_constant, collapse_channels
 
 __all__ = ["GlobalSelfAttention"]
 
 _MECHANISMS = ("SOFTMAX", "IDENTITY", "ABS", "RELU")
 _POS_EMB_TYPES = ("NONE", "SUM", "CONCAT")
+
+
+# A masked key's logit before a softmax: finite, so that a query whose keys are all masked
+# gets uniform weights over zero values (neural-tangents' constant) instead of NaN.
+_NEG_INF = -1e20
+
+
+def _masked_logits(g, absent, mech: str):
+    """Logits with absent keys removed: −1e20 before a softmax, 0 before the elementwise
+    mechanisms (neural-tangents' rule)."""
+    if absent is None:
+        return g
+    fill = _NEG_INF if mech == "SOFTMAX" else 0.0
+    return jnp.where(absent, jnp.asarray(fill, g.dtype), g)
 
 
 def _mechanism_fn(name: str, axes: tuple[int, ...]):
@@ -291,7 +306,7 @@ def GlobalSelfAttention(
         W_Q = None if linear_scaling else jax.random.normal(rq, (n_heads, c_keys, n_chan_key))
         return input_shape[:-1] + (n_chan_out,), (W_Q, W_K, W_V, W_O, b, pos_emb)
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         W_Q, W_K, W_V, W_O, b, pos_emb = params
         check_shape(inputs.shape, "inputs")
         n, sites = inputs.shape[0], tuple(inputs.shape[1:-1])
@@ -302,6 +317,8 @@ def GlobalSelfAttention(
                 flat = pos_emb.reshape(math.prod(sites), -1)
                 pos_emb = (L @ flat).reshape(pos_emb.shape)
             pos_emb = pe_std * pos_emb
+            if mask is not None:  # no embedding at absent entries
+                pos_emb = jnp.where(mask, jnp.zeros((), pos_emb.dtype), pos_emb)
             if pe_type == "SUM":
                 pos_channels(inputs.shape[-1])
                 x_key = inputs + pos_emb
@@ -321,6 +338,9 @@ def GlobalSelfAttention(
         values = jnp.einsum("ntc,hcd->hntd", x_val, W_V, precision=hi)
         scale = x_key.shape[-1] * (n_chan_key if linear_scaling else math.sqrt(n_chan_key))
         logits = jnp.einsum("hnsd,hntd->hnst", queries, keys, precision=hi) * (qk_std / scale)
+        if mask is not None:  # absent keys: a site is absent when all its channels are
+            absent = jnp.all(mask, axis=-1).reshape(1, n, 1, -1)
+            logits = _masked_logits(logits, absent, mech)
         weights = _mechanism_fn(mech, (-1,))(logits)
         heads = jnp.einsum("hnst,hntd->nsdh", weights, values, precision=hi)
         heads = heads.reshape(n, heads.shape[1], -1)  # (n, T, d_v·H), as neural-tangents
@@ -352,6 +372,7 @@ def GlobalSelfAttention(
             )
         nd = len(k.spatial)
         dtype = k.nngp.dtype
+        keep = k.pair_keep()  # masked inputs: (keep12, keep11, keep22), else None
         if use_pe:
             R = jnp.asarray(_pos_emb_cov(k.spatial, p_norm, pos_emb_decay_fn), dtype)
             if pe_type == "CONCAT":
@@ -361,25 +382,37 @@ def GlobalSelfAttention(
                 pos_channels(k.width)
                 w_x, w_p = 1.0, pe_std**2
 
-            def interp(a):
-                return None if a is None else w_x * a + w_p * R
+            def interp(a, which=None):
+                """a with the embeddings' covariance added; ``which``: 0 for a pair kernel,
+                1/2 for x1's/x2's blocks — masked, no embedding at absent sites."""
+                if a is None:
+                    return None
+                r = R if keep is None or which is None else jnp.where(keep[which], R, 0)
+                return w_x * a + w_p * r
 
         else:
 
-            def interp(a):
+            def interp(a, which=None):
                 return a
 
         def affine(a, std):
             a = std**2 * a
             return a if b_std is None else a + b_std**2
 
-        c1, c2 = interp(k.cov1), interp(k.cov2)
-        val = interp if val_pos_emb else (lambda a: a)
+        c1, c2 = interp(k.cov1, 1), interp(k.cov2, 2)
+        val = interp if val_pos_emb else (lambda a, which=None: a)
+        masks = k.site_masks()
+
+        def absent_keys(s):
+            """(n, 1, t1, 1, t2, …): the key (second) site of each zipped pair is absent."""
+            return None if masks is None else spatial.interleave(s, 1, first=False)
 
         if linear_scaling:
             phi = _mechanism_fn(mech, tuple(range(2, 2 * nd + 1, 2)))
-            A1 = phi(qk_std * c1)
-            A2 = A1 if c2 is None else phi(qk_std * c2)
+            k1 = absent_keys(masks[0]) if masks is not None else None
+            k2 = absent_keys(masks[1]) if masks is not None else None
+            A1 = phi(_masked_logits(qk_std * c1, k1, mech))
+            A2 = A1 if c2 is None else phi(_masked_logits(qk_std * c2, k2, mech))
 
             def weigh(a, Ax, Ay, batch):
                 # subscripts: per spatial axis d, s_d / s'_d / t_d / t'_d
@@ -399,13 +432,13 @@ def GlobalSelfAttention(
                 )  # fmt: skip
                 return affine(r, ov_std)
 
-            cov1 = weigh(val(k.cov1), A1, A1, 1)
-            cov2 = None if k.cov2 is None else weigh(val(k.cov2), A2, A2, 1)
-            nngp = weigh(val(k.nngp), A1, A2, 2)
+            cov1 = weigh(val(k.cov1, 1), A1, A1, 1)
+            cov2 = None if k.cov2 is None else weigh(val(k.cov2, 2), A2, A2, 1)
+            nngp = weigh(val(k.nngp, 0), A1, A2, 2)
             ntk = None
             if k.ntk is not None:
                 bias = 0.0 if b_std is None else b_std**2
-                ntk = weigh(val(k.ntk), A1, A2, 2) + 2 * (nngp - bias)
+                ntk = weigh(val(k.ntk, 0), A1, A2, 2) + 2 * (nngp - bias)
         else:  # IDENTITY with 1/√d_k scaling: Gaussian logits
             std = qk_std * ov_std
 
@@ -414,15 +447,15 @@ def GlobalSelfAttention(
                 r = jnp.sum(a * b, axis=axes)
                 return r.reshape(r.shape + (1,) * len(axes))
 
-            n12 = interp(k.nngp)
-            dot11 = inner(c1, val(k.cov1), 1)
-            dot12 = inner(n12, val(k.nngp), 2)
+            n12 = interp(k.nngp, 0)
+            dot11 = inner(c1, val(k.cov1, 1), 1)
+            dot12 = inner(n12, val(k.nngp, 0), 2)
             cov1 = affine(dot11 * c1, std)
-            cov2 = None if c2 is None else affine(inner(c2, val(k.cov2), 1) * c2, std)
+            cov2 = None if c2 is None else affine(inner(c2, val(k.cov2, 2), 1) * c2, std)
             nngp = affine(dot12 * n12, std)
             ntk = None
             if k.ntk is not None:
-                t12 = interp(k.ntk)
+                t12 = interp(k.ntk, 0)
                 if val_pos_emb or not use_pe:
                     d = 2 * inner(n12, t12, 2)
                 else:
@@ -443,6 +476,17 @@ def GlobalSelfAttention(
         diagonal=Diagonal(NO, NO),
         channel_axis=channel_axis,
     )
-    # Masked keys (neural-tangents excludes them from the softmax) are not implemented yet.
-    masking = Masking(unsupported="attention over masked sites is not implemented yet")
+
+    # Masks: absent keys leave the attention (−1e20 before a softmax, 0 otherwise) and carry
+    # no positional embedding; a site is absent when all of its channels are.
+    def kernel_mask(m, k_in, k_out):
+        if use_pe and m.shape[-1] != 1:  # embeddings zeroed channel by channel: no kernel
+            channel_constant(m, name)
+        return collapse_channels(m)
+
+    masking = Masking(
+        kernel=kernel_mask,
+        apply=lambda mask, x: jnp.all(mask, axis=channel_axis, keepdims=True),
+        takes_mask=True,
+    )
     return new_layer(*channels_last(init_fn, apply_fn, channel_axis), kfn, masking=masking)
