@@ -247,8 +247,13 @@ def test_unsupported_masks_raise_naming_the_layer():
         kf(x, None, "nngp", mask_constant=C)
     *_, kf = stax.serial(stax.Dense(3), stax.GlobalAvgPool(), stax.Dense(1))  # collapsed first
     assert np.isfinite(kf(x, None, "nngp", mask_constant=C)).all()
-    *_, kf = stax.serial(stax.Conv(4, (1, 1)), stax.GlobalSelfAttention(4, 4, 4, 2), stax.Flatten())
-    with pytest.raises(NotImplementedError, match="GlobalSelfAttention.*not implemented"):
+    init_fn, apply_fn, _ = stax.MaxPool((2, 2))
+    with pytest.raises(NotImplementedError, match="MaxPool.*masked"):
+        apply_fn(init_fn(jax.random.PRNGKey(0), x.shape)[1], x, mask_constant=C)
+    *_, kf = stax.serial(  # embeddings zeroed channel by channel have no kernel
+        stax.GlobalSelfAttention(4, 4, 4, 2, pos_emb_type="SUM"), stax.GlobalAvgPool()
+    )
+    with pytest.raises(NotImplementedError, match="GlobalSelfAttention.*channels"):
         kf(x, None, "nngp", mask_constant=C)
     with pytest.raises(ValueError, match="contract the batch axis"):
         stax.DotGeneral(rhs=np.ones(2), dimension_numbers=(((0,), (0,)), ((), ())))[2](

@@ -24,8 +24,10 @@ of the finite network, and the kernel is derived from them:
 
 A mask that differs between the channels of one site (an input masked entry by entry)
 survives only where zeros stay zeros: an elementwise layer with φ(0) ≠ 0, a window or global
-pool, or attention before any Dense/Conv layer raises `NotImplementedError` (the kernel, an
-average over channels, cannot zero some channels of a site), as neural-tangents does.
+pool, LayerNorm, or attention with positional embeddings before any Dense/Conv layer raises
+`NotImplementedError` (the kernel, an average over channels, cannot zero some channels of a
+site), as neural-tangents does. Attention drops absent keys (−1e20 before a softmax, 0
+before the elementwise mechanisms) and gives absent sites no positional embedding.
 """
 
 from __future__ import annotations
