@@ -301,3 +301,74 @@ def test_masked_attention_agrees_with_neural_tangents(x64, nt_script):
     a = _inputs()
     a = {"x1": a["x1"][:, :3, :4], "x2": a["x2"][:, :3, :4]}
     nt_script(ATTENTION_SCRIPT, a, lambda name: 1e-8 if "_self" in name else 1e-10)
+
+
+USER_LAYER_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    x1, x2, C = a["x1"], a["x2"], 10.0
+
+    @stax.layer
+    @stax.supports_masking(remask_kernel=True)
+    def Shift(c):  # y = c·x + 1 at every entry: nonzero at absent sites until re-zeroed
+        def init_fn(rng, input_shape):
+            return input_shape, ()
+
+        def apply_fn(params, x, **kwargs):
+            return c * x + 1.0
+
+        @stax.requires(diagonal_spatial=stax.Diagonal())
+        def kernel_fn(k, **kwargs):
+            def f(m):
+                return None if m is None else c**2 * m + 1.0
+            return k.replace(nngp=f(k.nngp), cov1=f(k.cov1), cov2=f(k.cov2),
+                             ntk=None if k.ntk is None else c**2 * k.ntk)
+
+        def mask_fn(mask, input_shape):
+            return jnp.all(mask, axis=-1, keepdims=True)
+
+        return init_fn, apply_fn, kernel_fn, mask_fn
+
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Conv(8, (3, 3), padding=stax.Padding.SAME), Shift(0.7), stax.Relu(),
+        stax.Conv(8, (2, 2), padding=stax.Padding.CIRCULAR),
+        stax.GlobalSelfAttention(8, 4, 4, 2, attention_mechanism=stax.AttentionMechanism.SOFTMAX,
+                                 pos_emb_type=stax.PositionalEmbedding.SUM),
+        stax.GlobalAvgPool(), stax.Dense(1))
+    _, params = init_fn(jax.random.PRNGKey(0), x1.shape)
+    out = {"out_mask": np.asarray(apply_fn(params, x1, mask_constant=C).mask, np.float64)}
+    for tag, b in (("cross", x2), ("self", None)):
+        k = kernel_fn(x1, b, ("nngp", "ntk"), mask_constant=C)
+        out[f"{tag}_nngp"], out[f"{tag}_ntk"] = k.nngp, k.ntk
+    return out
+"""
+
+
+@pytest.mark.slow  # about 20 s of compilations in each library
+def test_user_layer_with_masking_and_option_enums_agree_with_neural_tangents(x64, nt_script):
+    """A user's layer built with neural-tangents' decorators (layer, supports_masking with a
+    mask_fn, requires) inside a masked network, and the option enums (Padding,
+    AttentionMechanism, PositionalEmbedding) in place of strings. The layer's output is
+    nonzero at absent sites (c·0 + 1), so the kernel agrees only if it is re-zeroed there."""
+    a = _inputs()
+    a = {"x1": a["x1"][:, :3, :4], "x2": a["x2"][:, :3, :4]}
+    nt_script(USER_LAYER_SCRIPT, a, lambda name: 1e-8 if "_self" in name else 1e-10)
+
+
+def test_requires_and_supports_masking_validate():
+    with pytest.raises(TypeError, match="unknown requirements"):
+        stax.requires(diagonal_spatal=stax.Diagonal())
+    with pytest.raises(TypeError, match="remask_kernel"):
+        stax.supports_masking("yes")
+
+    @stax.layer
+    def Bad():
+        @stax.requires(diagonal_batch=False)
+        def kernel_fn(k, **kw):
+            return k
+
+        return (lambda rng, s: (s, ())), (lambda p, x, **kw: x), kernel_fn
+
+    with pytest.raises(NotImplementedError, match="diagonal_batch=False"):
+        Bad()
+    assert stax.Padding.SAME == "SAME" and stax.AggregateImplementation("SPARSE") == "SPARSE"

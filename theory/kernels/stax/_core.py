@@ -37,6 +37,12 @@ from theory.kernels.stax._masking import IDENTITY, Masking, masked_apply, masked
 __all__ = [
     "Layer",
     "layer",
+    "requires",
+    "supports_masking",
+    "Padding",
+    "AttentionMechanism",
+    "PositionalEmbedding",
+    "AggregateImplementation",
     "ApplyFn",
     "KernelFn",
     "Diagonal",
@@ -69,6 +75,39 @@ class Bool(enum.IntEnum):
 
 
 NO, MAYBE, YES = Bool.NO, Bool.MAYBE, Bool.YES
+
+
+# neural-tangents' option enums. String enums: every layer takes the member or its string.
+class Padding(enum.StrEnum):
+    """Convolution and pooling padding."""
+
+    CIRCULAR = "CIRCULAR"
+    SAME = "SAME"
+    VALID = "VALID"
+
+
+class AttentionMechanism(enum.StrEnum):
+    """`GlobalSelfAttention`'s ``attention_mechanism``."""
+
+    SOFTMAX = "SOFTMAX"
+    IDENTITY = "IDENTITY"
+    ABS = "ABS"
+    RELU = "RELU"
+
+
+class PositionalEmbedding(enum.StrEnum):
+    """`GlobalSelfAttention`'s ``pos_emb_type``."""
+
+    NONE = "NONE"
+    SUM = "SUM"
+    CONCAT = "CONCAT"
+
+
+class AggregateImplementation(enum.StrEnum):
+    """`Aggregate`'s ``implementation``."""
+
+    DENSE = "DENSE"
+    SPARSE = "SPARSE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -820,7 +859,9 @@ def layer(layer_fn: Callable) -> Callable[..., Layer]:
     the non-finite guard of every layer), composes with `serial` and `parallel`, and its three
     functions are named after ``layer_fn``. Inputs of any rank are accepted; the layer's
     kernel function must handle the `Kernel`s it is given (``k.spatial`` says whether they
-    carry sites)."""
+    carry sites). What the kernel function declares with `requires` (its `Diagonal`, batch
+    and channel axes) and `supports_masking` (its mask rule) is read here; a layer without
+    `supports_masking` passes masks on unchanged."""
     name = layer_fn.__name__
 
     @functools.wraps(layer_fn)
@@ -828,10 +869,109 @@ def layer(layer_fn: Callable) -> Callable[..., Layer]:
         init_fn, apply_fn, kernel_fn = layer_fn(*args, **kwargs)
         if not callable(kernel_fn):
             raise TypeError(f"{name}: the layer function must return a callable kernel_fn")
-        kfn = KernelFn(lambda k: kernel_fn(k), name, spatial_ndim="any")
-        return new_layer(init_fn, apply_fn, kfn)
+        reqs = dict(getattr(kernel_fn, _INPUT_REQ, {}))
+        if reqs.get("diagonal_batch", True) is False:
+            raise NotImplementedError(
+                f"{name}: requires(diagonal_batch=False) (a layer that needs every pair of x1's "
+                "points inside the network) is not supported; kernels carry per-point blocks"
+            )
+        diagonal = reqs.get("diagonal_spatial", Diagonal())
+        if not isinstance(diagonal, Diagonal):  # a bool, as neural-tangents also accepts
+            diagonal = Diagonal(YES, YES) if diagonal else Diagonal(NO, NO)
+        b, c = reqs.get("batch_axis", 0), reqs.get("channel_axis", -1)
+        kfn = KernelFn(
+            lambda k, **kw: kernel_fn(k, **kw),
+            name,
+            spatial_ndim="any",
+            diagonal=diagonal,
+            channel_axis=None if c == -1 else c,
+            batch_axis=b or None,
+        )
+        masking = getattr(kernel_fn, "masking", IDENTITY)
+        return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
     return build
+
+
+_INPUT_REQ = "input_req"
+_REQUIREMENTS = ("diagonal_spatial", "diagonal_batch", "batch_axis", "channel_axis")
+
+
+def requires(**static_reqs) -> Callable:
+    """neural-tangents' decorator declaring what a user layer's ``kernel_fn`` needs of its
+    input `Kernel`: ``diagonal_spatial`` (a `Diagonal`, or a bool), ``batch_axis`` and
+    ``channel_axis`` (the layer's layout), ``diagonal_batch`` (True; False is refused by
+    `layer`). `layer` reads them. Unknown names raise TypeError."""
+    unknown = sorted(set(static_reqs) - set(_REQUIREMENTS))
+    if unknown:
+        raise TypeError(f"requires: unknown requirements {unknown}; known: {list(_REQUIREMENTS)}")
+
+    def decorate(kernel_fn: Callable) -> Callable:
+        @functools.wraps(kernel_fn)
+        def wrapped(k, **kwargs):
+            return kernel_fn(k, **kwargs)
+
+        setattr(wrapped, _INPUT_REQ, dict(getattr(kernel_fn, _INPUT_REQ, {}), **static_reqs))
+        if hasattr(kernel_fn, "masking"):
+            wrapped.masking = kernel_fn.masking
+        return wrapped
+
+    return decorate
+
+
+def supports_masking(remask_kernel: bool) -> Callable:
+    """neural-tangents' decorator for a user layer function that returns ``(init_fn, apply_fn,
+    kernel_fn, mask_fn)``: ``mask_fn(mask, input_shape)`` maps a boolean mask laid out as the
+    layer's inputs to one laid out as its outputs (omitted: unchanged). Use it under `layer`
+    (``@layer`` then ``@supports_masking(...)``); the layer then takes ``mask_constant`` and
+    masked inputs like the built-in ones (`theory.kernels.stax.Masking`). Kernels are re-zeroed
+    at absent sites after every layer whatever ``remask_kernel`` says (it only saved work in
+    neural-tangents: the next layer zeroes its absent inputs anyway)."""
+    if not isinstance(remask_kernel, (bool, np.bool_)):
+        raise TypeError(
+            f"supports_masking: remask_kernel must be True or False, got {remask_kernel!r}"
+        )
+
+    def decorate(layer_fn: Callable) -> Callable:
+        @functools.wraps(layer_fn)
+        def build(*args, **kwargs):
+            fns = layer_fn(*args, **kwargs)
+            if len(fns) not in (3, 4):
+                raise ValueError(
+                    f"{layer_fn.__name__}: a masked layer returns (init_fn, apply_fn, kernel_fn"
+                    f"[, mask_fn]), got {len(fns)} functions"
+                )
+            init_fn, apply_fn, kernel_fn = fns[:3]
+            mask_fn = fns[3] if len(fns) == 4 else None
+            masking = IDENTITY if mask_fn is None else _user_masking(mask_fn)
+
+            @functools.wraps(kernel_fn)
+            def kernel(k, **kw):
+                return kernel_fn(k, **kw)
+
+            if hasattr(kernel_fn, _INPUT_REQ):
+                setattr(kernel, _INPUT_REQ, getattr(kernel_fn, _INPUT_REQ))
+            kernel.masking = masking
+            return init_fn, apply_fn, kernel
+
+        return build
+
+    return decorate
+
+
+def _user_masking(mask_fn: Callable) -> Masking:
+    """A `Masking` from neural-tangents' ``mask_fn(mask, input_shape)`` (activation layout):
+    in the kernel the mask (points first, channels last) is laid out as the activations, mapped,
+    and laid back."""
+
+    def kernel(m, k_in, k_out):
+        ndim = m.ndim
+        c_in = channel_position(k_in.channel_axis, ndim, "channel_axis")
+        out = mask_fn(jnp.moveaxis(m, -1, c_in), k_in.shape1)
+        c_out = channel_position(k_out.channel_axis, out.ndim, "channel_axis")
+        return jnp.moveaxis(out, c_out, -1)
+
+    return Masking(kernel=kernel, apply=lambda mask, x: mask_fn(mask, x.shape))
 
 
 def as_layer(obj, where: str) -> Layer:
