@@ -1,6 +1,8 @@
 """Layers with their points on another axis than 0 (neural-tangents' ``batch_axis``):
-``Dense``, ``GlobalAvgPool``/``GlobalSumPool``, ``Flatten(batch_axis, batch_axis_out)`` and
-``Index``. One script run by both libraries, and the identity that defines the feature.
+``Dense``, ``GlobalAvgPool``/``GlobalSumPool``, ``Flatten(batch_axis, batch_axis_out)``,
+``Index``, convolutions whose ``dimension_numbers`` put N anywhere, ``AvgPool``/``SumPool``,
+``LayerNorm`` and ``GlobalSelfAttention``. One script run by both libraries, and the identity
+that defines the feature.
 
 Kernels are computed with the points moved to axis 0, so where the points are cannot change
 a kernel: the test against transposed inputs is exact (1e-14). Against neural-tangents in
@@ -106,8 +108,8 @@ def test_batch_axis_errors_name_the_argument():
         from theory.kernels import kernel_to_disk
 
         kernel_to_disk(stax.Dense(2, batch_axis=1)[2], x, None, "/nonexistent/never.zarr")
-    with pytest.raises(NotImplementedError, match="LayerNorm: only batch_axis=0"):
-        stax.LayerNorm(batch_axis=1)
+    with pytest.raises(NotImplementedError, match="Aggregate: only batch_axis=0"):
+        stax.Aggregate(batch_axis=1)
 
 
 def test_layout_keywords_at_call_time(x64):
@@ -128,3 +130,74 @@ def test_layout_keywords_at_call_time(x64):
     *_, on_1 = stax.serial(stax.Dense(4, batch_axis=1), stax.GlobalAvgPool(batch_axis=1))
     with pytest.raises(ValueError, match="batch_axis=0 given, but the network's layers take"):
         on_1(x, None, "nngp", batch_axis=0)
+
+
+SPATIAL_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    x, y = a["x"], a["y"]  # (H, N, W, C)
+    init_fn, apply_fn, kernel_fn = stax.serial(
+        stax.Conv(8, (3, 3), padding="SAME", dimension_numbers=("HNWC", "HWIO", "NHWC")),
+        stax.Relu(),
+        stax.AvgPool((2, 2), (1, 1), "SAME", batch_axis=0, channel_axis=3),
+        stax.Conv(8, (2, 2), padding="SAME", dimension_numbers=("NHWC", "HWIO", "HWNC")),
+        stax.LayerNorm(axis=(0, 1, 3), batch_axis=2, channel_axis=3),
+        stax.GlobalSelfAttention(8, 4, 4, 2, batch_axis=2, channel_axis=3),
+        stax.Relu(),
+        stax.SumPool((2, 1), (1, 1), "VALID", batch_axis=2, channel_axis=3),
+        stax.GlobalAvgPool(batch_axis=2, channel_axis=3),
+        stax.Dense(1))
+    out = {}
+    k = kernel_fn(x, y, ("nngp", "ntk"))
+    out["nngp"], out["ntk"] = k.nngp, k.ntk
+    out["ntk_self"] = kernel_fn(x, None, "ntk")
+    shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    out["shape"] = np.array(shape)
+    out["apply_shape"] = np.array(apply_fn(params, x).shape)
+    return out
+"""
+
+
+def _spatial_arrays():
+    rng = np.random.default_rng(1)
+    return {"x": rng.standard_normal((3, 4, 4, 2)), "y": rng.standard_normal((3, 3, 4, 2))}
+
+
+@pytest.mark.slow  # about 20 s of compilations in each library
+def test_spatial_layers_with_points_anywhere_agree_with_neural_tangents(x64, nt_script):
+    """Convolutions whose dimension_numbers put N elsewhere (in and out), AvgPool/SumPool,
+    LayerNorm over sites and channels, attention and global pooling, each told where the
+    points are; NNGP and NTK against neural-tangents."""
+    nt_script(SPATIAL_SCRIPT, _spatial_arrays(), RTOL)
+
+
+def test_spatial_layers_with_points_anywhere_equal_points_first(x64):
+    """Where the points are cannot change a kernel: the same network with the points on axis
+    1 (in), axis 2 (after the second convolution) equals the points-first network on the
+    transposed inputs, exactly."""
+    a = _spatial_arrays()
+    moved = stax.serial(
+        stax.Conv(8, (3, 3), padding="SAME", dimension_numbers=("HNWC", "HWIO", "NHWC")),
+        stax.Relu(),
+        stax.AvgPool((2, 2), (1, 1), "SAME"),
+        stax.Conv(8, (2, 2), padding="SAME", dimension_numbers=("NHWC", "HWIO", "HWNC")),
+        stax.LayerNorm(axis=(0, 1, 3), batch_axis=2, channel_axis=3),
+        stax.GlobalSelfAttention(8, 4, 4, 2, batch_axis=2, channel_axis=3),
+        stax.GlobalAvgPool(batch_axis=2, channel_axis=3),
+        stax.Dense(1),
+    )[2]
+    first = stax.serial(
+        stax.Conv(8, (3, 3), padding="SAME"),
+        stax.Relu(),
+        stax.AvgPool((2, 2), (1, 1), "SAME"),
+        stax.Conv(8, (2, 2), padding="SAME"),
+        stax.LayerNorm(axis=(1, 2, 3)),
+        stax.GlobalSelfAttention(8, 4, 4, 2),
+        stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )[2]
+    x, y = a["x"], a["y"]
+    got = moved(x, y, ("nngp", "ntk"))
+    want = first(np.moveaxis(x, 1, 0), np.moveaxis(y, 1, 0), ("nngp", "ntk"))
+    np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-13)
+    np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-13)

@@ -1051,6 +1051,42 @@ def points_first(init_fn: Callable, apply_fn: Callable, batch_axis: int):
     return init, apply
 
 
+def standard_layout(init_fn: Callable, apply_fn: Callable, batch_axis: int, channel_axis: int):
+    """``init_fn``/``apply_fn`` of a layer written for (N, *sites, C) inputs, made to take
+    inputs whose points are on ``batch_axis`` and channels on ``channel_axis`` (both in the
+    inputs' own layout; the sites are the other axes, in order): the two axes are moved to
+    the front and back, the layer applied, and moved back (also a ``mask=`` keyword, laid out
+    as the inputs). The output keeps the input's rank. Unchanged for (0, −1)."""
+
+    def axes(ndim):
+        b = axis_position(batch_axis, ndim, "batch_axis")
+        c = axis_position(channel_axis, ndim, "channel_axis")
+        if b == c:
+            raise ValueError(f"batch_axis={batch_axis} and channel_axis={channel_axis} coincide")
+        return b, c
+
+    if batch_axis == 0 and channel_axis == -1:
+        return init_fn, apply_fn
+
+    def init(rng, input_shape):
+        shape = tuple(input_shape)
+        b, c = axes(len(shape))
+        std = np.moveaxis(np.empty(shape, dtype=[]), (b, c), (0, -1)).shape
+        out, params = init_fn(rng, std)
+        out = np.moveaxis(np.empty(tuple(out), dtype=[]), (0, -1), (b, c)).shape
+        return out, params
+
+    def apply(params, inputs, **kwargs):
+        b, c = axes(inputs.ndim)
+        if kwargs.get("mask") is not None:
+            mask = jnp.broadcast_to(kwargs["mask"], kwargs["mask"].shape)
+            kwargs["mask"] = jnp.moveaxis(mask, (b, c), (0, -1))
+        y = apply_fn(params, jnp.moveaxis(inputs, (b, c), (0, -1)), **kwargs)
+        return jnp.moveaxis(y, (0, -1), (b, c))
+
+    return init, apply
+
+
 def channels_last(init_fn: Callable, apply_fn: Callable, channel_axis: int):
     """``init_fn``/``apply_fn`` of a rank-preserving layer written for channel-last inputs,
     made to take inputs whose channels are on ``channel_axis``: the channel axis is moved last,

@@ -22,9 +22,9 @@ from theory.kernels.stax._core import (
     Diagonal,
     KernelFn,
     _check_std,
-    channels_last,
     check_axes,
     new_layer,
+    standard_layout,
 )
 from theory.kernels.stax._masking import Masking, channel_constant, collapse_channels
 
@@ -199,7 +199,9 @@ def GlobalSelfAttention(
     The Diagonal requirement is neural-tangents' ``Diagonal(input=NO)``: the input must carry
     the full spatial covariance, and so does the output. ``channel_axis`` may be any
     non-batch axis (the parameters keep the channel-last layout: ``pos_emb`` is
-    (1, *S, C_pos) whatever it is); masks and ``batch_axis`` ≠ 0 are not supported.
+    (1, *S, C_pos) whatever it is), and ``batch_axis`` any other axis. Masked inputs
+    (``mask_constant``): absent keys leave the attention (logit −1e20 before a softmax, 0
+    before the other mechanisms) and absent sites get no positional embedding.
     """
     n_chan_out = _check_positive_int("n_chan_out", n_chan_out)
     n_chan_key = _check_positive_int("n_chan_key", n_chan_key)
@@ -256,7 +258,7 @@ def GlobalSelfAttention(
             f"GlobalSelfAttention: val_pos_emb must be True or False, got {val_pos_emb!r}"
         )
     val_pos_emb = bool(val_pos_emb)
-    channel_axis = check_axes("GlobalSelfAttention", batch_axis, channel_axis)
+    channel_axis = check_axes("GlobalSelfAttention", batch_axis, channel_axis, any_batch=True)
     qk_std = float(W_query_std) * float(W_key_std)
     ov_std = float(W_out_std) * float(W_value_std)
     b_std = None if b_std is None else float(b_std)
@@ -360,7 +362,7 @@ def GlobalSelfAttention(
                 "GlobalSelfAttention needs inputs with 1 to 3 spatial axes (NHWC: attention is "
                 "over sites); its input kernel has none (fully connected)"
             )
-        check_channel_axis("GlobalSelfAttention", k, channel_axis)
+        check_channel_axis("GlobalSelfAttention", k, channel_axis, batch_axis)
         if not k.full_spatial:  # Diagonal(input=NO) makes every such network run full
             raise AssertionError("GlobalSelfAttention received a spatial-diagonal kernel")
         if not linear_scaling and mech != "IDENTITY":
@@ -475,6 +477,7 @@ def GlobalSelfAttention(
         spatial_ndim="sites",
         diagonal=Diagonal(NO, NO),
         channel_axis=channel_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
 
     # Masks: absent keys leave the attention (−1e20 before a softmax, 0 otherwise) and carry
@@ -489,4 +492,6 @@ def GlobalSelfAttention(
         apply=lambda mask, x: jnp.all(mask, axis=channel_axis, keepdims=True),
         takes_mask=True,
     )
-    return new_layer(*channels_last(init_fn, apply_fn, channel_axis), kfn, masking=masking)
+    return new_layer(
+        *standard_layout(init_fn, apply_fn, batch_axis, channel_axis), kfn, masking=masking
+    )

@@ -22,9 +22,9 @@ from theory.kernels.stax._core import (
     _check_std,
     axis_position,
     canonical_axis,
-    channels_last,
     check_axes,
     new_layer,
+    standard_layout,
 )
 from theory.kernels.stax._masking import (
     Masking,
@@ -342,26 +342,21 @@ def _conv_layer(
         return y if b is None else y + b
 
     name = f"{layer}({out_chan}, {filter_shape}, {padding})"
-    batch_first = lhs[0] == out[0] == "N"
     # the kernel's sites are the non-batch, non-channel axes in order: those of lhs on the
-    # way in, of out on the way out (`to_out` permutes them)
-    out_channel = None if out[-1] == "C" else out.index("C")
+    # way in, of out on the way out (`to_out` permutes them); kernels hold the points first,
+    # wherever the layouts put N (the output's channel axis counted with N moved first)
+    out_pf = "N" + out.replace("N", "")
+    out_channel = None if out_pf[-1] == "C" else out_pf.index("C")
 
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{layer} takes one input; got {len(k)} branches")
-        if not batch_first:
-            raise NotImplementedError(
-                f"{name}: the kernel needs dimension_numbers whose input and output layouts "
-                f"are batch-first ('N' first: kernels pair points along axis 0), got "
-                f"{(lhs, rhs, out)}. init_fn and apply_fn support any layout"
-            )
         if len(k.spatial) != nd:
             raise ValueError(
                 f"{layer} with a {nd}-D filter {filter_shape} needs inputs with {nd} spatial "
                 f"axes ({lhs}), got {len(k.spatial)} (sites {k.spatial})"
             )
-        check_channel_axis(f"{name} (lhs {lhs!r})", k, lhs.index("C"))
+        check_channel_axis(f"{name} (lhs {lhs!r})", k, lhs.index("C"), lhs.index("N"))
         full = k.full_spatial
         if full:
             op = {
@@ -441,7 +436,14 @@ def _conv_layer(
         return jnp.transpose(canonical_mask(m), np.argsort(out_perm))
 
     diagonal = Diagonal(YES, NO if shared else MAYBE)
-    kfn = KernelFn(transform, name, spatial_ndim=nd, diagonal=diagonal, channel_axis=lhs.index("C"))
+    kfn = KernelFn(
+        transform,
+        name,
+        spatial_ndim=nd,
+        diagonal=diagonal,
+        channel_axis=lhs.index("C"),
+        batch_axis=lhs.index("N") or None,  # 0: the default, not a claim
+    )
     masking = Masking(kernel=lambda m, k_in, k_out: canonical_mask(m), apply=apply_mask)
     return new_layer(init_fn, apply_fn, kfn, masking=masking)
 
@@ -458,10 +460,10 @@ _CONV_ARGS = r"""
     ``dimension_numbers`` ``(lhs, rhs, out)`` as in ``lax.conv_general_dilated``,
                          default ('NHWC', 'HWIO', 'NHWC'); any layout, e.g.
                          ('NCHW', 'OIHW', 'NCHW') or permuted spatial letters
-                         ('NHWC', 'WHIO', 'NWHC'); kernel_fn needs lhs and out
-                         batch-first (NotImplementedError otherwise) and forms the
+                         ('NHWC', 'WHIO', 'NWHC'), N anywhere (kernels hold the
+                         points first whatever the layout); kernel_fn forms the
                          input kernel over lhs's channel axis; later layers that
-                         name a ``channel_axis`` must name out's
+                         name a ``channel_axis``/``batch_axis`` must name out's
     ``parameterization`` ``"ntk"``: z = σ_w/√(C_in·|f|) W ⋆ x + σ_b b, W, b ~ N(0, 1);
                          ``"standard"``: W ~ N(0, σ_w² s_in/(C_in·|f|)), b ~ N(0, σ_b²),
                          z = W ⋆ x/√s_in + b
@@ -660,7 +662,9 @@ def _pool_init(window_shape, strides, padding: str):
     return init_fn
 
 
-def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool, channel_axis):
+def _pool_layer(
+    kind: str, window_shape, strides, padding, normalize_edges: bool, batch_axis, channel_axis
+):
     window_shape, strides, padding = _check_window("window", window_shape, strides, padding)
     nd = len(window_shape)
     if kind == "sum":
@@ -683,8 +687,8 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
     def apply_fn(params, inputs, **kwargs):
         return _pool(inputs)
 
-    init_fn, apply_fn = channels_last(
-        _pool_init(window_shape, strides, padding), apply_fn, channel_axis
+    init_fn, apply_fn = standard_layout(
+        _pool_init(window_shape, strides, padding), apply_fn, batch_axis, channel_axis
     )
     name = f"{'AvgPool' if kind == 'avg' else 'SumPool'}({window_shape}, {padding})"
 
@@ -696,7 +700,7 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
                 f"{name} with a {nd}-D window needs inputs with {nd} spatial axes, got "
                 f"{len(k.spatial)} (sites {k.spatial})"
             )
-        check_channel_axis(name, k, channel_axis)
+        check_channel_axis(name, k, channel_axis, batch_axis)
         try:  # a window larger than the (padded) sites: a clear error, not an empty kernel
             spatial.pool_output_shape(k.spatial, window_shape, strides, padding)
         except ValueError:
@@ -720,8 +724,9 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
         )
 
     kfn = KernelFn(
-        transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO), channel_axis=channel_axis
-    )
+        transform, name, spatial_ndim=nd, diagonal=Diagonal(MAYBE, NO), channel_axis=channel_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
+    )  # fmt: skip
 
     def canonical_mask(m):
         """An output absent where the input at its window's centre is (neural-tangents')."""
@@ -730,11 +735,12 @@ def _pool_layer(kind: str, window_shape, strides, padding, normalize_edges: bool
         return window_centres(m, window_shape, strides, pads)
 
     def apply_mask(mask, x):
-        c = channel_position(channel_axis, x.ndim, "channel_axis")
+        b = axis_position(batch_axis, x.ndim, "batch_axis")
+        c = axis_position(channel_axis, x.ndim, "channel_axis")
         shape = list(x.shape)
         shape[c] = mask.shape[c]
-        m = jnp.moveaxis(jnp.broadcast_to(mask, shape), c, -1)
-        return jnp.moveaxis(canonical_mask(m), -1, c)
+        m = jnp.moveaxis(jnp.broadcast_to(mask, shape), (b, c), (0, -1))
+        return jnp.moveaxis(canonical_mask(m), (0, -1), (b, c))
 
     masking = Masking(kernel=lambda m, k_in, k_out: canonical_mask(m), apply=apply_mask)
     return new_layer(init_fn, apply_fn, kfn, masking=masking)
@@ -753,8 +759,10 @@ def AvgPool(
     per axis, or / count(o)·count(o') with SAME padding and ``normalize_edges``
     (`theory.kernels.spatial.pool_full`). ``channel_axis``: the inputs' channel axis (the
     window covers the other non-batch axes, in order)."""
-    channel_axis = check_axes("AvgPool", batch_axis, channel_axis)
-    return _pool_layer("avg", window_shape, strides, padding, normalize_edges, channel_axis)
+    channel_axis = check_axes("AvgPool", batch_axis, channel_axis, any_batch=True)
+    return _pool_layer(
+        "avg", window_shape, strides, padding, normalize_edges, batch_axis, channel_axis
+    )
 
 
 def SumPool(
@@ -765,8 +773,8 @@ def SumPool(
     channel_axis: int = -1,
 ):
     """Sum pooling over windows: as `AvgPool` without the division."""
-    channel_axis = check_axes("SumPool", batch_axis, channel_axis)
-    return _pool_layer("sum", window_shape, strides, padding, False, channel_axis)
+    channel_axis = check_axes("SumPool", batch_axis, channel_axis, any_batch=True)
+    return _pool_layer("sum", window_shape, strides, padding, False, batch_axis, channel_axis)
 
 
 def MaxPool(

@@ -15,11 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from theory.kernels import spatial
-from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
+from theory.kernels.kernel import Kernel, check_channel_axis
 from theory.kernels.stax._core import (
     KernelFn,
     _check_std,
     _stateless_init,
+    axis_position,
+    canonical_axis,
     check_axes,
     new_layer,
 )
@@ -88,7 +90,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     Unlike neural-tangents, normalizing over the batch axis is refused: it makes each point's
     kernel depend on which other points share its batch, so tiled and untiled computations
     would disagree. ``channel_axis`` names the channel axis (default the last; 1 for NCHW
-    activations); ``batch_axis`` must be 0, as for the other layers. Neural-tangents sets no
+    activations) and ``batch_axis`` the points' axis (any; ``axis`` and ``channel_axis`` are in
+    the inputs' own layout). Neural-tangents sets no
     spatial-diagonal requirement for this layer (it is neutral in the fold); ``Diagonal(YES,
     NO)``, the default, picks the same mode except after a layer whose output is MAYBE
     (``ConvLocal``) and in ``parallel`` branches, where it may pick the full covariance while
@@ -98,7 +101,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     axes = _check_axes(axis)
     _check_std("eps", eps)
     eps = float(eps)
-    channel_axis = check_axes("LayerNorm", batch_axis, channel_axis)
+    channel_axis = check_axes("LayerNorm", batch_axis, channel_axis, any_batch=True)
     name = f"LayerNorm(axis={axis!r})"
 
     def apply_fn(params, inputs, mask=None, **kwargs):
@@ -117,13 +120,16 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         ndim = 2 + len(k.spatial)
-        check_channel_axis(name, k, channel_axis)
-        c = channel_position(channel_axis, ndim, "channel_axis")
+        check_channel_axis(name, k, channel_axis, batch_axis)
+        # the layer's axes are in its inputs' layout; the kernel has the points first
+        c = canonical_axis(channel_axis, batch_axis, ndim, f"{name}: channel_axis")
         if not k.spatial:
             what = "fully connected inputs (N, C)"
         else:
             what = "NHWC inputs" if c == ndim - 1 else f"inputs with channels on axis {c}"
         ax = _canonical(axes, ndim, axis, what)
+        b = axis_position(batch_axis, ndim, f"{name}: batch_axis")
+        ax = tuple(sorted(0 if a == b else canonical_axis(a, batch_axis, ndim, name) for a in ax))
         if c not in ax:
             raise ValueError(
                 f"{name}: axis must include the channel axis ({c} or {c - ndim}): normalizing "
@@ -179,7 +185,12 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
             cov2=None if k.cov2 is None else k.cov2 / scale2,
         )
 
-    kernel_fn = KernelFn(transform, name, channel_axis=channel_axis)
+    kernel_fn = KernelFn(
+        transform,
+        name,
+        channel_axis=channel_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
+    )
 
     def kernel_mask(m, k_in, k_out):
         if m.shape[-1] != 1:
