@@ -448,7 +448,6 @@ def test_refuses_what_neural_tangents_refuses():
         ({"pos_emb_decay_fn": 3.0}, TypeError, "pos_emb_decay_fn"),
         ({"n_chan_pos_emb": -2}, ValueError, "n_chan_pos_emb"),
         ({"linear_scaling": "yes"}, TypeError, "linear_scaling"),
-        ({"batch_axis": 1}, NotImplementedError, "only batch_axis=0"),
         ({"channel_axis": 0}, ValueError, "channel_axis=0 is the batch axis"),
     ],
 )

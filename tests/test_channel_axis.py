@@ -239,7 +239,7 @@ def test_mismatched_channel_axis_is_refused_clearly():
         net[2](x)
     with pytest.raises(ValueError, match="channel_axis=0 is the batch axis"):
         stax.AvgPool((2, 2), channel_axis=0)
-    with pytest.raises(NotImplementedError, match="AvgPool: only batch_axis=0"):
-        stax.AvgPool((2, 2), batch_axis=1)
+    with pytest.raises(ValueError, match="channel_axis=1 is the batch axis"):
+        stax.serial(stax.Conv(2, (2, 2)), stax.AvgPool((2, 2), batch_axis=1, channel_axis=1))[2](x)
     with pytest.raises(ValueError, match="channel_axis=5 is not a channel axis of 4-D inputs"):
         stax.serial(stax.Conv(2, (2, 2)), stax.AvgPool((2, 2), channel_axis=5))[2](x)

@@ -418,9 +418,12 @@ def test_bad_arguments_are_refused_clearly():
         stax.ConvLocal(3, (3, 3), strides=(2,))
     with pytest.raises(ValueError, match="ConvTranspose with a 1-D filter .* 1 spatial axes"):
         stax.serial(stax.Conv(3, (3, 3)), stax.ConvTranspose(3, (2,)))[2](np.ones((2, 4, 4, 1)))
-    # a batch axis other than the first runs as a finite network but not as a kernel
-    net = stax.serial(
+    # points on another axis than the first: the kernel of the points-first layout, exactly
+    x = np.random.default_rng(0).standard_normal((4, 4, 2, 3)).astype(np.float32)
+    moved = stax.serial(
         stax.Conv(3, (2, 2), dimension_numbers=("HWNC", "OIHW", "NHWC")), stax.Flatten()
-    )
-    with pytest.raises(NotImplementedError, match="batch-first .*HWNC"):
-        net[2](np.ones((4, 4, 2, 3)))
+    )[2](x, None, "nngp")
+    first = stax.serial(
+        stax.Conv(3, (2, 2), dimension_numbers=("NHWC", "OIHW", "NHWC")), stax.Flatten()
+    )[2](np.moveaxis(x, 2, 0), None, "nngp")
+    np.testing.assert_allclose(moved, first, rtol=1e-6)

@@ -373,8 +373,9 @@ def test_layernorm_refuses_what_has_no_kernel():
     # channels on axis 1 of NHWC activations: the layout check names the axis to use
     with pytest.raises(ValueError, match="channel_axis=1 is axis 1 .* channel_axis=3"):
         conv_ln(-1, channel_axis=1)(img)
-    with pytest.raises(NotImplementedError, match="LayerNorm: only batch_axis=0"):
-        stax.LayerNorm(batch_axis=1)
+    with pytest.raises(NotImplementedError, match="over the batch axis"):  # points on axis 1
+        ln = stax.LayerNorm((0, 1), batch_axis=1, channel_axis=0)
+        stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), ln)[2](fc.T)
     with pytest.raises(ValueError, match="the input to LayerNorm must be Gaussian"):
         stax.serial(stax.Dense(3), stax.Relu(), stax.LayerNorm())[2](fc)
     with pytest.raises(ValueError, match="the input to LayerNorm must be Gaussian"):
