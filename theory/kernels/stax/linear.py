@@ -1354,39 +1354,32 @@ def DotGeneral(
         full = k.full_spatial or (not k.spatial and len(out_sites) > 0 and not k.diagonal_spatial)
         hi = jax.lax.Precision.HIGHEST
 
-        def pair(m):
+        def mapped(m, a_left, a_right, batch_nd):
+            """A_left (·) A_rightᵀ on the site axes of m (2 point axes: a pair kernel; 1: a
+            per-point block)."""
             if m is None:
                 return None
+            pts = "ij"[:batch_nd]
+            left, right = pts[0], pts[-1]
             if k.full_spatial:
-                m = _unzip_sites(m, 2, k.spatial)
-                out = jnp.einsum("iat,ijts,jbs->ijab", a1, m, a2, precision=hi)
-                return _zip_sites(out, 2, out_sites)
-            m = m.reshape(m.shape[:2] + (-1,))
-            if full:  # no sites on the way in, sites out: their full covariance
-                out = jnp.einsum("ias,ijs,jbs->ijab", a1, m, a2, precision=hi)
-                return _zip_sites(out, 2, out_sites)
-            out = jnp.einsum("ias,ijs,jas->ija", a1, m, a2, precision=hi)
-            return out.reshape(out.shape[:2] + out_sites)
-
-        def block(m, a):
-            if m is None:
-                return None
-            if k.full_spatial:
-                m = _unzip_sites(m, 1, k.spatial)
-                out = jnp.einsum("iat,its,ibs->iab", a, m, a, precision=hi)
-                return _zip_sites(out, 1, out_sites)
-            m = m.reshape(m.shape[:1] + (-1,))
-            if full:
-                out = jnp.einsum("ias,is,ibs->iab", a, m, a, precision=hi)
-                return _zip_sites(out, 1, out_sites)
-            out = jnp.einsum("ias,is,ias->ia", a, m, a, precision=hi)
-            return out.reshape(out.shape[:1] + out_sites)
+                m = _unzip_sites(m, batch_nd, k.spatial)
+                spec = f"{left}at,{pts}ts,{right}bs->{pts}ab"
+            else:
+                m = m.reshape(m.shape[:batch_nd] + (-1,))
+                if full:  # no sites on the way in, sites out: their full covariance
+                    spec = f"{left}as,{pts}s,{right}bs->{pts}ab"
+                else:
+                    spec = f"{left}as,{pts}s,{right}as->{pts}a"
+            out = jnp.einsum(spec, a_left, m, a_right, precision=hi)
+            if k.full_spatial or full:
+                return _zip_sites(out, batch_nd, out_sites)
+            return out.reshape(out.shape[:batch_nd] + out_sites)
 
         return k.replace(
-            nngp=pair(k.nngp),
-            ntk=pair(k.ntk),
-            cov1=block(k.cov1, a1),
-            cov2=block(k.cov2, a2),
+            nngp=mapped(k.nngp, a1, a2, 2),
+            ntk=mapped(k.ntk, a1, a2, 2),
+            cov1=mapped(k.cov1, a1, a1, 1),
+            cov2=mapped(k.cov2, a2, a2, 1),
             spatial=out_sites,
             diagonal_spatial=not full,
             channel_axis=None if c_can == ndim_out - 1 else c_can,
