@@ -438,8 +438,6 @@ def test_errors_name_the_argument(x64):
         stax.Aggregate(4)[1]((), x, pattern=p)
     with pytest.raises(ValueError, match="implementation"):
         stax.Aggregate(implementation="COO")
-    with pytest.raises(NotImplementedError, match="only batch_axis=0"):
-        stax.Aggregate(batch_axis=1)
     with pytest.raises(ValueError, match="channel_axis=0 is the batch axis"):
         stax.Aggregate(channel_axis=0)
     _, _, sparse_kf = stax.Aggregate(implementation="SPARSE")

@@ -1,8 +1,8 @@
 """Layers with their points on another axis than 0 (neural-tangents' ``batch_axis``):
 ``Dense``, ``GlobalAvgPool``/``GlobalSumPool``, ``Flatten(batch_axis, batch_axis_out)``,
 ``Index``, convolutions whose ``dimension_numbers`` put N anywhere, ``AvgPool``/``SumPool``,
-``LayerNorm`` and ``GlobalSelfAttention``. One script run by both libraries, and the identity
-that defines the feature.
+``LayerNorm``, ``GlobalSelfAttention`` and ``Aggregate``. One script run by both libraries,
+and the identity that defines the feature.
 
 Kernels are computed with the points moved to axis 0, so where the points are cannot change
 a kernel: the test against transposed inputs is exact (1e-14). Against neural-tangents in
@@ -108,8 +108,10 @@ def test_batch_axis_errors_name_the_argument():
         from theory.kernels import kernel_to_disk
 
         kernel_to_disk(stax.Dense(2, batch_axis=1)[2], x, None, "/nonexistent/never.zarr")
-    with pytest.raises(NotImplementedError, match="Aggregate: only batch_axis=0"):
-        stax.Aggregate(batch_axis=1)
+    with pytest.raises(ValueError, match="batch_axis=1 and channel_axis=1 are the same axis"):
+        stax.Aggregate(batch_axis=1, channel_axis=1)[1]((), x, pattern=np.zeros((4, 3, 3)))
+    with pytest.raises(ValueError, match=r"aggregate_axis 1 must name .* not the batch axis 1"):
+        stax.Aggregate(1, batch_axis=1)[1]((), x, pattern=np.zeros((4, 3, 3)))
 
 
 def test_layout_keywords_at_call_time(x64):
@@ -201,3 +203,100 @@ def test_spatial_layers_with_points_anywhere_equal_points_first(x64):
     want = first(np.moveaxis(x, 1, 0), np.moveaxis(y, 1, 0), ("nngp", "ntk"))
     np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-13)
     np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-13)
+
+
+GRAPH_SCRIPT = """
+def run(nt, a):
+    stax = nt.stax
+    out = {}
+    key = jax.random.PRNGKey(0)
+    cases = {
+        # (V, N, C): one vertex axis before the points
+        "v_n_c": (a["x1"], a["y1"], a["p1"], a["q1"], 1, 2, 0),
+        # (V1, C, N, V2): two vertex axes around the channels and points
+        "v_c_n_v": (a["x2"], a["y2"], a["p2"], a["q2"], 2, 1, (0, 3)),
+    }
+    for name, (x, y, p, q, b, c, agg) in cases.items():
+        for impl in ("DENSE", "SPARSE"):
+            init_fn, apply_fn, kernel_fn = stax.serial(
+                stax.Dense(8, 1.2, 0.1, batch_axis=b, channel_axis=c), stax.Relu(),
+                stax.Aggregate(agg, batch_axis=b, channel_axis=c, implementation=impl),
+                stax.Dense(8, batch_axis=b, channel_axis=c), stax.Erf(),
+                stax.GlobalAvgPool(batch_axis=b, channel_axis=c),
+                # pooled: (N, C) or (C, N), the two axes in the inputs' order
+                stax.Dense(1, batch_axis=int(c < b), channel_axis=int(c > b)))
+            if impl == "DENSE":
+                px, py = p, q
+            else:  # the same graphs as edge lists (every arc of weight 1)
+                px, py = a[name + "_edges_x"], a[name + "_edges_y"]
+            tag = f"{name}_{impl}"
+            k = kernel_fn(x, y, ("nngp", "ntk"), pattern=(px, py))
+            out[tag + "_nngp"], out[tag + "_ntk"] = k.nngp, k.ntk
+            out[tag + "_self"] = kernel_fn(x, None, "ntk", pattern=(px, px))
+            _, params = init_fn(key, x.shape)
+            out[tag + "_apply"] = apply_fn(params, x, pattern=px)
+    return out
+"""
+
+
+def _graph_arrays():
+    """Random 0/1 graphs (no weights, so the dense and sparse patterns are the same graph)."""
+    rng = np.random.default_rng(2)
+    a = {
+        "x1": rng.standard_normal((4, 3, 2)),  # (V, N, C)
+        "y1": rng.standard_normal((4, 2, 2)),
+        "x2": rng.standard_normal((2, 2, 3, 3)),  # (V1, C, N, V2)
+        "y2": rng.standard_normal((2, 2, 2, 3)),
+    }
+    for name, key, shape in (("v_n_c", "1", (4,)), ("v_c_n_v", "2", (2, 3))):
+        for side, n in (("x", 3), ("y", 2)):
+            v = int(np.prod(shape))
+            adj = (rng.random((n, v, v)) < 0.4).astype(float)
+            dense = adj.reshape((n, *shape, *shape))
+            a[("p" if side == "x" else "q") + key] = dense
+            edges = np.full((n, v * v, len(shape), 2), -1, np.int32)  # padded edge lists
+            for i in range(n):
+                tails, heads = np.nonzero(adj[i])
+                coords = np.stack(
+                    [np.stack(np.unravel_index(t, shape)) for t in (tails, heads)], -1
+                )  # (K, E, 2)
+                edges[i, : len(tails)] = np.moveaxis(coords, 1, 0)
+            a[f"{name}_edges_{side}"] = edges
+    return a
+
+
+@pytest.mark.slow  # about 20 s of compilations in each library
+def test_aggregate_with_points_anywhere_agrees_with_neural_tangents(x64, nt_script):
+    """Graph networks whose points are on axis 1 or 2 (one or two vertex axes, channels before
+    or after the points), dense and sparse patterns: kernels and outputs against
+    neural-tangents."""
+    nt_script(GRAPH_SCRIPT, _graph_arrays(), RTOL)
+
+
+def test_aggregate_with_points_anywhere_equals_points_first(x64):
+    """The (V1, C, N, V2) graph network equals the points-first (N, V1, V2, C) one on the
+    transposed inputs, exactly; apply_fn too."""
+    a = _graph_arrays()
+    x, y, p, q = a["x2"], a["y2"], a["p2"], a["q2"]
+
+    def net(b, c, agg):
+        return stax.serial(
+            stax.Dense(8, batch_axis=b, channel_axis=c),
+            stax.Relu(),
+            stax.Aggregate(agg, batch_axis=b, channel_axis=c),
+            stax.GlobalAvgPool(batch_axis=b, channel_axis=c),
+            stax.Dense(1, batch_axis=int(c % 4 < b), channel_axis=int(c % 4 > b)),
+        )
+
+    moved, first = net(2, 1, (0, 3)), net(0, -1, (1, 2))
+    t = (2, 0, 3, 1)  # (V1, C, N, V2) -> (N, V1, V2, C)
+    got = moved[2](x, y, ("nngp", "ntk"), pattern=(p, q))
+    want = first[2](x.transpose(t), y.transpose(t), ("nngp", "ntk"), pattern=(p, q))
+    np.testing.assert_allclose(got.nngp, want.nngp, rtol=1e-14)
+    np.testing.assert_allclose(got.ntk, want.ntk, rtol=1e-14)
+    shape, params = moved[0](jax.random.PRNGKey(0), x.shape)
+    assert shape == (1, 3) and moved[1](params, x, pattern=p).shape == (1, 3)  # (C, N)
+    lay = stax.Aggregate((0, 3), batch_axis=2, channel_axis=1)[1]
+    out = lay((), x, pattern=p)
+    ref = stax.Aggregate((1, 2))[1]((), x.transpose(t), pattern=p)
+    np.testing.assert_allclose(out.transpose(t), ref, rtol=1e-14)

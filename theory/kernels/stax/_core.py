@@ -991,21 +991,14 @@ def as_layer(obj, where: str) -> Layer:
     )
 
 
-def check_axes(layer: str, batch_axis, channel_axis, any_batch: bool = False) -> int:
+def check_axes(layer: str, batch_axis, channel_axis) -> int:
     """Validate a layer's ``batch_axis`` and ``channel_axis`` arguments; return
-    ``channel_axis``. Layers whose outputs and kernels do not depend on where the points are
-    (``any_batch``) take any batch axis: kernels are computed with the points moved to axis 0
-    (`KernelFn.batch_axis`); the others need the batch on axis 0 and raise
-    NotImplementedError otherwise. Axes are checked against the inputs' rank when the layer is
-    used."""
+    ``channel_axis``. Every layer takes its points on any axis: kernels are computed with the
+    points moved to axis 0 (`KernelFn.batch_axis`). Axes are checked against the inputs' rank
+    when the layer is used."""
     for name, value in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
-    if batch_axis != 0 and not any_batch:
-        raise NotImplementedError(
-            f"{layer}: only batch_axis=0 is supported (kernels pair points along axis 0), got "
-            f"batch_axis={batch_axis}"
-        )
     if batch_axis == 0 and channel_axis == 0:
         raise ValueError(f"{layer}: channel_axis=0 is the batch axis; channels need another axis")
     return channel_axis

@@ -258,7 +258,7 @@ def GlobalSelfAttention(
             f"GlobalSelfAttention: val_pos_emb must be True or False, got {val_pos_emb!r}"
         )
     val_pos_emb = bool(val_pos_emb)
-    channel_axis = check_axes("GlobalSelfAttention", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("GlobalSelfAttention", batch_axis, channel_axis)
     qk_std = float(W_query_std) * float(W_key_std)
     ov_std = float(W_out_std) * float(W_value_std)
     b_std = None if b_std is None else float(b_std)

@@ -39,6 +39,7 @@ from theory.kernels.stax._core import (
     Diagonal,
     KernelFn,
     _stateless_init,
+    axis_position,
     check_axes,
     new_layer,
 )
@@ -75,10 +76,12 @@ def Aggregate(
       computation).
 
     ``aggregate_axis``: the input axes (of (n, X_1, …, X_N, C)) that index vertices, an int or a
-    sequence of ints, sorted as neural-tangents does; None: every site axis. ``channel_axis``:
-    the inputs' channel axis (default the last; ``aggregate_axis`` counts every input axis,
-    so with channels on axis 1 the vertices of (n, C, V) are axis 2); ``batch_axis`` must
-    be 0.
+    sequence of ints, sorted as neural-tangents does; None: every site axis. ``batch_axis`` and
+    ``channel_axis``: the inputs' point and channel axes (defaults 0 and the last; any two
+    distinct axes). All three count every input axis in the inputs' own layout, so with
+    channels on axis 1 the vertices of (n, C, V) are axis 2, and with points on axis 1 those
+    of (V, n, C) are axis 0; the pattern always has the points first, (n, *A, *A), its vertex
+    axes in the order of the aggregated axes.
 
     Differences from neural-tangents 0.6.5: the ``"SPARSE"`` kernel is computed by scattering
     the edges into a dense pattern first (same values; O(V²) per point instead of O(E²)); a
@@ -107,24 +110,38 @@ def Aggregate(
             )
     name = f"Aggregate({aggregate_axis}, {implementation})"
 
+    def layout(ndim: int) -> tuple[int, int]:
+        """(batch, channel) positions among the ``ndim`` axes of the layer's inputs."""
+        b = axis_position(batch_axis, ndim, f"{name}: batch_axis")
+        if batch_axis == 0:
+            return b, channel_position(channel_axis, ndim, f"{name}: channel_axis")
+        c = axis_position(channel_axis, ndim, f"{name}: channel_axis")
+        if c == b:
+            raise ValueError(
+                f"{name}: batch_axis={batch_axis} and channel_axis={channel_axis} are the same "
+                f"axis of {ndim}-D inputs"
+            )
+        return b, c
+
     def agg_sites(n_sites: int) -> tuple[int, ...]:
-        """Positions among the site axes (0 … n_sites − 1) of the aggregated axes, sorted."""
+        """Positions among the site axes (0 … n_sites − 1: the inputs' axes other than the
+        batch and channel axes, in order) of the aggregated axes, sorted."""
         ndim = n_sites + 2
-        c = channel_position(channel_axis, ndim, f"{name}: channel_axis")
-        site_axes = [a for a in range(1, ndim) if a != c]
+        b, c = layout(ndim)
+        site_axes = [a for a in range(ndim) if a not in (b, c)]
         if aggregate_axis is None:
             return tuple(range(n_sites))
         raw = (aggregate_axis,) if isinstance(aggregate_axis, int) else tuple(aggregate_axis)
         if any(not -ndim <= a < ndim for a in raw):
             raise ValueError(
                 f"{name}: aggregate_axis {aggregate_axis!r} is out of range for {ndim}-D inputs "
-                f"(n, {n_sites} site axes, channels)"
+                f"(points, {n_sites} site axes, channels)"
             )
         axes = sorted({a % ndim for a in raw})
-        if len(axes) != len(raw) or axes[0] == 0 or c in axes:
+        if len(axes) != len(raw) or b in axes or c in axes:
             raise ValueError(
                 f"{name}: aggregate_axis {aggregate_axis!r} must name distinct site axes of the "
-                f"{ndim}-D inputs, not the batch axis 0 or the channel axis {c}"
+                f"{ndim}-D inputs, not the batch axis {b} or the channel axis {c}"
             )
         return tuple(site_axes.index(a) for a in axes)
 
@@ -151,11 +168,12 @@ def Aggregate(
             raise ValueError(
                 f"{name}: inputs must be (n, site axes…, channels), got shape {inputs.shape}"
             )
-        sites = agg_sites(inputs.ndim - 2)  # among the site axes: the same channel-last
-        c = channel_position(channel_axis, inputs.ndim, f"{name}: channel_axis")
-        if c == inputs.ndim - 1:
+        sites = agg_sites(inputs.ndim - 2)  # among the site axes: the same points-first
+        b, c = layout(inputs.ndim)
+        if (b, c) == (0, inputs.ndim - 1):
             return aggregate(inputs, pattern, sites)
-        return jnp.moveaxis(aggregate(jnp.moveaxis(inputs, c, -1), pattern, sites), -1, c)
+        out = aggregate(jnp.moveaxis(inputs, (b, c), (0, -1)), pattern, sites)
+        return jnp.moveaxis(out, (0, -1), (b, c))
 
     def aggregate(inputs, pattern, sites):
         """``apply_fn`` on channel-last inputs."""
@@ -176,7 +194,7 @@ def Aggregate(
     def transform(k: Kernel, pattern=None) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
-        check_channel_axis(name, k, channel_axis)
+        check_channel_axis(name, k, channel_axis, batch_axis)
         if pattern is None:
             return k
         if not isinstance(pattern, (tuple, list)) or len(pattern) != 2:
@@ -262,6 +280,7 @@ def Aggregate(
         diagonal=Diagonal(NO, NO),
         call_kwargs=("pattern",),
         channel_axis=channel_axis,
+        batch_axis=batch_axis or None,  # 0: the default, not a claim
     )
     return new_layer(_stateless_init, apply_fn, kfn)
 

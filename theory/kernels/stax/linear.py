@@ -104,7 +104,7 @@ def Dense(
     """
     if not isinstance(out_dim, (int,)) or isinstance(out_dim, bool) or out_dim < 1:
         raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
-    channel_axis = check_axes(f"Dense({out_dim})", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes(f"Dense({out_dim})", batch_axis, channel_axis)
     W_std, b_std, parameterization, s = _check_affine(W_std, b_std, parameterization, s)
 
     def position(ndim):
@@ -759,7 +759,7 @@ def AvgPool(
     per axis, or / count(o)·count(o') with SAME padding and ``normalize_edges``
     (`theory.kernels.spatial.pool_full`). ``channel_axis``: the inputs' channel axis (the
     window covers the other non-batch axes, in order)."""
-    channel_axis = check_axes("AvgPool", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("AvgPool", batch_axis, channel_axis)
     return _pool_layer(
         "avg", window_shape, strides, padding, normalize_edges, batch_axis, channel_axis
     )
@@ -773,7 +773,7 @@ def SumPool(
     channel_axis: int = -1,
 ):
     """Sum pooling over windows: as `AvgPool` without the division."""
-    channel_axis = check_axes("SumPool", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("SumPool", batch_axis, channel_axis)
     return _pool_layer("sum", window_shape, strides, padding, False, batch_axis, channel_axis)
 
 
@@ -808,7 +808,7 @@ def MaxPool(
 
 def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
     name = "GlobalAvgPool" if mean else "GlobalSumPool"
-    channel_axis = check_axes(name, batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes(name, batch_axis, channel_axis)
 
     def axes(ndim):
         """(batch, channel) positions; the other axes are the sites pooled over."""
@@ -970,7 +970,7 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
     the points and raises (both as neural-tangents does). Selecting points on the batch axis
     pairs the selected points of x1 with those of x2, so the network is computed untiled.
     """
-    channel_axis = check_axes("Index", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("Index", batch_axis, channel_axis)
     first = (idx if isinstance(idx, tuple) else (idx,))[:1]
     batch_untouched = batch_axis == 0 and (not first or first[0] is Ellipsis or _is_all(first[0]))
     _full_index(idx, 64, "Index")  # validates entries before any shape is known
@@ -1096,7 +1096,7 @@ def ImageResize(
     batch or the channel axis has no kernel here (the channels are infinitely many; a resized
     batch would mix points) and raises NotImplementedError naming ``shape``.
     """
-    channel_axis = check_axes("ImageResize", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("ImageResize", batch_axis, channel_axis)
     shape = tuple(int(d) for d in shape)
     if any(d < 1 and d != -1 for d in shape):
         raise ValueError(f"ImageResize: shape entries must be positive or -1, got {shape}")
@@ -1273,7 +1273,7 @@ def DotGeneral(
             "DotGeneral: at most one of lhs and rhs may be given; the other factor is the "
             "layer's inputs"
         )
-    channel_axis = check_axes("DotGeneral", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("DotGeneral", batch_axis, channel_axis)
     identity = lhs is None and rhs is None
     is_lhs = rhs is None  # the constant is the lhs, the inputs the rhs
     other = np.asarray(1.0 if identity else (lhs if is_lhs else rhs))

@@ -101,7 +101,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     axes = _check_axes(axis)
     _check_std("eps", eps)
     eps = float(eps)
-    channel_axis = check_axes("LayerNorm", batch_axis, channel_axis, any_batch=True)
+    channel_axis = check_axes("LayerNorm", batch_axis, channel_axis)
     name = f"LayerNorm(axis={axis!r})"
 
     def apply_fn(params, inputs, mask=None, **kwargs):
