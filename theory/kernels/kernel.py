@@ -86,6 +86,9 @@ class Kernel:
     diagonal_batch: bool = dataclasses.field(default=True, metadata=dict(static=True))
     mask1: jax.Array | None = None
     mask2: jax.Array | None = None
+    # set while a network that contracts the points' axis is computed on x1 and x2 stacked
+    # (`KernelFn._contracted`): the first ``points_split`` points are x1's, the rest x2's
+    points_split: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     def replace(self, **kw: Any) -> Kernel:
         """A copy with fields replaced. ``shape1``/``shape2`` (neural-tangents' fields; here
@@ -373,7 +376,17 @@ def input_kernel(
     cov1 = jnp.sum(x1 * x1, axis=1) / d  # (n1,)
     cov2 = None if x2 is None else jnp.sum(x2 * x2, axis=1) / d
     ntk = _zero_ntk(nngp) if compute_ntk else None
-    return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=d, is_gaussian=False)
+    # no sites; the flag still says how sites a later layer creates are to be kept
+    # (neural-tangents' rule: DotGeneral with a site-carrying constant)
+    return Kernel(
+        nngp=nngp,
+        ntk=ntk,
+        cov1=cov1,
+        cov2=cov2,
+        width=d,
+        is_gaussian=False,
+        diagonal_spatial=diagonal_spatial,
+    )
 
 
 def masked_entries(x, mask_constant) -> jax.Array:

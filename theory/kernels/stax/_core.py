@@ -207,8 +207,16 @@ class KernelFn(Batchable):
         channel_axis: int | None = None,
         mixes_points: bool = False,
         batch_axis: int | None = None,
+        contracts_points: bool = False,
+        points_split: int | None = None,
     ):
         self.transform = transform
+        # a layer sums over the points (DotGeneral contracting the batch axis): each output
+        # reads every point, so the kernel is computed on x1 and x2 stacked (`_contracted`,
+        # neural-tangents' diagonal_batch=False); ``points_split`` is set on the variant that
+        # does it (the number of x1's points)
+        self.contracts_points = contracts_points
+        self.points_split = points_split
         # the axis of the inputs that holds the points: the first one a layer names
         # (``batch_axis``, neural-tangents' argument); None or 0: the leading axis. Kernels are
         # computed with the points moved to axis 0 (`_points_first`).
@@ -259,25 +267,27 @@ class KernelFn(Batchable):
         from the traced shapes of a one-point kernel (nothing is computed)."""
         if x1.ndim == 2 and not self.mixes_points:
             return 1
-        key = (x1.shape[1:], str(x1.dtype))
+        # a network that maps its points (a per-point map, points concatenated) is traced
+        # with all of them: a one-point trace may not fit its layers
+        n = x1.shape[0] if self.mixes_points else 1
+        key = ((n, *x1.shape[1:]), str(x1.dtype))
         if key not in self._pair_sizes:
-            one = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
-            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), one)
+            spec = jax.ShapeDtypeStruct(key[0], x1.dtype)
+            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), spec)
             if isinstance(out, (list, tuple)):
                 raise ValueError(
                     f"{self.__name__} ends with {len(out)} branches: close them with "
                     "FanInSum() or FanInProd() before asking for a kernel"
                 )
             # entries per pair of input points: (B, B) for B branches concatenated on the batch
-            self._pair_sizes[key] = math.prod(out.nngp.shape)
+            self._pair_sizes[key] = math.ceil(math.prod(out.nngp.shape) / n**2)
         return self._pair_sizes[key]
 
     def input_kernel(self, x1, x2, compute_ntk: bool, mask_constant=None) -> Kernel:
         """The input kernel this network starts from (its diagonal mode, its inputs' channel
         axis; entries equal to ``mask_constant`` absent)."""
-        return input_kernel(
-            x1, x2, compute_ntk, bool(self.diagonal), self.channel_axis, mask_constant
-        )
+        k = input_kernel(x1, x2, compute_ntk, bool(self.diagonal), self.channel_axis, mask_constant)
+        return k if self.points_split is None else k.replace(points_split=self.points_split)
 
     @staticmethod
     def per_point(kwargs: dict, x1, x2) -> dict | None:
@@ -460,10 +470,11 @@ class KernelFn(Batchable):
 
     def _has_tree_output(self, x1) -> bool:
         """Whether the network ends in several branches (a list of outputs)."""
-        key = ("tree", x1.shape[1:], str(x1.dtype))
+        key = ("tree", x1.shape, str(x1.dtype))
         if key not in self._pair_sizes:
-            one = jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype)
-            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), one)
+            # shapes only (no arithmetic): all the points, as a layer may map each its own way
+            spec = jax.ShapeDtypeStruct(x1.shape, x1.dtype)
+            out = jax.eval_shape(lambda x: self.transform(self.input_kernel(x, None, False)), spec)
             self._pair_sizes[key] = isinstance(out, (list, tuple))
         return self._pair_sizes[key]
 
@@ -488,13 +499,16 @@ class KernelFn(Batchable):
         changed, built once per ``key`` and cached."""
         if key not in self._variants:
             fields = dict(
-                diagonal=self.diagonal, channel_axis=self.channel_axis, batch_axis=self.batch_axis
+                diagonal=self.diagonal,
+                channel_axis=self.channel_axis,
+                batch_axis=self.batch_axis,
+                points_split=self.points_split,
             )
             fields.update(changes)
             self._variants[key] = KernelFn(
                 self.transform, self.__name__, self.activation, self.hints, self.spatial_ndim,
                 fields["diagonal"], self.call_kwargs, fields["channel_axis"], self.mixes_points,
-                fields["batch_axis"],
+                fields["batch_axis"], self.contracts_points, fields["points_split"],
             )  # fmt: skip
         return self._variants[key]
 
@@ -552,6 +566,43 @@ class KernelFn(Batchable):
         full = {"cov1": cov1, "cov2": cov2}
         return type(out)(*(full.get(g, v) for g, v in zip(get, out)))
 
+    def _contracted(self, x1, x2, get, diagonal_batch, kwargs):
+        """The kernel of a network that sums over its points (neural-tangents' DotGeneral
+        contracting the batch axis): the output of x1 is one array read from all of x1's
+        points, so it pairs with x2's output once, and its sites (the output's non-channel
+        axes) carry the covariance: nngp/ntk (S'…), cov1/cov2 the same of x1 (x2) with
+        itself; no point axes. Computed as the kernel of x1 and x2 stacked (every pair of
+        points is needed) with the contraction applied to each part (`Kernel.points_split`),
+        which gives a 2-point output kernel whose off-diagonal block is nngp/ntk and whose
+        diagonal blocks are cov1/cov2. Needs ``diagonal_batch=False``, as in
+        neural-tangents."""
+        if diagonal_batch:
+            raise ValueError(
+                f"{self.__name__} contracts the points' axis (DotGeneral with the batch axis "
+                "among its contracting dimensions): every output reads all points, so "
+                "kernel_fn needs diagonal_batch=False (neural-tangents' rule)"
+            )
+        mask_constant = kwargs.pop("mask_constant", None)
+        if kwargs:
+            raise NotImplementedError(
+                f"{self.__name__}: call-time keywords {sorted(kwargs)} with a layer that "
+                "contracts the points' axis are not supported"
+            )
+        x1 = jnp.asarray(x1)
+        n1 = x1.shape[0]
+        z = x1 if x2 is None else jnp.concatenate([x1, jnp.asarray(x2, x1.dtype)], axis=0)
+        kf = self._variant(("contracted", n1), points_split=n1)
+        get, _ = self.parse_get(get, ("nngp", "ntk", "cov1", "cov2"))
+        k = kf(z, None, None, mask_constant=mask_constant)  # output points: x1's [, x2's]
+        second = 0 if x2 is None else 1
+        full = {
+            "nngp": k.nngp[0, second],
+            "ntk": None if k.ntk is None else k.ntk[0, second],
+            "cov1": k.nngp[0, 0],
+            "cov2": None if x2 is None else k.nngp[1, 1],
+        }
+        return self.select(k.replace(**full, diagonal_batch=False, points_split=None), get)
+
     @any_rank_promotion
     def __call__(self, x1, x2=None, get=None, *, diagonal_batch=True, diagonal_spatial=None,
                  **kwargs):  # fmt: skip
@@ -587,6 +638,8 @@ class KernelFn(Batchable):
                 return kf(x1, x2, get, diagonal_batch=diagonal_batch, **kwargs)
         if not isinstance(diagonal_batch, (bool, np.bool_)):
             raise TypeError(f"diagonal_batch must be True or False, got {diagonal_batch!r}")
+        if self.contracts_points and self.points_split is None and not isinstance(x1, Kernel):
+            return self._contracted(x1, x2, get, diagonal_batch, kwargs)
         if not diagonal_batch:
             mask_constant = kwargs.pop("mask_constant", None)
             out = self(x1, x2, get, mask_constant=mask_constant, **kwargs)

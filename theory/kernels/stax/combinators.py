@@ -53,6 +53,13 @@ def serial(*layers) -> Layer:
         raise ValueError("serial needs at least one layer")
     layers = [as_layer(x, f"serial: argument {i}") for i, x in enumerate(layers)]
     inits, applies, kernels = zip(*layers)
+    last = max((i for i, kf in enumerate(kernels) if kf.contracts_points), default=None)
+    if last is not None and last < len(kernels) - 1:
+        raise ValueError(
+            f"serial: {kernels[last].__name__} (argument {last}) sums over the points (the "
+            "batch axis is among its contracting dimensions); its outputs have no point axis, "
+            "so no layer may follow it (neural-tangents has the same rule)"
+        )
 
     def init_fn(rng, input_shape):
         params = []
@@ -159,6 +166,7 @@ def _combined(name: str, transform: Callable, kernels, fold) -> KernelFn:
         channel_axis=next((kf.channel_axis for kf in kernels if kf.channel_axis is not None), None),
         mixes_points=any(kf.mixes_points for kf in kernels),
         batch_axis=next((kf.batch_axis for kf in kernels if kf.batch_axis is not None), None),
+        contracts_points=any(kf.contracts_points for kf in kernels),
     )
 
 

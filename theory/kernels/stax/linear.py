@@ -1263,10 +1263,21 @@ def DotGeneral(
     the same for Θ (no parameters) and the per-point blocks; the diagonal form is exact when
     no site axis is contracted (each output reads one input site), else the network takes
     the full covariance. The channel axis may not appear in ``dimension_numbers`` (the kernel
-    has infinitely many channels; ValueError); contracting the batch axis would mix points,
-    which kernels pair one by one: ValueError (neural-tangents computes it only with
-    ``diagonal_batch=False``). Masks: an output is absent when every input it reads with a
-    nonzero coefficient is (neural-tangents' rule).
+    has infinitely many channels; ValueError). ``channel_axis`` left at −1 makes no claim:
+    the channels are where the kernel has them (``kernel_fn(..., channel_axis=)`` or the
+    last convolution's out spec), as neural-tangents reads them from its kernel.
+
+    Contracting the batch axis sums over the points, y = Σ_i A_i x_i: x1's output is one
+    array read from all of x1's points, paired once with x2's. Its kernel has no point axes,
+    only the output's sites S' (its non-channel axes, in order):
+
+        K'(s', t') = Σ_{i,j} Σ_{s,t} A_i[s', s] K(x1_i, x2_j; s, t) A_j[t', t],
+
+    and cov1/cov2 the same of x1 (x2) with itself. It needs every pair of points, so, as in
+    neural-tangents, it is computed only with ``kernel_fn(..., diagonal_batch=False)``
+    (ValueError otherwise), untiled, and no layer may follow it (`serial` refuses).
+    Masks: an output is absent when every input it reads with a nonzero coefficient is
+    (neural-tangents' rule).
     """
     if lhs is not None and rhs is not None:
         raise ValueError(
@@ -1298,21 +1309,28 @@ def DotGeneral(
         args = (o, x) if is_lhs else (x, o)
         return jax.lax.dot_general(*args, ((lc, rc), (lb, rb)), precision)
 
-    def axes(ndim):
+    def axes(ndim, k: Kernel | None = None):
+        """(b, c, b_out, c_out): the points' and channels' axes of the inputs and outputs.
+        The channels are where the layer says; at the default (−1, no claim) where the
+        kernel ``k`` has them (neural-tangents reads them from its kernel: call-time
+        ``channel_axis`` decides)."""
         b = axis_position(batch_axis, ndim, "DotGeneral: batch_axis")
-        c = axis_position(channel_axis, ndim, "DotGeneral: channel_axis")
+        if channel_axis == -1 and k is not None:
+            have = channel_position(k.channel_axis, ndim, "channel_axis")  # points first
+            c = have - 1 if have <= b else have  # in the inputs' layout
+        else:
+            c = axis_position(channel_axis, ndim, "DotGeneral: channel_axis")
+        if c == b:
+            raise ValueError(
+                f"DotGeneral: channel_axis={channel_axis} is the batch axis {b} of {ndim}-D "
+                "inputs; name the channel axis (the layer's channel_axis, or kernel_fn's)"
+            )
         if c in in_c + in_b:
             raise ValueError(
                 f"DotGeneral: dimension_numbers name the channel axis {c}; in the kernel the "
                 "channels are infinitely many and pass through unchanged"
             )
-        if b in in_c:
-            raise ValueError(
-                f"DotGeneral: dimension_numbers contract the batch axis {b}, which mixes "
-                "points; kernels pair points one by one (neural-tangents needs "
-                "diagonal_batch=False for it, which is not supported here)"
-            )
-        b_out = _axis_after_dot(b, in_c, in_b, lhs_ndim)
+        b_out = None if b in in_c else _axis_after_dot(b, in_c, in_b, lhs_ndim)
         c_out = _axis_after_dot(c, in_c, in_b, lhs_ndim)
         return b, c, b_out, c_out
 
@@ -1326,7 +1344,7 @@ def DotGeneral(
     def site_map(k: Kernel, n: int):
         """A (n or 1, |S'|, |S|) and the output sites S' and channel position."""
         ndim = 2 + len(k.spatial)
-        b, c, b_out, c_out = axes(ndim)
+        b, c, b_out, c_out = axes(ndim, k)
         per_point = b in in_b
         size = math.prod(k.spatial)
         eye = jnp.eye(size, dtype=k.nngp.dtype).reshape((1, *k.spatial, size))
@@ -1338,14 +1356,77 @@ def DotGeneral(
         c_can = c_out + (1 if c_out < b_out else 0)  # channel position with points first
         return y.reshape(n_probe, math.prod(out_sites), size), out_sites, c_can, y.ndim
 
+    def contraction_map(k: Kernel, n: int):
+        """For a map that sums over the points: A (1, |S'|, n, |S|) (the one output read
+        from n points' sites), the output sites S' (its non-channel axes) and the channel
+        position with a point axis put in front."""
+        ndim = 2 + len(k.spatial)
+        b, c, b_out, c_out = axes(ndim, k)
+        size = math.prod(k.spatial)
+        basis = jnp.eye(n * size, dtype=k.nngp.dtype).reshape((n, *k.spatial, n * size))
+        y = dot_fn(jnp.moveaxis(basis, (0, ndim - 1), (b, c)))
+        y = jnp.moveaxis(y, c_out, -1)
+        out_sites = tuple(y.shape[:-1])
+        return y.reshape(1, math.prod(out_sites), n, size), out_sites, c_out + 1, y.ndim + 1
+
+    def contracted(k: Kernel) -> Kernel:
+        """The kernel of the sums over x1's points and over x2's, from the kernel of x1 and
+        x2 stacked (`KernelFn._contracted`): one output point per part, K' = A K Aᵀ with A
+        reading only its part's points; per-point blocks are K''s diagonal blocks."""
+        if k.points_split is None:
+            raise ValueError(
+                f"{name}: dimension_numbers contract the batch axis, so every output reads "
+                "all points; compute the kernel with kernel_fn(..., diagonal_batch=False) "
+                "(neural-tangents' rule)"
+            )
+        if k.cov2 is not None:
+            raise ValueError(f"{name}: the stacked kernel must be of the points with themselves")
+        n, s = k.nngp.shape[0], k.points_split
+        parts = [(0, s)] if s == n else [(0, s), (s, n)]
+        rows = []
+        for lo, hi in parts:
+            a, out_sites, c_can, ndim_out = contraction_map(k, hi - lo)
+            rows.append(jnp.pad(a, ((0, 0), (0, 0), (lo, n - hi), (0, 0))))
+        a = jnp.concatenate(rows, axis=0)  # (parts, |S'|, n, |S|)
+        full = k.full_spatial or (not k.spatial and len(out_sites) > 0 and not k.diagonal_spatial)
+        hi_p = jax.lax.Precision.HIGHEST
+
+        def mapped(m):
+            if m is None:
+                return None
+            if k.full_spatial:
+                m = _unzip_sites(m, 2, k.spatial)
+                out = jnp.einsum("pais,ijst,qbjt->pqab", a, m, a, precision=hi_p)
+            else:
+                m = m.reshape(m.shape[:2] + (-1,))
+                spec = "pais,ijs,qbjs->pqab" if full else "pais,ijs,qajs->pqa"
+                out = jnp.einsum(spec, a, m, a, precision=hi_p)
+            if k.full_spatial or full:
+                return _zip_sites(out, 2, out_sites)
+            return out.reshape(out.shape[:2] + out_sites)
+
+        nngp = mapped(k.nngp)
+        idx = jnp.arange(len(parts))
+        return k.replace(
+            nngp=nngp,
+            ntk=mapped(k.ntk),
+            cov1=nngp[idx, idx],
+            cov2=None,
+            spatial=out_sites,
+            diagonal_spatial=not full,
+            channel_axis=None if c_can == ndim_out - 1 else c_can,
+            points_split=None,
+        )
+
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name} takes one input; got {len(k)} branches")
         if identity:
             return k
-        c_in = canonical_axis(channel_axis, batch_axis, 2 + len(k.spatial), "channel_axis")
-        check_channel_axis(name, k, channel_axis, batch_axis)
-        del c_in
+        if channel_axis != -1:  # the default makes no claim: the kernel's channels
+            check_channel_axis(name, k, channel_axis, batch_axis)
+        if axes(2 + len(k.spatial), k)[2] is None:
+            return contracted(k)
         n1, n2 = k.nngp.shape[:2]
         a1, out_sites, c_can, ndim_out = site_map(k, n1)
         a2 = a1 if n2 == n1 or a1.shape[0] == 1 else site_map(k, n2)[0]
@@ -1385,7 +1466,7 @@ def DotGeneral(
             channel_axis=None if c_can == ndim_out - 1 else c_can,
         )
 
-    def mask_in_layout(mask, b, c, b_out, c_out):
+    def mask_in_layout(mask):
         """~dot(~mask) with the constant's nonzero pattern: absent when no input read with a
         nonzero coefficient is present (mask in the inputs' layout, channel extent kept)."""
         present = dot_fn((~mask).astype(jnp.float32), (other != 0).astype(np.float32))
@@ -1395,18 +1476,29 @@ def DotGeneral(
         if identity:
             return m
         ndim = m.ndim
-        b, c, b_out, c_out = axes(ndim)
+        b, c, b_out, c_out = axes(ndim, k_in)
+        if b_out is None:  # summed over the points: one output mask per part
+            n, s = m.shape[0], k_in.points_split
+            parts = [m] if s == n else [m[:s], m[s:]]
+            outs = []
+            for part in parts:
+                out = mask_in_layout(jnp.moveaxis(part, (0, ndim - 1), (b, c)))
+                outs.append(jnp.moveaxis(out, c_out, -1)[None])
+            return jnp.concatenate(outs, axis=0)
         shaped = jnp.moveaxis(m, (0, ndim - 1), (b, c))
-        out = mask_in_layout(shaped, b, c, b_out, c_out)
+        out = mask_in_layout(shaped)
         return jnp.moveaxis(out, (b_out, c_out), (0, out.ndim - 1))
 
     def apply_mask(mask, x):
         if identity:
             return mask
-        b, c, b_out, c_out = axes(x.ndim)
+        ndim = x.ndim
+        b = axis_position(batch_axis, ndim, "DotGeneral: batch_axis")
+        c = axis_position(channel_axis, ndim, "DotGeneral: channel_axis")
         shape = list(x.shape)
-        shape[c] = mask.shape[c]
-        return mask_in_layout(jnp.broadcast_to(mask, shape), b, c, b_out, c_out)
+        if c != b:  # else the default −1 lands on the points: keep the full shape
+            shape[c] = mask.shape[c]
+        return mask_in_layout(jnp.broadcast_to(mask, shape))
 
     input_site_contracted = bool(
         [a for a in in_c if a not in (batch_axis, channel_axis)]  # checked against rank later
@@ -1417,7 +1509,9 @@ def DotGeneral(
         spatial_ndim="any",
         diagonal=Diagonal(NO if input_site_contracted else YES, NO),
         channel_axis=None if channel_axis == -1 else channel_axis,
-        mixes_points=batch_axis in in_b,  # a map per point: computed untiled
+        # a map per point, or a sum over the points: computed untiled
+        mixes_points=batch_axis in in_b + in_c,
+        contracts_points=not identity and batch_axis in in_c,
         batch_axis=batch_axis,  # the inputs' layout, even 0: later layers may name others
     )
     return new_layer(init_fn, apply_fn, kfn, masking=Masking(kernel=kernel_mask, apply=apply_mask))
