@@ -255,7 +255,7 @@ def test_unsupported_masks_raise_naming_the_layer():
     )
     with pytest.raises(NotImplementedError, match="GlobalSelfAttention.*channels"):
         kf(x, None, "nngp", mask_constant=C)
-    with pytest.raises(ValueError, match="contract the batch axis"):
+    with pytest.raises(ValueError, match="contracts the points' axis.*diagonal_batch=False"):
         stax.DotGeneral(rhs=np.ones(2), dimension_numbers=(((0,), (0,)), ((), ())))[2](
             x[:, 0, 0], None, "nngp"
         )
