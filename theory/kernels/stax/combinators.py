@@ -370,7 +370,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         c = channel_position(k0.channel_axis, ndim, "channel_axis")
         sites = [a for a in range(1, ndim) if a != c]
         for i, k in enumerate(ks[1:], 1):
-            if (k.channel_axis, k.diagonal_spatial) != (k0.channel_axis, k0.diagonal_spatial):
+            if (k.channel_axis, k.full_spatial) != (k0.channel_axis, k0.full_spatial):
                 raise ValueError(
                     f"FanInConcat: branch {i} holds its channels or sites differently from branch 0"
                 )

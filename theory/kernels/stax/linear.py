@@ -609,8 +609,8 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
     def transform(k: Kernel) -> Kernel:
         if isinstance(k, (list, tuple)):
             raise ValueError(f"Flatten takes one input; got {len(k)} branches")
-        if not k.spatial:
-            return k
+        if not k.spatial:  # nothing to flatten; the mode flag as below
+            return k.replace(diagonal_spatial=False)
         flat = spatial.flatten_full if k.full_spatial else spatial.flatten_mean
         return k.replace(
             nngp=flat(k.nngp, 2),
@@ -620,7 +620,9 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0):
             width=k.width * math.prod(k.spatial),
             is_gaussian=False,
             spatial=(),
-            diagonal_spatial=True,  # no sites left: nothing off the diagonal
+            # no sites left; the flag says how sites a later layer creates are kept: in full,
+            # as neural-tangents' Flatten says
+            diagonal_spatial=False,
             channel_axis=None,
         )
 
@@ -867,8 +869,7 @@ def _global_pool(mean: bool, batch_axis: int, channel_axis: int):
             ntk=None if k.ntk is None else pool(k.ntk, 2),
             cov1=pool(k.cov1, 1, 1),
             cov2=None if k.cov2 is None else pool(k.cov2, 1, 2),
-            spatial=(),
-            diagonal_spatial=True,  # no sites left: nothing off the diagonal
+            spatial=(),  # no sites left; the diagonal mode is kept (neural-tangents)
             channel_axis=None,
         )
 
@@ -1026,7 +1027,7 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1):
             cov1=select(k.cov1, 1),
             cov2=select(k.cov2, 1),
             spatial=new_spatial,
-            diagonal_spatial=k.diagonal_spatial or not new_spatial,
+            diagonal_spatial=k.diagonal_spatial,
             channel_axis=new_c,
             diag_offset=k.diag_offset if batch_untouched else None,
         )
