@@ -256,8 +256,9 @@ def disk_worker(n: int, side: int, seed: int, tile: int, quick: bool, path: Path
     # the memory of computing tiles, not of reading a complete store back: the largest peak
     # of the runs that added tiles, kept with the store
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    attrs = zarr.open_group(str(path), mode="a").attrs
     if int(done.sum()) > before:
-        g.attrs["peak_rss_bytes_computing"] = max(rss, g.attrs.get("peak_rss_bytes_computing", 0))
+        attrs["peak_rss_bytes_computing"] = max(rss, attrs.get("peak_rss_bytes_computing", 0))
     sec = np.asarray(g["seconds"][:])
     nb = done.shape[0]
     n_tiles = nb * (nb + 1) // 2
@@ -273,7 +274,7 @@ def disk_worker(n: int, side: int, seed: int, tile: int, quick: bool, path: Path
         "complete": int(done.sum()) == n_tiles,
         "tile_seconds_sum": float(np.nansum(sec)),
         "this_run_wall_s": wall,
-        "peak_rss_bytes": g.attrs.get("peak_rss_bytes_computing", rss),
+        "peak_rss_bytes": attrs.get("peak_rss_bytes_computing", rss),
         "pairs_computed": n * (n + 1) // 2,
     }
     # The same compute cost from the median tile of each kind (diagonal store tiles hold
