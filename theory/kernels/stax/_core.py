@@ -1066,6 +1066,20 @@ def axis_position(axis: int | None, ndim: int, name: str) -> int:
     return axis % ndim
 
 
+def layout_positions(batch_axis: int, channel_axis: int, ndim: int, layer: str = "") -> tuple:
+    """``(b, c)``: where ``ndim``-D inputs hold their points and channels (positions in
+    0 … ndim − 1); ValueError when either is out of range or they are the same axis."""
+    prefix = f"{layer}: " if layer else ""
+    b = axis_position(batch_axis, ndim, f"{prefix}batch_axis")
+    c = axis_position(channel_axis, ndim, f"{prefix}channel_axis")
+    if b == c:
+        raise ValueError(
+            f"{prefix}batch_axis={batch_axis} and channel_axis={channel_axis} are the same axis "
+            f"of {ndim}-D inputs"
+        )
+    return b, c
+
+
 def canonical_axis(axis: int, batch_axis: int | None, ndim: int, name: str) -> int:
     """Where ``axis`` of ``ndim``-D activations whose points are on ``batch_axis`` is once the
     points are moved to axis 0 (the layout kernels are computed in)."""
@@ -1105,11 +1119,7 @@ def standard_layout(init_fn: Callable, apply_fn: Callable, batch_axis: int, chan
     as the inputs). The output keeps the input's rank. Unchanged for (0, −1)."""
 
     def axes(ndim):
-        b = axis_position(batch_axis, ndim, "batch_axis")
-        c = axis_position(channel_axis, ndim, "channel_axis")
-        if b == c:
-            raise ValueError(f"batch_axis={batch_axis} and channel_axis={channel_axis} coincide")
-        return b, c
+        return layout_positions(batch_axis, channel_axis, ndim)
 
     if batch_axis == 0 and channel_axis == -1:
         return init_fn, apply_fn

@@ -33,14 +33,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from theory.kernels.kernel import Kernel, channel_position, check_channel_axis
+from theory.kernels.kernel import Kernel, check_channel_axis
 from theory.kernels.stax._core import (
     NO,
     Diagonal,
     KernelFn,
     _stateless_init,
-    axis_position,
     check_axes,
+    layout_positions,
     new_layer,
 )
 
@@ -112,16 +112,7 @@ def Aggregate(
 
     def layout(ndim: int) -> tuple[int, int]:
         """(batch, channel) positions among the ``ndim`` axes of the layer's inputs."""
-        b = axis_position(batch_axis, ndim, f"{name}: batch_axis")
-        if batch_axis == 0:
-            return b, channel_position(channel_axis, ndim, f"{name}: channel_axis")
-        c = axis_position(channel_axis, ndim, f"{name}: channel_axis")
-        if c == b:
-            raise ValueError(
-                f"{name}: batch_axis={batch_axis} and channel_axis={channel_axis} are the same "
-                f"axis of {ndim}-D inputs"
-            )
-        return b, c
+        return layout_positions(batch_axis, channel_axis, ndim, name)
 
     def agg_sites(n_sites: int) -> tuple[int, ...]:
         """Positions among the site axes (0 … n_sites − 1: the inputs' axes other than the
